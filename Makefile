@@ -1,0 +1,26 @@
+# The two commands of the README. Each does its own set-up first (idempotent, quick when done).
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PORT ?= 8501
+
+.PHONY: setup run test lint bench
+
+setup:
+	@if command -v apt-get >/dev/null; then \
+	  need=""; \
+	  [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need="$$need dataset-fashion-mnist"; \
+	  [ -n "$(WITH_BROWSER)" ] && ! command -v chromium >/dev/null && need="$$need chromium"; \
+	  if [ -n "$$need" ]; then $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$need; fi; \
+	else echo "no apt-get: install Fashion-MNIST/Chromium yourself (see README)"; fi
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
+
+run: setup
+	$(PYTHON) -m streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+
+test:
+	$(MAKE) setup WITH_BROWSER=1
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -q
+
+bench: setup
+	$(PYTHON) benchmarks/throughput_memory.py

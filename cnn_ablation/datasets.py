@@ -1,0 +1,303 @@
+"""Dataset registry: name -> uint8 image arrays and class names, from offline sources when possible.
+
+Names: `cifar10`, `cifar100`, `mnist`, `fashion_mnist` (Keras loaders and their cache; Fashion-MNIST
+also from Debian's `dataset-fashion-mnist`), `folder:<path>` (`train/<class>/*`, `test/<class>/*`),
+and `synthetic` / `synthetic:N` (deterministic, small, learnable; for tests and smoke runs).
+
+Images stay uint8 (the model rescales them). A loaded dataset is cached as `.npy` files under
+`$ABLATION_HOME/datasets/` so the next run starts fast. Shapes of the built-in datasets are known
+without their files, so `summary` and the web app never need to load anything; this module imports
+Keras only inside the loaders.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import hashlib
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnn_ablation.config import ConfigError, RunConfig
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DOWNLOAD_TIMEOUT_S = 20  # a Keras download that cannot connect gives up instead of hanging
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset's files are not here and cannot be had; the message says where they go."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    train_size: int
+    test_size: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class Dataset:
+    info: DatasetInfo
+    x_train: np.ndarray  # uint8, (n, h, w, c)
+    y_train: np.ndarray  # int labels, (n,)
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass(frozen=True)
+class Availability:
+    state: str  # "ready" | "needs download" | "missing"
+    detail: str  # what to do about it, in a sentence
+
+
+BUILTIN_INFO = {
+    "cifar10": DatasetInfo("cifar10", (32, 32, 3), CIFAR10_CLASSES, 50_000, 10_000),
+    "cifar100": DatasetInfo("cifar100", (32, 32, 3), tuple(f"class_{i}" for i in range(100)),
+                            50_000, 10_000),
+    "mnist": DatasetInfo("mnist", (28, 28, 1), tuple(str(i) for i in range(10)), 60_000, 10_000),
+    "fashion_mnist": DatasetInfo("fashion_mnist", (28, 28, 1), FASHION_CLASSES, 60_000, 10_000),
+}
+SYNTHETIC_TRAIN = 1000  # `synthetic` alone: small enough for a 1-epoch test run in seconds
+
+
+def ablation_home() -> Path:
+    return Path(os.environ.get("ABLATION_HOME", "./ablation-data")).expanduser()
+
+
+def keras_datasets_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "datasets"
+
+
+# --- what a dataset is, without loading it -------------------------------------------------------
+def dataset_info(name: str, image_size: tuple[int, int] | None = None) -> DatasetInfo:
+    if name in BUILTIN_INFO:
+        return BUILTIN_INFO[name]
+    if name == "synthetic" or name.startswith("synthetic:"):
+        n = int(name.split(":", 1)[1]) if ":" in name else SYNTHETIC_TRAIN
+        return DatasetInfo(name, (32, 32, 3), tuple(f"pattern_{i}" for i in range(10)),
+                           n, max(50, n // 5))
+    if name.startswith("folder:"):
+        return _folder_scan(Path(name.split(":", 1)[1]), image_size)[0]
+    raise ConfigError("dataset", name, "cifar10 | cifar100 | mnist | fashion_mnist | synthetic | "
+                      "synthetic:N | folder:<path>")
+
+
+def availability(name: str) -> Availability:
+    if name.startswith("synthetic"):
+        return Availability("ready", "generated on the fly")
+    if name.startswith("folder:"):
+        try:
+            info = dataset_info(name)
+        except DatasetUnavailable as exc:
+            return Availability("missing", str(exc))
+        return Availability("ready", f"{info.train_size} train / {info.test_size} test images")
+    if (_cache_dir(name) / "x_train.npy").exists():
+        return Availability("ready", "cached")
+    if any(path.exists() for path in _keras_cache_files(name)):
+        return Availability("ready", "in the Keras cache")
+    if name == "fashion_mnist" and all((DEBIAN_FASHION_MNIST / f).exists() for f in IDX_FILES):
+        return Availability("ready", f"from {DEBIAN_FASHION_MNIST} (Debian)")
+    hint = _where_files_go(name)
+    return Availability("needs download", f"Keras downloads it on first use (needs internet). {hint}")
+
+
+def check_fits(config: RunConfig) -> DatasetInfo:
+    """Refuse a batch larger than the training images left after limit and validation split."""
+    info = dataset_info(config.dataset, config.image_size)
+    n = min(config.limit_train or info.train_size, info.train_size)
+    n_fit = n - int(round(n * config.val_split))
+    if n_fit < 1:
+        raise ConfigError("val_split", config.val_split,
+                          f"a fraction that leaves at least 1 of the {n} training images")
+    if config.batch_size > n_fit:
+        raise ConfigError("batch_size", config.batch_size,
+                          f"a whole number from 1 to {n_fit} (the training images of "
+                          f"{config.dataset} after limit and validation split)")
+    return info
+
+
+def resolve(config: RunConfig) -> RunConfig:
+    """Fill in what the run must state: a folder dataset's image size (most common by default)."""
+    if config.dataset.startswith("folder:") and config.image_size is None:
+        info = dataset_info(config.dataset)
+        return config.with_changes(image_size=info.shape[:2])
+    return config
+
+
+# --- loading ------------------------------------------------------------------------------------
+def load(name: str, image_size: tuple[int, int] | None = None) -> Dataset:
+    info = dataset_info(name, image_size)
+    if name.startswith("synthetic"):
+        return _synthetic(info)
+    cache = _cache_dir(name, image_size)
+    if (cache / "y_test.npy").exists():
+        arrays = [np.load(cache / f"{key}.npy") for key in ("x_train", "y_train", "x_test", "y_test")]
+        return Dataset(info, *arrays)
+    if name.startswith("folder:"):
+        data = _load_folder(Path(name.split(":", 1)[1]), info)
+    else:
+        data = Dataset(info, *_load_builtin(name))
+    cache.mkdir(parents=True, exist_ok=True)
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        tmp = cache / f"{key}.tmp.npy"
+        np.save(tmp, getattr(data, key))
+        tmp.replace(cache / f"{key}.npy")  # y_test last: its presence means the cache is whole
+    return data
+
+
+def _cache_dir(name: str, image_size: tuple[int, int] | None = None) -> Path:
+    if name.startswith("folder:"):
+        key = hashlib.sha256(f"{Path(name[7:]).resolve()}|{image_size}".encode()).hexdigest()[:12]
+        return ablation_home() / "datasets" / f"folder-{key}"
+    return ablation_home() / "datasets" / name
+
+
+def _keras_cache_files(name: str) -> list[Path]:
+    d = keras_datasets_dir()
+    return {
+        "cifar10": [d / "cifar-10-batches-py-target_archive",
+                    d / "cifar-10-batches-py-target" / "cifar-10-batches-py" / "test_batch"],
+        "cifar100": [d / "cifar-100-python-target_archive",
+                     d / "cifar-100-python-target" / "cifar-100-python" / "test"],
+        "mnist": [d / "mnist.npz"],
+        "fashion_mnist": [d / "fashion-mnist" / IDX_FILES[3]],
+    }.get(name, [])
+
+
+def _where_files_go(name: str) -> str:
+    d = keras_datasets_dir()
+    where = {
+        "cifar10": f"Offline: put cifar-10-python.tar.gz at {d}/cifar-10-batches-py-target_archive",
+        "cifar100": f"Offline: put cifar-100-python.tar.gz at {d}/cifar-100-python-target_archive",
+        "mnist": f"Offline: put mnist.npz at {d}/mnist.npz",
+        "fashion_mnist": f"Offline: apt-get install dataset-fashion-mnist (files in "
+                         f"{DEBIAN_FASHION_MNIST}), or put the four .gz files in {d}/fashion-mnist/",
+    }
+    return where[name]
+
+
+def _load_builtin(name: str):
+    debian = all((DEBIAN_FASHION_MNIST / f).exists() for f in IDX_FILES)
+    if name == "fashion_mnist" and not _keras_cache_files(name)[0].exists() and debian:
+        return tuple(read_idx(DEBIAN_FASHION_MNIST / f) for f in IDX_FILES)
+    from keras import datasets as keras_datasets  # heavy: only when a download/cache read is due
+
+    loader = getattr(keras_datasets, name)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        (x_train, y_train), (x_test, y_test) = loader.load_data()
+    except Exception as exc:
+        raise DatasetUnavailable(
+            f"dataset {name} is not on this machine and could not be downloaded "
+            f"({type(exc).__name__}: {exc}). {_where_files_go(name)}"
+        ) from exc
+    finally:
+        socket.setdefaulttimeout(previous)
+    if x_train.ndim == 3:  # MNIST-style (n, 28, 28) -> (n, 28, 28, 1)
+        x_train, x_test = x_train[..., None], x_test[..., None]
+    return x_train, y_train.reshape(-1), x_test, y_test.reshape(-1)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzip or plain, as its stored dtype (uint8 here)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: expected {int(np.prod(dims))} values, found {array.size}")
+    array = array.reshape(dims)
+    return array[..., None] if ndim == 3 else array
+
+
+def _synthetic(info: DatasetInfo) -> Dataset:
+    """Ten classes, each a bright 8x8 patch at its own place and colour on dim noise."""
+    rng = np.random.default_rng(1234)
+    n = info.train_size + info.test_size
+    labels = rng.integers(0, 10, size=n)
+    images = rng.integers(0, 64, size=(n, 32, 32, 3), dtype=np.uint8)
+    for k in range(10):
+        row, col = divmod(k, 4)
+        idx = np.flatnonzero(labels == k)
+        images[idx, 2 + 10 * row : 10 + 10 * row, 2 + 7 * col : 10 + 7 * col, k % 3] = 230
+    cut = info.train_size
+    return Dataset(info, images[:cut], labels[:cut], images[cut:], labels[cut:])
+
+
+def _folder_files(root: Path, split: str) -> dict[str, list[Path]]:
+    base = root / split
+    if not base.is_dir():
+        return {}
+    return {
+        d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for d in sorted(base.iterdir()) if d.is_dir()
+    }
+
+
+def _folder_scan(root: Path, image_size):
+    from PIL import Image
+
+    train, test = _folder_files(root, "train"), _folder_files(root, "test")
+    if not any(train.values()) or not any(test.values()):
+        raise DatasetUnavailable(
+            f"folder dataset {root}: expected images in {root}/train/<class>/ and "
+            f"{root}/test/<class>/ (png, jpg, ...); found none in "
+            + ("train" if not any(train.values()) else "test")
+        )
+    classes = tuple(sorted(set(train) | set(test)))
+    sizes: collections.Counter = collections.Counter()
+    color = False
+    for files in list(train.values()) + list(test.values()):
+        for path in files:
+            with Image.open(path) as im:
+                sizes[(im.height, im.width)] += 1
+                color = color or im.mode not in ("L", "1", "I;16", "I")
+    h, w = image_size or sizes.most_common(1)[0][0]
+    info = DatasetInfo(f"folder:{root}", (h, w, 3 if color else 1), classes,
+                       sum(map(len, train.values())), sum(map(len, test.values())))
+    return info, train, test
+
+
+def _load_folder(root: Path, info: DatasetInfo) -> Dataset:
+    from PIL import Image
+
+    _, train, test = _folder_scan(root, info.shape[:2])
+    h, w, c = info.shape
+
+    def read(split_files):
+        xs, ys = [], []
+        for label, name in enumerate(info.class_names):
+            for path in split_files.get(name, []):
+                with Image.open(path) as im:
+                    im = im.convert("RGB" if c == 3 else "L")
+                    if im.size != (w, h):
+                        im = im.resize((w, h), Image.Resampling.BILINEAR)
+                    xs.append(np.asarray(im, dtype=np.uint8).reshape(h, w, c))
+                    ys.append(label)
+        return np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+    return Dataset(info, *read(train), *read(test))

@@ -1,0 +1,112 @@
+"""Runs as text and JSON for the command line (the pages draw the same frames as tables)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import pandas as pd
+
+from storage.queries import Run
+
+
+def duration_s(row: dict[str, Any]) -> float | None:
+    start = row.get("started_at")
+    if start is None or (isinstance(start, float) and math.isnan(start)):
+        return None
+    end = row.get("finished_at")
+    if end is None or (isinstance(end, float) and math.isnan(end)):
+        end = time.time() if row.get("status") == "running" else None
+    return None if end is None else end - start
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def epoch_progress(row: dict[str, Any]) -> str:
+    """`3/10` epochs done, plus the running epoch's batch position, e.g. `3/10 (4: 120/1407)`."""
+    done = int(row.get("epochs_done") or 0)
+    text = f"{done}/{row['epochs']}"
+    if row.get("status") == "running" and _present(row.get("progress_batches")):
+        text += f" (ep {int(row['progress_epoch'])}: {int(row['progress_batch'] or 0)}/" \
+                f"{int(row['progress_batches'])})"
+    return text
+
+
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def run_dict(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ["id", "name", "label", "dataset", "preset", "seed", "status", "epochs", "epochs_done",
+            "progress_epoch", "progress_batch", "progress_batches", "best_val_accuracy",
+            "final_val_accuracy", "test_accuracy", "test_loss", "device", "host", "params",
+            "error", "study_id", "created_at", "started_at", "finished_at"]
+    out = {k: _clean(row.get(k)) for k in keep}
+    out["duration_s"] = duration_s(row)
+    return out
+
+
+def _pct(value) -> str:
+    return "" if not _present(value) else f"{100 * value:.1f} %"
+
+
+def print_runs(frame: pd.DataFrame) -> None:
+    if frame.empty:
+        print("no runs yet: `python -m cnn_ablation submit --dataset synthetic --epochs 2` "
+              "queues one")
+        return
+    table = pd.DataFrame({
+        "id": frame["id"],
+        "name": frame["name"],
+        "config": frame["label"],
+        "dataset": frame["dataset"],
+        "status": frame["status"],
+        "epoch": [epoch_progress(r) for r in frame.to_dict("records")],
+        "best val": frame["best_val_accuracy"].map(_pct),
+        "test acc": frame["test_accuracy"].map(_pct),
+        "time": [format_duration(duration_s(r)) for r in frame.to_dict("records")],
+        "device": frame["device"].fillna(""),
+    })
+    print(table.to_string(index=False))
+
+
+def print_run(run: Run, epochs: pd.DataFrame, as_json: bool = False) -> None:
+    record = {k: v for k, v in run.__dict__.items() if k not in ("config_json", "test_report_json")}
+    record["config"] = run.config
+    record["test_report"] = run.test_report
+    record["duration_s"] = duration_s(run.__dict__)
+    record["epoch_metrics"] = [{k: _clean(v) for k, v in e.items() if k != "run_id"}
+                               for e in epochs.to_dict("records")]
+    if as_json:
+        print(json.dumps(record, indent=1))
+        return
+    print(f"run {run.id}  {run.name or ''}".rstrip())
+    print(f"  status    {run.status}" + (f"  ({run.error})" if run.error else ""))
+    print(f"  config    {run.label} · {run.dataset} · {run.preset}")
+    print("            " + json.dumps(run.config, sort_keys=True))
+    print(f"  device    {run.device or '-'} on {run.host or '-'}   params {run.params or 0:,}")
+    print(f"  time      {format_duration(record['duration_s']) or '-'}")
+    if not epochs.empty:
+        print()
+        print(epochs.drop(columns="run_id").to_string(index=False, float_format="%.4f"))
+    if run.test_accuracy is not None:
+        print(f"\n  test      accuracy {run.test_accuracy:.4f}   loss {run.test_loss:.4f}")

@@ -1,0 +1,106 @@
+import gzip
+import struct
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnn_ablation import datasets
+from cnn_ablation.config import ConfigError, RunConfig
+
+
+def write_idx(path, array):
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_files_in_the_standard_format_are_read_as_uint8(tmp_path):
+    images = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+    labels = np.array([7, 0, 9], dtype=np.uint8)
+    write_idx(tmp_path / "img.gz", images)
+    write_idx(tmp_path / "lab.gz", labels)
+    got = datasets.read_idx(tmp_path / "img.gz")
+    assert got.dtype == np.uint8 and got.shape == (3, 4, 5, 1)
+    assert np.array_equal(got[..., 0], images)
+    assert np.array_equal(datasets.read_idx(tmp_path / "lab.gz"), labels)
+
+
+def test_idx_reader_refuses_a_truncated_file(tmp_path):
+    with gzip.open(tmp_path / "bad.gz", "wb") as f:
+        f.write(struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", 10) + b"\x01\x02")
+    with pytest.raises(ValueError, match="expected 10 values"):
+        datasets.read_idx(tmp_path / "bad.gz")
+
+
+def make_folder(root, sizes):
+    for split in ("train", "test"):
+        for label, colour in (("cat", (200, 20, 20)), ("dog", (20, 20, 200))):
+            d = root / split / label
+            d.mkdir(parents=True)
+            for i, size in enumerate(sizes):
+                Image.new("RGB", size, colour).save(d / f"{i}.png")
+
+
+def test_folder_dataset_resizes_mixed_sizes_to_the_most_common(home):
+    root = home / "pets"
+    make_folder(root, [(20, 10), (20, 10), (8, 8)])  # PIL sizes are (width, height)
+    name = f"folder:{root}"
+    info = datasets.dataset_info(name)
+    assert info.shape == (10, 20, 3) and info.class_names == ("cat", "dog")
+    data = datasets.load(name, info.shape[:2])
+    assert data.x_train.shape == (6, 10, 20, 3) and data.x_train.dtype == np.uint8
+    assert sorted(data.y_train.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert data.x_train[data.y_train == 1][..., 2].min() > 150  # dogs stayed blue after resize
+
+
+def test_folder_image_size_is_stated_in_the_run_config(home):
+    root = home / "pets"
+    make_folder(root, [(20, 10), (8, 8), (8, 8)])
+    resolved = datasets.resolve(RunConfig(dataset=f"folder:{root}", batch_size=1))
+    assert resolved.image_size == (8, 8)
+
+
+def test_missing_folder_says_where_the_images_go(home):
+    start = time.monotonic()
+    with pytest.raises(datasets.DatasetUnavailable, match="train/<class>/"):
+        datasets.dataset_info(f"folder:{home}/nothing")
+    assert datasets.availability(f"folder:{home}/nothing").state == "missing"
+    assert time.monotonic() - start < 5
+
+
+def test_uncached_keras_dataset_is_reported_with_where_the_file_goes(home, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(home / "keras"))
+    state = datasets.availability("mnist")
+    assert state.state == "needs download"
+    assert str(home / "keras" / "datasets" / "mnist.npz") in state.detail
+
+
+def test_synthetic_is_deterministic_uint8_and_sized_by_name():
+    a, b = datasets.load("synthetic"), datasets.load("synthetic")
+    assert a.x_train.dtype == np.uint8 and a.x_train.shape == (1000, 32, 32, 3)
+    assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.y_test, b.y_test)
+    assert set(a.y_train.tolist()) == set(range(10))
+    assert datasets.load("synthetic:200").x_train.shape[0] == 200
+
+
+def test_loaded_dataset_is_cached_as_npy(home):
+    root = home / "pets"
+    make_folder(root, [(8, 8)])
+    datasets.load(f"folder:{root}", (8, 8))
+    assert list((home / "datasets").glob("folder-*/y_test.npy"))
+
+
+def test_batch_larger_than_the_data_is_refused():
+    with pytest.raises(ConfigError, match="batch_size: 2000 .* 1 to 900"):
+        datasets.check_fits(RunConfig(dataset="synthetic", batch_size=2000))
+
+
+def test_fashion_mnist_from_debian_when_installed(home, monkeypatch):
+    if not (datasets.DEBIAN_FASHION_MNIST / datasets.IDX_FILES[0]).exists():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+    monkeypatch.setenv("KERAS_HOME", str(home / "keras"))
+    data = datasets.load("fashion_mnist")
+    assert data.x_train.shape == (60000, 28, 28, 1) and data.x_test.shape == (10000, 28, 28, 1)
+    assert data.x_train.dtype == np.uint8 and data.y_train.max() == 9
