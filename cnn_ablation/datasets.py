@@ -235,15 +235,19 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _synthetic(info: DatasetInfo) -> Dataset:
-    """Ten classes, each a bright 8x8 patch at its own place and colour on dim noise."""
+    """Ten classes, each a faint 8x8 patch at its own place and colour, jittered, on strong noise:
+    learnable in an epoch or two but not at once, so switches can show an effect."""
     rng = np.random.default_rng(1234)
     n = info.train_size + info.test_size
     labels = rng.integers(0, 10, size=n)
-    images = rng.integers(0, 64, size=(n, 32, 32, 3), dtype=np.uint8)
-    for k in range(10):
-        row, col = divmod(k, 4)
-        idx = np.flatnonzero(labels == k)
-        images[idx, 2 + 10 * row : 10 + 10 * row, 2 + 7 * col : 10 + 7 * col, k % 3] = 230
+    images = rng.integers(0, 200, size=(n, 32, 32, 3), dtype=np.uint8)
+    jitter = rng.integers(-3, 4, size=(n, 2))
+    for i in range(n):
+        row, col = divmod(int(labels[i]), 4)
+        top, left = 3 + 10 * row + jitter[i, 0], 3 + 7 * col + jitter[i, 1]
+        top, left = min(max(top, 0), 24), min(max(left, 0), 24)
+        patch = images[i, top : top + 8, left : left + 8, labels[i] % 3]
+        images[i, top : top + 8, left : left + 8, labels[i] % 3] = np.minimum(patch + 55, 255)
     cut = info.train_size
     return Dataset(info, images[:cut], labels[:cut], images[cut:], labels[cut:])
 

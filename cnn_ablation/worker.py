@@ -104,6 +104,11 @@ class Worker:
                 now = time.time()
                 if now >= next_beat:
                     queries.heartbeat_worker(self.engine, self.id)
+                    # A child beats for itself once TensorFlow is imported; until then (and
+                    # whenever it is alive) its worker vouches for it.
+                    for slot in self._busy():
+                        if slot.child.poll() is None:
+                            queries.heartbeat_run(self.engine, slot.run_id)
                     for run_id in queries.reap_stale_runs(self.engine):
                         self._log(f"run {run_id}: worker lost (stale heartbeat), marked failed")
                     next_beat = now + self.interval
