@@ -1,13 +1,14 @@
-"""The dashboard (placeholder until the pages land): shows runs from the database."""
+"""cnn-ablation dashboard: `streamlit run app.py`. Never imports TensorFlow; training happens in
+background worker processes (one is started here when none is alive; ABLATION_START_WORKER=0
+turns that off)."""
 
 import streamlit as st
 
-from storage import get_engine, queries
+st.set_page_config(page_title="cnn-ablation", page_icon=":material/science:", layout="wide")
 
-st.set_page_config(page_title="cnn-ablation", layout="wide")
-st.title("cnn-ablation")
-frame = queries.runs_frame(get_engine())
-if frame.empty:
-    st.info("No runs yet: `python -m cnn_ablation train --dataset synthetic --epochs 2`.")
-else:
-    st.dataframe(frame[["id", "name", "label", "dataset", "status", "test_accuracy"]])
+pages = [
+    st.Page("cnn_ablation/ui/new_run.py", title="New run", icon=":material/science:", default=True),
+    st.Page("cnn_ablation/ui/runs.py", title="Runs", icon=":material/monitoring:"),
+    st.Page("cnn_ablation/ui/compare.py", title="Compare", icon=":material/compare_arrows:"),
+]
+st.navigation(pages).run()

@@ -106,6 +106,8 @@ def split(config: RunConfig, data: datasets.Dataset):
     if config.limit_train:
         x, y = x[: config.limit_train], y[: config.limit_train]
     n_val = int(round(len(x) * config.val_split))
+    if n_val == 0:
+        return (x, y), None  # no copy: the arrays go to fit as they are
     order = np.random.default_rng(config.seed).permutation(len(x))
     fit_idx, val_idx = np.sort(order[n_val:]), np.sort(order[:n_val])
     return (x[fit_idx], y[fit_idx]), ((x[val_idx], y[val_idx]) if n_val else None)
@@ -155,6 +157,19 @@ def test_report(model: keras.Model, data: datasets.Dataset) -> dict:
     return {"class_names": list(data.info.class_names), "confusion": confusion.tolist()}
 
 
+def compiled_model(config: RunConfig, info: datasets.DatasetInfo) -> keras.Model:
+    """The chapter's compile: Adam at the config's rate, cross-entropy, accuracy."""
+    model = build_model(config, info.shape, info.num_classes)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        # Integer labels: the same loss as the chapter's one-hot categorical cross-entropy,
+        # without a float32 one-hot copy of the labels.
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
 def train_run(engine: Engine, run_id: int, echo: Callable[[str], None] | None = None,
               interval: float = PROGRESS_INTERVAL_S, control: RunControl | None = None) -> str:
     """Train run `run_id` (already `running`) to its final status, which is returned."""
@@ -165,14 +180,7 @@ def train_run(engine: Engine, run_id: int, echo: Callable[[str], None] | None = 
         keras.utils.set_random_seed(config.seed)
         data = datasets.load(config.dataset, config.image_size)
         (x_fit, y_fit), validation = split(config, data)
-        model = build_model(config, data.info.shape, data.info.num_classes)
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-            # Integer labels: the same loss as the chapter's one-hot categorical cross-entropy,
-            # without a float32 one-hot copy of the labels.
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        model = compiled_model(config, data.info)
         batches = math.ceil(len(x_fit) / config.batch_size)
         diag = layer_norms(model, x_fit[:DIAGNOSTIC_BATCH], y_fit[:DIAGNOSTIC_BATCH])
         callback = RecordingCallback(engine, run_id, batches, control, diag, echo, interval)

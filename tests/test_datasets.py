@@ -88,8 +88,11 @@ def test_synthetic_is_deterministic_uint8_and_sized_by_name():
 def test_loaded_dataset_is_cached_as_npy(home):
     root = home / "pets"
     make_folder(root, [(8, 8)])
-    datasets.load(f"folder:{root}", (8, 8))
+    first = datasets.load(f"folder:{root}", (8, 8))
     assert list((home / "datasets").glob("folder-*/y_test.npy"))
+    again = datasets.load(f"folder:{root}", (8, 8))  # from the cache this time
+    assert np.array_equal(first.x_train, again.x_train) and again.x_train.dtype == np.uint8
+    assert again.x_train.ctypes.data % 64 == 0  # aligned: TensorFlow takes it without staging
 
 
 def test_batch_larger_than_the_data_is_refused():

@@ -1,0 +1,1 @@
+"""Streamlit pages and Plotly figure builders. Nothing here imports TensorFlow."""

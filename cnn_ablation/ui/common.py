@@ -1,0 +1,102 @@
+"""What every page shares: the engine, the worker banner, run labels, and formatting."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from cnn_ablation.report import duration_s, epoch_progress, format_duration
+from cnn_ablation.worker import ensure_local_worker, heartbeat_interval
+from storage import database_url, get_engine, queries
+
+REFRESH_S = 2.0  # live parts of a page re-read the database this often while runs are active
+
+
+@st.cache_resource
+def _engine(url: str) -> Engine:
+    return get_engine(url)
+
+
+def engine_or_stop() -> Engine:
+    """The database, or an explanation of what is wrong with it and a stop."""
+    url = database_url()
+    try:
+        engine = _engine(url)
+        queries.reap_stale_runs(engine)
+        return engine
+    except SQLAlchemyError as exc:
+        st.error(f"**The database cannot be used.**  \n`{url}`  \n{type(exc).__name__}: "
+                 f"{str(exc).splitlines()[0]}  \n\nCheck that the file is a SQLite database "
+                 "that this user can write, or point `ABLATION_DATABASE_URL` (or `ABLATION_HOME`) "
+                 "at another one, then reload the page.")
+        st.stop()
+
+
+def worker_banner(engine: Engine) -> None:
+    """Sidebar status: live workers, or what to do when none is running."""
+    started = ensure_local_worker(engine)
+    workers = queries.live_workers(engine, max_age=3 * heartbeat_interval())
+    if started:
+        st.sidebar.success("Started a local worker: queued runs will train in the background.")
+    elif workers.empty:
+        st.sidebar.warning("**No worker is running**, so queued runs wait.  \nStart one in a "
+                           "terminal: `python -m cnn_ablation worker`")
+    else:
+        slots = ", ".join(sorted(set(",".join(workers["slots"]).split(","))))
+        st.sidebar.caption(f"Workers: {len(workers)} alive ({slots})")
+    st.sidebar.caption(f"Database: `{database_url()}`")
+
+
+def run_option(row: dict) -> str:
+    name = f" {row['name']}" if row.get("name") else ""
+    return f"#{row['id']}{name} · {row['label']} · {row['dataset']} · {row['status']}"
+
+
+def pct(value) -> str:
+    return "–" if value is None or pd.isna(value) else f"{100 * value:.1f} %"
+
+
+def runs_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The Runs table as a user reads it: one row per run, units in the headers."""
+    records = frame.to_dict("records")
+    return pd.DataFrame({
+        "run": frame["id"],
+        "name": frame["name"].fillna(""),
+        "config": frame["label"],
+        "dataset": frame["dataset"],
+        "status": frame["status"],
+        "epoch": [epoch_progress(r) for r in records],
+        "progress": [_progress_fraction(r) for r in records],
+        "best val acc": frame["best_val_accuracy"],
+        "final val acc": frame["final_val_accuracy"],
+        "test acc": frame["test_accuracy"],
+        "duration": [format_duration(duration_s(r)) for r in records],
+        "device": frame["device"].fillna(""),
+    })
+
+
+def _progress_fraction(row: dict) -> float:
+    epochs = row["epochs"] or 1
+    done = float(row.get("epochs_done") or 0)
+    if row["status"] == "completed":
+        return 1.0
+    if row["status"] == "running" and not pd.isna(row.get("progress_batches")):
+        batches = row["progress_batches"] or 1
+        within = (row.get("progress_batch") or 0) / batches
+        done = max(done, (row["progress_epoch"] or 1) - 1 + within)
+    return min(done / epochs, 1.0)
+
+
+TABLE_COLUMNS = {
+    "run": st.column_config.NumberColumn(width="small"),
+    "status": st.column_config.TextColumn(width="small"),
+    "device": st.column_config.TextColumn(width="small"),
+    "duration": st.column_config.TextColumn(width="small"),
+    "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0,
+                                                format="percent", width="small"),
+    "best val acc": st.column_config.NumberColumn(format="percent"),
+    "final val acc": st.column_config.NumberColumn(format="percent"),
+    "test acc": st.column_config.NumberColumn(format="percent"),
+}
