@@ -10,5 +10,6 @@ pages = [
     st.Page("cnn_ablation/ui/new_run.py", title="New run", icon=":material/science:", default=True),
     st.Page("cnn_ablation/ui/runs.py", title="Runs", icon=":material/monitoring:"),
     st.Page("cnn_ablation/ui/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("cnn_ablation/ui/studies.py", title="Studies", icon=":material/grid_view:"),
 ]
 st.navigation(pages).run()

@@ -3,8 +3,9 @@
 Both train the chapter's seed network (all BatchNorm, batch 32, Adam 0.0005) on the same 50,000
 CIFAR-shaped images (`synthetic:50000`, uint8, deterministic). The notebook path is shared/seed's
 code: a float32 copy divided by 255 and one-hot labels fed to `fit`. The project path is
-`training.split` + `training.compiled_model` + `RecordingCallback` writing to a SQLite file, as a
-run does. Each measurement is its own process (peak RSS is per process), alternating A B A B.
+`training.split` + `training.compiled_model` + `training.as_tensor` + `RecordingCallback`
+writing to a SQLite file, as a run does. Each measurement is its own process (peak RSS is per
+process), alternating A B A B.
 
     python benchmarks/throughput_memory.py [--pairs 2] [--epochs 1] [--images 50000]
 """
@@ -59,7 +60,13 @@ def measure(mode: str, images: int, epochs: int) -> dict:
         callbacks = []
     else:
         from cnn_ablation.launch import new_run
-        from cnn_ablation.training import RecordingCallback, RunControl, compiled_model, split
+        from cnn_ablation.training import (
+            RecordingCallback,
+            RunControl,
+            as_tensor,
+            compiled_model,
+            split,
+        )
         from storage import queries
         from storage.engine import get_engine
 
@@ -69,6 +76,7 @@ def measure(mode: str, images: int, epochs: int) -> dict:
         model = compiled_model(config, data.info)
         batches = -(-len(x_train) // config.batch_size)
         callbacks = [RecordingCallback(engine, run_id, batches, RunControl())]
+        x_train = as_tensor(x_train)
     start = time.perf_counter()
     model.fit(x_train, y_train, batch_size=32, epochs=epochs, shuffle=True, verbose=0,
               callbacks=callbacks)

@@ -80,6 +80,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("run_id", type=int)
         if name == "show":
             p.add_argument("--json", action="store_true")
+    study = sub.add_parser("study", help="queue / show an ablation study").add_subparsers(
+        dest="study_command", required=True)
+    p = study.add_parser("create", help="queue a study: a preset, or factors and a design")
+    _config_flags(p)
+    p.add_argument("--study-preset", choices=["chapter", "bn_one_at_a_time", "dropout_sweep"],
+                   default=None, help="one of the ready-made studies")
+    p.add_argument("--factor", action="append", default=[],
+                   help="bn_conv_3 (on/off), or dropout=0,0.25,0.5, learning_rate=..., "
+                        "batch_size=...; repeat for several factors")
+    p.add_argument("--design", choices=["full", "ofat"], default="full",
+                   help="full factorial, or one factor at a time against the base")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (0..N-1)")
+    study.add_parser("list", help="all studies with their progress")
+    for name, text in (("show", "grid, per-cell summary and effects"),
+                       ("fill", "queue cells/seeds never run"),
+                       ("rerun-failed", "queue again cells/seeds whose runs all failed"),
+                       ("export", "per-run and per-cell CSV files")):
+        p = study.add_parser(name, help=text)
+        p.add_argument("study_id", type=int)
+        if name == "show":
+            p.add_argument("--json", action="store_true")
+        if name in ("show", "export"):
+            p.add_argument("--metric", default="final_val_accuracy",
+                           choices=["final_val_accuracy", "best_val_accuracy", "test_accuracy"])
+        if name == "export":
+            p.add_argument("--out", default=".", help="folder for the two CSV files")
     p = sub.add_parser("execute", help=argparse.SUPPRESS)  # a worker's child process
     p.add_argument("run_id", type=int)
     p.add_argument("--parent-pid", type=int, default=None)
@@ -275,10 +301,85 @@ def cmd_execute(args) -> int:
     return 0
 
 
+def parse_factor(text: str) -> tuple[str, tuple]:
+    """`bn_conv_3` -> on/off; `dropout=0,0.25` -> levels (numbers)."""
+    from cnn_ablation.config import ConfigError
+
+    name, _, values = text.partition("=")
+    if not values:
+        return name, (True, False)
+    try:
+        levels = tuple(int(v) if name == "batch_size" else float(v) for v in values.split(","))
+    except ValueError:
+        raise ConfigError("factor", text, f"{name}=v1,v2,... with numbers") from None
+    return name, levels
+
+
+def cmd_study(args) -> int:
+    from cnn_ablation import studies
+    from cnn_ablation.config import StudySpec, study_preset
+    from storage import queries
+
+    engine = _engine()
+    if args.study_command == "create":
+        base = config_from_args(args)
+        if args.study_preset:
+            spec = study_preset(args.study_preset, base, args.seeds)
+        else:
+            spec = StudySpec(base, dict(parse_factor(f) for f in args.factor), args.design,
+                             args.seeds)
+        study_id, queued = studies.create(engine, spec, args.name or args.study_preset or "study")
+        print(f"study {study_id}: {len(spec.cells())} cells x {spec.seeds} seeds; queued "
+              f"{len(queued)} runs" + (f" ({queued[0]}..{queued[-1]})" if queued else ""))
+        seconds, basis = studies.estimate_seconds(engine, spec)
+        print(f"estimate: {seconds / 60:.1f} min ({basis})" if seconds else f"estimate: {basis}")
+        return 0
+    if args.study_command == "list":
+        for study in queries.list_studies(engine):
+            view = studies.load(engine, study.id)
+            grid = studies.grid(engine, view)
+            print(f"{study.id:4d}  {study.name:30s} {len(grid)} cells x {view.spec.seeds} seeds, "
+                  f"{int(grid['done'].sum())}/{len(grid) * view.spec.seeds} done")
+        return 0
+    view = studies.load(engine, args.study_id)
+    if args.study_command in ("fill", "rerun-failed"):
+        action = studies.fill_missing if args.study_command == "fill" else studies.rerun_failed
+        queued = action(engine, view.id)
+        print(f"study {view.id}: queued {len(queued)} runs {queued}")
+        return 0
+    result = studies.results(engine, view, args.metric)
+    if args.study_command == "export":
+        from pathlib import Path
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        result["runs"].to_csv(out / f"study-{view.id}-runs.csv", index=False)
+        result["summary"].to_csv(out / f"study-{view.id}-cells.csv", index=False)
+        print(f"wrote {out / f'study-{view.id}-runs.csv'} and {out / f'study-{view.id}-cells.csv'}")
+        return 0
+    grid = studies.grid(engine, view)
+    if args.json:
+        print(json.dumps({"id": view.id, "name": view.name, "spec": view.spec.to_dict(),
+                          "grid": grid.to_dict("records"),
+                          "summary": json.loads(result["summary"].to_json(orient="records")),
+                          "effects": json.loads(result["effects"].to_json(orient="records")),
+                          "words": result["words"]}, indent=1))
+        return 0
+    print(f"study {view.id}: {view.name}\n")
+    print(grid.to_string(index=False))
+    from cnn_ablation.analysis import readable_effects, readable_summary
+
+    print("\n" + readable_summary(result["summary"]).to_string(index=False))
+    print(f"\neffects on {args.metric}:")
+    print(readable_effects(result["effects"]).to_string(index=False))
+    print("\n" + result["words"].replace("**", ""))
+    return 0
+
+
 COMMANDS = {
     "summary": cmd_summary, "train": cmd_train, "submit": cmd_submit, "worker": cmd_worker,
     "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "retry": cmd_retry,
-    "delete": cmd_delete, "execute": cmd_execute,
+    "delete": cmd_delete, "execute": cmd_execute, "study": cmd_study,
 }
 
 if __name__ == "__main__":

@@ -40,10 +40,12 @@ class RecordingCallback(keras.callbacks.Callback):
         self.engine, self.run_id, self.batches, self.control = engine, run_id, batches, control
         self.diagnostics, self.echo, self.interval = diagnostics, echo, interval
         self.outcome: tuple[str, str | None] | None = None  # (status, reason) once decided
+        self.on_first_step: Callable[[float], None] | None = None
         self._lock = threading.Lock()
         self._epoch = 0
         self._epoch_start = time.monotonic()
         self._next_report = 0.0
+        self.first_step_at: float | None = None  # wall time when the first batch ended
 
     def _stop(self, status: str, reason: str | None) -> None:
         if self.outcome is None:
@@ -57,9 +59,14 @@ class RecordingCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.monotonic()
-        if now < self._next_report or not self._lock.acquire(blocking=False):
+        if (now < self._next_report and self.first_step_at is not None) or not self._lock.acquire(
+                blocking=False):
             return
         try:
+            if self.first_step_at is None:
+                self.first_step_at = time.time()
+                if self.on_first_step:
+                    self.on_first_step(self.first_step_at)
             self._next_report = now + self.interval
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(loss):
@@ -110,7 +117,31 @@ def split(config: RunConfig, data: datasets.Dataset):
         return (x, y), None  # no copy: the arrays go to fit as they are
     order = np.random.default_rng(config.seed).permutation(len(x))
     fit_idx, val_idx = np.sort(order[n_val:]), np.sort(order[:n_val])
-    return (x[fit_idx], y[fit_idx]), ((x[val_idx], y[val_idx]) if n_val else None)
+    return (_take(x, fit_idx), y[fit_idx]), (_take(x, val_idx), y[val_idx])
+
+
+def _take(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    out = datasets.aligned_empty((len(idx), *x.shape[1:]), x.dtype)  # aligned: see as_tensor
+    return np.take(x, idx, axis=0, out=out)
+
+
+def as_tensor(x: np.ndarray):
+    """Images as a TensorFlow tensor sharing memory with `x` (DLPack, no copy).
+
+    Given a NumPy array, Keras' `fit` copies it whole into TensorFlow and briefly holds a second
+    copy while doing so (+300 MB peak for 50,000 CIFAR-sized images: benchmarks/). TensorFlow
+    can read the array in place when it is C-contiguous and 64-byte aligned, which datasets.py
+    and `split` ensure; anything else is passed on unchanged (Keras copies it, as before).
+    """
+    aligned = x.flags.c_contiguous and x.flags.writeable and x.ctypes.data % 64 == 0
+    if keras.backend.backend() != "tensorflow" or not aligned:
+        return x
+    import tensorflow as tf
+
+    try:
+        return tf.experimental.dlpack.from_dlpack(x.__dlpack__())
+    except (TypeError, ValueError, BufferError, RuntimeError):  # no DLPack here: let Keras copy
+        return x
 
 
 def layer_norms(model: keras.Model, x: np.ndarray, y: np.ndarray) -> Callable[[], list[dict]]:
@@ -170,23 +201,42 @@ def compiled_model(config: RunConfig, info: datasets.DatasetInfo) -> keras.Model
     return model
 
 
+def _startup_line(phases: dict[str, float], first_step: float, process_start: float | None) -> str:
+    """Where the time before the first training step went, as one log line (JSON)."""
+    times = {"dataset_load_s": phases["dataset_loaded"] - phases["start"],
+             "model_build_s": phases["model_built"] - phases["dataset_loaded"],
+             "to_first_step_s": first_step - phases["model_built"]}
+    if process_start is not None:
+        times["process_start_and_imports_s"] = phases["start"] - process_start
+    return "startup " + json.dumps({k: round(v, 3) for k, v in times.items()})
+
+
 def train_run(engine: Engine, run_id: int, echo: Callable[[str], None] | None = None,
-              interval: float = PROGRESS_INTERVAL_S, control: RunControl | None = None) -> str:
-    """Train run `run_id` (already `running`) to its final status, which is returned."""
+              interval: float = PROGRESS_INTERVAL_S, control: RunControl | None = None,
+              started_at: float | None = None) -> str:
+    """Train run `run_id` (already `running`) to its final status, which is returned.
+    `started_at`: when this process started, to report its start-up time in the log."""
     control = control or RunControl()
     try:
         run = queries.find_run_or_raise(engine, run_id)
         config = RunConfig.from_json(run.config_json)
         keras.utils.set_random_seed(config.seed)
+        phases = {"start": time.time()}
         data = datasets.load(config.dataset, config.image_size)
+        phases["dataset_loaded"] = time.time()
         (x_fit, y_fit), validation = split(config, data)
         model = compiled_model(config, data.info)
         batches = math.ceil(len(x_fit) / config.batch_size)
         diag = layer_norms(model, x_fit[:DIAGNOSTIC_BATCH], y_fit[:DIAGNOSTIC_BATCH])
+        phases["model_built"] = time.time()
         callback = RecordingCallback(engine, run_id, batches, control, diag, echo, interval)
+        if echo:
+            callback.on_first_step = lambda at: echo(_startup_line(phases, at, started_at))
         if queries.heartbeat_run(engine, run_id):
             control.cancel.set()
-        model.fit(x_fit, y_fit, batch_size=config.batch_size, epochs=config.epochs,
+        if validation is not None:
+            validation = (as_tensor(validation[0]), validation[1])
+        model.fit(as_tensor(x_fit), y_fit, batch_size=config.batch_size, epochs=config.epochs,
                   validation_data=validation, shuffle=True, verbose=0, callbacks=[callback])
         if callback.outcome is not None:
             status, reason = callback.outcome
@@ -207,6 +257,15 @@ def train_run(engine: Engine, run_id: int, echo: Callable[[str], None] | None = 
         queries.finish_run(engine, run_id, "failed", error=f"{type(exc).__name__}: {exc}",
                            traceback=traceback.format_exc())
         return "failed"
+
+
+def process_started_at() -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # psutil missing or /proc unreadable: the log line just lacks this part
+        return None
 
 
 @dataclass
@@ -246,6 +305,6 @@ def execute(engine: Engine, run_id: int, echo: Callable[[str], None] | None = No
     thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
     thread.start()
     try:
-        return train_run(engine, run_id, echo, control=control)
+        return train_run(engine, run_id, echo, control=control, started_at=process_started_at())
     finally:
         done.set()

@@ -141,8 +141,11 @@ def list_runs(
     datasets: list[str] | None = None,
     study_id: int | None = None,
     ids: list[int] | None = None,
+    config_hashes: list[str] | None = None,
 ) -> list[Run]:
     query = select(RunRow).order_by(RunRow.id)
+    if config_hashes is not None:
+        query = query.where(RunRow.config_hash.in_(config_hashes))
     if statuses:
         query = query.where(RunRow.status.in_(statuses))
     if datasets:
@@ -153,6 +156,17 @@ def list_runs(
         query = query.where(RunRow.id.in_(ids))
     with session_scope(engine, write=False) as session:
         return [_run(row) for row in session.scalars(query)]
+
+
+def finished_run_times(engine: Engine, preset: str, dataset: str, host: str | None = None):
+    """(seconds, epochs) of completed runs of one preset and dataset (on `host` if given)."""
+    query = select(RunRow.started_at, RunRow.finished_at, RunRow.epochs).where(
+        RunRow.status == "completed", RunRow.preset == preset, RunRow.dataset == dataset)
+    if host:
+        query = query.where(RunRow.host == host)
+    with session_scope(engine, write=False) as session:
+        return [(end - start, epochs) for start, end, epochs in session.execute(query)
+                if start and end]
 
 
 def completed_runs_by_hash(engine: Engine, config_hashes: list[str]) -> dict[str, list[int]]:

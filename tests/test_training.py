@@ -62,3 +62,17 @@ def test_an_exception_marks_the_run_failed_with_its_message(engine, home):
     assert run.status == "failed"
     assert run.error.startswith("DatasetUnavailable: folder dataset") and "test/<class>/" in run.error
     assert "Traceback" in run.traceback
+
+
+def test_split_arrays_go_to_tensorflow_without_a_copy():
+    from cnn_ablation import datasets
+    from cnn_ablation.training import as_tensor, split
+
+    data = datasets.load("synthetic")
+    (x_fit, _), (x_val, _) = split(RunConfig(dataset="synthetic", val_split=0.2), data)
+    assert len(x_fit) == 800 and len(x_val) == 200
+    tensor = as_tensor(x_fit)
+    x_fit[3, 0, 0, 0] = 201
+    assert int(tensor[3, 0, 0, 0]) == 201  # shares the NumPy buffer
+    unaligned = data.x_train.reshape(-1)[1:3073].reshape(1, 32, 32, 3)  # 1 byte off alignment
+    assert as_tensor(unaligned) is unaligned  # left for Keras to copy, never a crash

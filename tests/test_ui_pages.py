@@ -15,7 +15,8 @@ from cnn_ablation.launch import new_run
 from storage import queries
 from tests.conftest import ROOT
 
-PAGES = ["cnn_ablation/ui/new_run.py", "cnn_ablation/ui/runs.py", "cnn_ablation/ui/compare.py"]
+PAGES = ["cnn_ablation/ui/new_run.py", "cnn_ablation/ui/runs.py", "cnn_ablation/ui/compare.py",
+         "cnn_ablation/ui/studies.py"]
 
 
 def app(page=None) -> AppTest:
@@ -50,9 +51,11 @@ def seed_run(engine, config, accuracies, status="completed"):
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_with_an_empty_database(home, page):
     at = app(page)
-    assert at.title[0].value in ("New run", "Runs", "Compare runs")
-    if page != PAGES[0]:
+    assert at.title[0].value in ("New run", "Runs", "Compare runs", "Studies")
+    if page in PAGES[1:3]:
         assert "No runs" in at.info[0].value  # says what to do next
+    if page == PAGES[3]:
+        assert "No studies yet" in at.info[0].value
     assert any("No worker is running" in w.value for w in at.sidebar.warning)
 
 

@@ -52,6 +52,7 @@ configs = {i: RunConfig.from_json(records[i]["config_json"]) for i in ids}
 differ = config_diff(list(configs.values()))
 st.subheader("What differs")
 if differ:
+    st.markdown("Fields that differ: " + ", ".join(f"**{k}**" for k in differ))
     diff_rows = [{"run": labels[i], **{k: str(configs[i].to_dict()[k]) for k in differ}}
                  for i in ids]
     st.dataframe(pd.DataFrame(diff_rows), hide_index=True)
