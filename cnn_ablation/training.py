@@ -25,7 +25,8 @@ from cnn_ablation.worker import heartbeat_interval
 from storage import queries
 
 PROGRESS_INTERVAL_S = 1.0  # progress/cancel check at most this often (one DB write each)
-DIAGNOSTIC_BATCH = 256  # fixed images for per-layer gradient/weight norms at each epoch end
+DIAGNOSTIC_BATCH = 64  # fixed images for per-layer gradient/weight norms at each epoch end:
+# enough for a stable trend, and cheap (benchmarks/recording_overhead.py measures the cost)
 
 
 class RecordingCallback(keras.callbacks.Callback):
@@ -154,19 +155,24 @@ def layer_norms(model: keras.Model, x: np.ndarray, y: np.ndarray) -> Callable[[]
         return lambda: []
     import tensorflow as tf
 
-    weighted = [layer for layer in model.layers if layer.name.startswith(("conv_", "dense_",
-                                                                           "output"))]
+    weighted = [layer for layer in model.layers
+                if layer.name.startswith(("conv_", "dense_", "output"))]
+    variables = [v for layer in weighted for v in layer.trainable_variables]
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    x_fixed, y_fixed = tf.constant(x), tf.constant(y)
+
+    @tf.function  # traced once; eager execution cost ~4x more per epoch on a CPU
+    def gradients():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y_fixed, model(x_fixed, training=True))
+        return tape.gradient(loss, variables)
 
     def measure() -> list[dict]:
         saved = [v.numpy() for v in model.non_trainable_variables]
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        variables = [v for layer in weighted for v in layer.trainable_variables]
-        grads = tape.gradient(loss, variables)
+        grads = gradients()
         for var, value in zip(model.non_trainable_variables, saved, strict=True):
-            var.assign(value)
-        by_var = {id(v): g for v, g in zip(variables, grads, strict=True)}
+            var.assign(value)  # BatchNorm's moving statistics, as they were before measuring
+        by_var = dict(zip((id(v) for v in variables), grads, strict=True))
         rows = []
         for layer in weighted:
             g = [by_var[id(v)] for v in layer.trainable_variables if by_var[id(v)] is not None]

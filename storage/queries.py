@@ -51,21 +51,11 @@ class NewRun:
     retry_of: int | None = None
 
 
-@dataclass(frozen=True)
-class Run:
+@dataclass(frozen=True, kw_only=True)
+class Run(NewRun):
+    """A run as stored: what was queued plus its lifecycle, progress and results."""
+
     id: int
-    name: str
-    study_id: int | None
-    retry_of: int | None
-    config_json: str
-    config_hash: str
-    variant_hash: str
-    label: str
-    dataset: str
-    preset: str
-    seed: int
-    epochs: int
-    params: int | None
     status: str
     created_at: float
     started_at: float | None
