@@ -175,8 +175,8 @@ def test_small_real_study_runs_to_the_end_with_summary_and_effects(engine, home)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.switch_page("cnn_ablation/ui/studies.py").run()
     assert not at.exception, at.exception
-    grid = at.dataframe(key="study_grid").value
+    grid, summary, effects = (frame.value for frame in at.dataframe[:3])  # in page order
     assert list(grid["done"]) == [2, 2, 2, 2]
-    effects = at.dataframe(key="study_effects").value
+    assert list(summary["runs"]) == [2, 2, 2, 2]
     assert set(effects["factor"]) == {"bn_conv_2", "dropout"}
     assert any("noise" in m.value for m in at.markdown)

@@ -148,13 +148,18 @@ else:
                 "another repeat.")
         st.page_link("cnn_ablation/ui/runs.py", label=f"Open run #{run.id}", icon=":material/monitoring:",
                      query_params={"run": str(run.id)})
+    pending = queries.list_runs(engine, statuses=["queued", "running"],
+                                config_hashes=[c.config_hash for c in configs])
+    if pending:
+        st.info("This exact config is already " + ", ".join(f"{r.status} (#{r.id})"
+                                                            for r in pending) + ".")
     label = f"Launch {len(configs)} runs (seeds 0–{len(configs) - 1})" if len(configs) > 1 \
         else "Launch run"
     if st.button(label, type="primary", key="launch"):
         ids = submit(engine, configs, name=run_name)
-        st.session_state["launched"] = ids
-    if st.session_state.get("launched"):
-        ids = st.session_state["launched"]
+        st.session_state["launched"] = (config.config_hash, ids)
+    launched_hash, ids = st.session_state.get("launched", (None, []))
+    if launched_hash == config.config_hash:  # only while the form still shows what was launched
         st.success(f"Queued run(s) {', '.join(f'#{i}' for i in ids)}: {config.label} on "
                    f"{config.dataset}.")
         st.page_link("cnn_ablation/ui/runs.py", label="Watch it train on the Runs page",

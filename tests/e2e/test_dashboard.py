@@ -155,6 +155,6 @@ def test_toggle_launch_watch_and_compare_in_a_real_browser(dashboard):
         expect(chart).to_contain_text("#2 BN 1·1·1·1·1 · drop 0.5 · validation")
         # 2 runs x (train, validation) x (accuracy, loss) subplots
         assert chart.locator(".scatterlayer .trace").count() == 8
-        expect(page.get_by_text("Fields that differ: bn, dropout")).to_be_visible()
+        expect(page.get_by_text("Fields that differ: bn, dropout, epochs")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "3-compare.png"), full_page=True)
         browser.close()
