@@ -47,7 +47,7 @@ PRESETS: dict[str, Preset] = {
     # The network of shared/seed: four 3x3 convolutions (stride 1, 2, 1, 2), Dense(128), Dropout.
     "seed": Preset(
         "seed",
-        "The chapter's CNN (4 conv + dense, BatchNorm and Dropout)",
+        "Chapter CNN (seed)",
         (32, 32, 3),
         (
             Conv("conv_1", 32, 3, 1),
@@ -60,7 +60,7 @@ PRESETS: dict[str, Preset] = {
     # The chapter's first example: two plain convolutions, no BatchNorm, no activation.
     "conv_basics": Preset(
         "conv_basics",
-        "The chapter's first example (2 conv, no BatchNorm)",
+        "First example (conv_basics)",
         (64, 64, 1),
         (Conv("conv_1", 2, 3, 1, bn_switch=False), Conv("conv_2", 20, 3, 2, bn_switch=False)),
     ),

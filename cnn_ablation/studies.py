@@ -14,7 +14,8 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from cnn_ablation import analysis
-from cnn_ablation.config import StudySpec
+from cnn_ablation.config import RunConfig, StudySpec
+from cnn_ablation.datasets import dataset_info
 from cnn_ablation.launch import new_run
 from storage import queries
 
@@ -108,18 +109,26 @@ def rerun_failed(engine: Engine, study_id: int) -> list[int]:
     return queries.create_runs(engine, new)
 
 
+def _image_epochs(config: RunConfig) -> int:
+    """Training images seen by a run: epochs x images after limit and validation split."""
+    n = dataset_info(config.dataset, config.image_size).train_size
+    n = min(config.limit_train or n, n)
+    return config.epochs * (n - int(round(n * config.val_split)))
+
+
 def estimate_seconds(engine: Engine, spec: StudySpec, slots: int = 1):
-    """(seconds, basis text) from finished runs of the same preset and dataset on this machine,
-    or (None, why not)."""
+    """(seconds, basis text) from finished runs of the same preset and dataset on this machine
+    (their seconds per training image, start-up included), or (None, why not)."""
     base = spec.base
     times = queries.finished_run_times(engine, base.preset, base.dataset, socket.gethostname())
     if not times:
         return None, (f"no finished {base.preset} runs on {base.dataset} on this machine yet; "
                       "the first ones give the estimate")
-    per_epoch = statistics.median(seconds / max(epochs, 1) for seconds, epochs in times)
-    total = sum(config.epochs for _, config in spec.runs()) * per_epoch / max(slots, 1)
-    return total, (f"median {per_epoch:.1f} s per epoch over {len(times)} finished runs of "
-                   f"{base.preset} on {base.dataset} here, {slots} slot(s)")
+    rate = statistics.median(seconds / max(_image_epochs(RunConfig.from_json(config)), 1)
+                             for seconds, config in times)
+    total = sum(_image_epochs(config) for _, config in spec.runs()) * rate / max(slots, 1)
+    return total, (f"{1000 * rate:.2f} ms per training image, median of {len(times)} finished "
+                   f"runs of {base.preset} on {base.dataset} here; {slots} slot(s)")
 
 
 def results(engine: Engine, view: StudyView, metric: str = "final_val_accuracy") -> dict:

@@ -149,13 +149,13 @@ def list_runs(
 
 
 def finished_run_times(engine: Engine, preset: str, dataset: str, host: str | None = None):
-    """(seconds, epochs) of completed runs of one preset and dataset (on `host` if given)."""
-    query = select(RunRow.started_at, RunRow.finished_at, RunRow.epochs).where(
+    """(seconds, config JSON) of completed runs of one preset and dataset (on `host` if given)."""
+    query = select(RunRow.started_at, RunRow.finished_at, RunRow.config_json).where(
         RunRow.status == "completed", RunRow.preset == preset, RunRow.dataset == dataset)
     if host:
         query = query.where(RunRow.host == host)
     with session_scope(engine, write=False) as session:
-        return [(end - start, epochs) for start, end, epochs in session.execute(query)
+        return [(end - start, config) for start, end, config in session.execute(query)
                 if start and end]
 
 

@@ -180,3 +180,17 @@ def test_small_real_study_runs_to_the_end_with_summary_and_effects(engine, home)
     assert list(summary["runs"]) == [2, 2, 2, 2]
     assert set(effects["factor"]) == {"bn_conv_2", "dropout"}
     assert any("noise" in m.value for m in at.markdown)
+
+
+def test_time_estimate_scales_with_training_images_of_finished_runs(engine):
+    import socket
+
+    config = RunConfig(dataset="synthetic", epochs=2, val_split=0.0)  # 2 x 1000 images
+    run_id = queries.create_runs(engine, [new_run(config)], status="running")[0]
+    queries.mark_running(engine, run_id, host=socket.gethostname(), started_at=1000.0)
+    queries.finish_run(engine, run_id, "completed")
+    queries.mark_running(engine, run_id, finished_at=1020.0)  # 20 s -> 10 ms per image
+    spec = StudySpec(config.with_changes(limit_train=500), {"dropout": (0.25, 0.5)}, "full", 3)
+    seconds, basis = studies.estimate_seconds(engine, spec)
+    assert seconds == pytest.approx(6 * 2 * 500 * 0.010)  # 6 runs x 2 epochs x 500 images
+    assert "10.00 ms per training image" in basis

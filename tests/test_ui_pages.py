@@ -173,3 +173,29 @@ def test_compare_draws_one_trace_per_run_and_series_and_the_config_difference(ho
     assert results.loc[0, "Δ test acc"] == 0
     assert results.loc[1, "Δ test acc"] == pytest.approx(100 * (0.59 - 0.74))
     assert at.get("download_button")
+
+
+def test_the_web_app_never_imports_tensorflow(home, engine):
+    """Every page rendered in a fresh interpreter, with runs and a study in the database."""
+    import subprocess
+    import sys
+
+    from cnn_ablation import studies
+    from cnn_ablation.config import StudySpec
+
+    seed_run(engine, RunConfig(dataset="synthetic"), [0.5, 0.6])
+    studies.create(engine, StudySpec(RunConfig(dataset="synthetic"), {"dropout": (0.25, 0.5)}),
+                   "s")
+    code = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(ROOT / "app.py")!r}, default_timeout=60).run()
+for page in {PAGES!r}:
+    at.switch_page(page).run()
+    assert not at.exception, (page, at.exception)
+print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -81,11 +81,13 @@ def results_table(run_ids: list[int], base: int) -> pd.DataFrame:
     for column in ("final val acc", "best val acc", "test acc"):
         delta = pd.to_numeric(table[column]) - pd.to_numeric(base_row[column])
         table[f"Δ {column}"] = 100 * delta  # percentage points
+    for column in ("final val acc", "best val acc", "test acc"):
+        table[column] = 100 * pd.to_numeric(table[column])
     return table
 
 
 table = results_table(ids, baseline)
-pp = st.column_config.NumberColumn(format="percent")
+pp = st.column_config.NumberColumn(format="%.1f %%")
 st.dataframe(table, hide_index=True, placeholder="–", column_config={
     "final val acc": pp, "best val acc": pp, "test acc": pp,
     **{f"Δ {c}": st.column_config.NumberColumn(format="%+.1f pp")

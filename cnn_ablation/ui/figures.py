@@ -59,7 +59,9 @@ def band_figure(curves: pd.DataFrame, metric: str = "val_accuracy", height: int 
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10),
                       yaxis=dict(title=metric.replace("_", " "),
                                  tickformat=".0%" if "accuracy" in metric else None),
-                      xaxis=dict(title="epoch"), legend=dict(orientation="h", y=-0.25))
+                      xaxis=dict(title="epoch", dtick=1 if len(curves) and
+                                 curves["epoch"].max() <= 20 else None),
+                      legend=dict(orientation="h", y=-0.25))
     return fig
 
 
@@ -74,7 +76,7 @@ def layer_norms_figure(stats: pd.DataFrame, height: int = 340) -> go.Figure:
                                      legendgroup=layer, showlegend=col == 1,
                                      mode="lines+markers", line=dict(color=colour)), row=1, col=col)
     fig.update_yaxes(type="log")
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch", dtick=1 if _max_epoch(stats) <= 20 else None)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 

@@ -51,10 +51,10 @@ run_name = top[2].text_input("Name (optional)", key="run_name",
 state = availability(dataset) if dataset != "folder:" else None
 if state is not None:
     shown = {"ready": st.caption, "needs download": st.warning, "missing": st.error}[state.state]
-    shown(f"Dataset **{dataset}**: {state.state}. {state.detail}")
+    shown(f"Dataset **{dataset}**: {state.state} ({state.detail})")
 
 spec = PRESETS[preset]
-left, right = st.columns([5, 6], gap="large")
+left, right = st.columns([1, 1], gap="large")
 
 with left:
     st.subheader("Network")
@@ -65,16 +65,18 @@ with left:
     for layer in spec.hidden:
         with st.container(border=True):
             if isinstance(layer, Conv):
-                st.markdown(f"**{layer.name}** · Conv2D {layer.filters} filters "
-                            f"{layer.kernel}×{layer.kernel}, stride {layer.stride}, same padding")
+                what = (f"**{layer.name}** · Conv2D {layer.filters} filters "
+                        f"{layer.kernel}×{layer.kernel}, stride {layer.stride}")
             else:
-                st.markdown(f"**Flatten** → **{layer.name}** · Dense {layer.units} units")
-            if layer.bn_switch:
-                cols = st.columns([3, 2])
-                on = cols[0].toggle(f"BatchNorm after {layer.name}", value=True,
-                                    key=f"bn_{layer.name}")
-                cols[1].markdown("→ LeakyReLU")
-                bn.append(on)
+                what = f"Flatten → **{layer.name}** · Dense {layer.units} units"
+            if not layer.bn_switch:
+                st.markdown(what)
+                continue
+            text, switch = st.columns([2, 1], vertical_alignment="center")
+            on = switch.toggle("BatchNorm", value=True, key=f"bn_{layer.name}")
+            bn.append(on)
+            chain = "→ BatchNorm → LeakyReLU" if on else "→ ~~BatchNorm~~ → LeakyReLU"
+            text.markdown(f"{what}  \n{chain}")
             if getattr(layer, "dropout", False):
                 dropout = st.slider("Dropout rate after dense_1", 0.0, 0.95, DEFAULTS.dropout,
                                     0.05, key="dropout",

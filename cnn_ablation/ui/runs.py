@@ -125,10 +125,10 @@ def show_run(row: dict) -> None:
                 totals = [sum(r) for r in report["confusion"]]
                 st.dataframe(pd.DataFrame({
                     "class": report["class_names"],
-                    "accuracy": [report["confusion"][i][i] / t if t else None
+                    "accuracy": [100 * report["confusion"][i][i] / t if t else None
                                  for i, t in enumerate(totals)],
                     "images": totals}), hide_index=True,
-                    column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+                    column_config={"accuracy": st.column_config.NumberColumn(format="%.1f %%")})
 
 
 def actions(run) -> None:

@@ -28,12 +28,16 @@ st.caption("A study runs every combination of your switches with several seeds, 
            "comes with its uncertainty: a difference smaller than the seed-to-seed spread is noise.")
 
 existing = queries.list_studies(engine)
-start_tab, view_tab = st.tabs(["Start a study", "Results"])
+if existing:  # tabs cannot be switched from code: put what a returning user wants first
+    view_tab, start_tab = st.tabs(["Results", "Start a study"])
+else:
+    start_tab, view_tab = st.tabs(["Start a study", "Results"])
 
 
 def estimate_text(spec: StudySpec) -> str:
     seconds, basis = studies.estimate_seconds(engine, spec)
-    when = f"about {seconds / 60:.0f} min" if seconds else "no time estimate yet"
+    when = (f"about {seconds / 60:.0f} min" if seconds and seconds < 5400
+            else f"about {seconds / 3600:.1f} h" if seconds else "no time estimate yet")
     return f"{len(spec.cells())} cells × {spec.seeds} seeds = **{len(spec.runs())} runs**, {when} ({basis})."
 
 

@@ -91,9 +91,11 @@ def new_run(page, url, *, bn_off=(), dropout_steps_left=0, epochs=2):
     page.keyboard.type("synthetic")
     page.keyboard.press("Enter")
     expect(page.get_by_text("Dataset synthetic: ready")).to_be_visible(timeout=15_000)
-    for layer in bn_off:
-        page.get_by_text(f"BatchNorm after {layer}").click()
-        page.wait_for_timeout(100)
+    positions = ["conv_1", "conv_2", "conv_3", "conv_4", "dense_1"]  # toggles in page order
+    for done, layer in enumerate(bn_off, start=1):
+        page.get_by_text("BatchNorm", exact=True).nth(positions.index(layer)).click()
+        # the layer's chain now shows BatchNorm struck through: ~~BatchNorm~~ -> <del>
+        expect(page.locator("del", has_text="BatchNorm")).to_have_count(done, timeout=15_000)
     if dropout_steps_left:
         page.get_by_role("slider").focus()
         for _ in range(dropout_steps_left):
