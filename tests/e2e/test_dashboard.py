@@ -92,8 +92,10 @@ def new_run(page, url, *, bn_off=(), dropout_steps_left=0, epochs=2):
     page.keyboard.press("Enter")
     expect(page.get_by_text("Dataset synthetic: ready")).to_be_visible(timeout=15_000)
     positions = ["conv_1", "conv_2", "conv_3", "conv_4", "dense_1"]  # toggles in page order
+    switches = page.get_by_label("BatchNorm", exact=True)  # the inputs, not the chain's text
+    expect(switches).to_have_count(5, timeout=15_000)
     for done, layer in enumerate(bn_off, start=1):
-        page.get_by_text("BatchNorm", exact=True).nth(positions.index(layer)).click()
+        switches.nth(positions.index(layer)).click(force=True)
         # the layer's chain now shows BatchNorm struck through: ~~BatchNorm~~ -> <del>
         expect(page.locator("del", has_text="BatchNorm")).to_have_count(done, timeout=15_000)
     if dropout_steps_left:
