@@ -199,3 +199,21 @@ print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_studies_page_starts_a_custom_study_and_refuses_bad_levels(home, engine):
+    at = app(PAGES[3])
+    at.selectbox(key="study_dataset").set_value("synthetic").run()
+    at.number_input(key="study_epochs").set_value(1).run()
+    at.number_input(key="study_seeds").set_value(2).run()
+    at.text_input(key="study_lr_levels").set_value("0.001, lots").run()
+    assert any("learning_rate levels: '0.001, lots' is not allowed" in e.value for e in at.error)
+    at.text_input(key="study_lr_levels").set_value("0.0005, 0.001").run()
+    at.multiselect(key="study_bn_factors").set_value(["bn_conv_3"]).run()
+    assert any("4 cells × 2 seeds = **8 runs**" in m.value for m in at.markdown)
+    at.button(key="start_custom").click().run()
+    assert not at.exception
+    runs = queries.list_runs(engine)
+    assert len(runs) == 8 and {r.status for r in runs} == {"queued"}
+    assert {r.config["learning_rate"] for r in runs} == {0.0005, 0.001}
+    assert {tuple(r.config["bn"]) for r in runs} == {(1, 1, 1, 1, 1), (1, 1, 0, 1, 1)}

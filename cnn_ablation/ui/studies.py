@@ -75,14 +75,23 @@ with start_tab:
     design = f3.radio("Design", ["full", "ofat"], key="study_design",
                       format_func=lambda d: {"full": "full factorial",
                                              "ofat": "one at a time"}[d])
+    g1, g2, _ = st.columns([2, 2, 1])
+    lr_levels = g1.text_input("Learning rate levels (optional)", key="study_lr_levels",
+                              placeholder="0.0005, 0.001")
+    batch_levels = g2.text_input("Batch size levels (optional)", key="study_batch_levels",
+                                 placeholder="32, 128")
     factors: dict[str, tuple] = {f: (True, False) for f in bn_factors}
     problem = None
-    if dropout_levels.strip():
-        try:
-            factors["dropout"] = tuple(float(v) for v in dropout_levels.split(","))
-        except ValueError:
-            problem = f"dropout levels: {dropout_levels!r} is not allowed; allowed: numbers in " \
-                      "[0, 1) separated by commas"
+    for factor, text, kind, allowed in (
+            ("dropout", dropout_levels, float, "numbers in [0, 1)"),
+            ("learning_rate", lr_levels, float, "numbers > 0"),
+            ("batch_size", batch_levels, int, "whole numbers >= 1")):
+        if text.strip():
+            try:
+                factors[factor] = tuple(kind(v) for v in text.split(","))
+            except ValueError:
+                problem = (f"{factor} levels: {text!r} is not allowed; allowed: {allowed} "
+                           "separated by commas")
     if problem:
         st.error(problem)
     elif factors:
