@@ -15,7 +15,8 @@ setup:
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
 
 run: setup
-	$(PYTHON) -m streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+	@echo "cnn-ablation: open http://localhost:$(PORT)"
+	$(PYTHON) -m streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
 
 test:
 	$(MAKE) setup WITH_BROWSER=1

@@ -139,7 +139,7 @@ def availability(name: str) -> Availability:
     if any(path.exists() for path in _keras_cache_files(name)):
         return Availability("ready", "in the Keras cache")
     if name == "fashion_mnist" and all((DEBIAN_FASHION_MNIST / f).exists() for f in IDX_FILES):
-        return Availability("ready", f"from {DEBIAN_FASHION_MNIST} (Debian)")
+        return Availability("ready", f"Debian package, {DEBIAN_FASHION_MNIST}")
     hint = _where_files_go(name)
     return Availability("needs download", f"Keras downloads it on first use (needs internet). {hint}")
 
