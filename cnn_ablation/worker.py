@@ -120,7 +120,11 @@ class Worker:
                     claimed = self._fill_slots()
                     if self.once and not claimed and not self._busy():
                         break
-                self.stopping.wait(POLL_S) if not self.stopping.is_set() else time.sleep(0.2)
+                # While running, a signal ends the wait at once; while stopping, poll the children.
+                if self.stopping.is_set():
+                    time.sleep(0.2)
+                else:
+                    self.stopping.wait(POLL_S)
         finally:
             queries.stop_worker(self.engine, self.id)
             self._log(f"worker {self.id} stopped")
