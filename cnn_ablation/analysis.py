@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cnn_ablation.config import level_text
+
 METRICS = {"final_val_accuracy": "final val acc", "best_val_accuracy": "best val acc",
            "test_accuracy": "test acc"}
 
@@ -137,7 +139,7 @@ def main_effects(runs: pd.DataFrame, factors: dict[str, tuple], base_levels: dic
                 other_all += b.tolist()
             paired = len(diffs) >= 2
             est = paired_difference(diffs) if paired else welch_difference(ref_all, other_all)
-            rows.append({"factor": factor, "change": f"{_text(ref_level)} → {_text(level)}",
+            rows.append({"factor": factor, "change": f"{level_text(ref_level)} → {level_text(level)}",
                          "effect": est.value, "ci_low": est.low, "ci_high": est.high,
                          "n": est.n, "paired": est.paired, "verdict": est.verdict})
     frame = pd.DataFrame(rows, columns=["factor", "change", "effect", "ci_low", "ci_high", "n",
@@ -206,12 +208,6 @@ def plain_words(effects: pd.DataFrame, metric_name: str = "final validation accu
     if beyond.empty:
         parts.insert(0, "No switch moved the result beyond run-to-run noise.")
     return " ".join(parts)
-
-
-def _text(value) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return "on" if value else "off"
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:

@@ -251,7 +251,7 @@ class StudySpec:
     def _label(self, levels: dict[str, Any]) -> str:
         """Full design: every level (`bn_conv_3=off, dropout=0.25`); one-at-a-time: what
         differs from the base, or `base`."""
-        shown = [f"{k}={_level_text(v)}" for k, v in levels.items()
+        shown = [f"{k}={level_text(v)}" for k, v in levels.items()
                  if self.design == "full" or v != self.level_of(self.base, k)]
         return ", ".join(shown) if shown else "base"
 
@@ -302,7 +302,9 @@ class StudySpec:
                                      for label, over in data.get("extra_cells", [])))
 
 
-def _level_text(value: Any) -> str:
+def level_text(value: Any) -> str:
+    """A factor level as people write it: on/off for switches, 0.25 for numbers."""
+    value = value.item() if hasattr(value, "item") else value  # NumPy scalars from frames
     if isinstance(value, bool):
         return "on" if value else "off"
     return f"{value:g}" if isinstance(value, float) else str(value)

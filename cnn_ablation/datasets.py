@@ -270,12 +270,15 @@ def _synthetic(info: DatasetInfo) -> Dataset:
         stop = min(start + 4096, n)
         images[start:stop] = rng.integers(0, 200, size=(stop - start, 32, 32, 3), dtype=np.uint8)
     jitter = rng.integers(-3, 4, size=(n, 2))
-    for i in range(n):
-        row, col = divmod(int(labels[i]), 4)
-        top, left = 3 + 10 * row + jitter[i, 0], 3 + 7 * col + jitter[i, 1]
-        top, left = min(max(top, 0), 24), min(max(left, 0), 24)
-        patch = images[i, top : top + 8, left : left + 8, labels[i] % 3]
-        images[i, top : top + 8, left : left + 8, labels[i] % 3] = np.minimum(patch + 55, 255)
+    row, col = np.divmod(labels, 4)
+    tops = np.clip(3 + 10 * row + jitter[:, 0], 0, 24)
+    lefts = np.clip(3 + 7 * col + jitter[:, 1], 0, 24)
+    # One vectorised update per (class, position) group instead of a Python loop per image.
+    keys = (labels * 32 + tops) * 32 + lefts
+    for key in np.unique(keys):
+        idx = np.flatnonzero(keys == key)
+        k, top, left = int(labels[idx[0]]), int(tops[idx[0]]), int(lefts[idx[0]])
+        images[idx, top : top + 8, left : left + 8, k % 3] += 55  # noise < 200: never wraps
     cut = info.train_size
     return Dataset(info, images[:cut], labels[:cut], images[cut:], labels[cut:])
 

@@ -65,8 +65,9 @@ def run_dict(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _pct(value) -> str:
-    return "" if not _present(value) else f"{100 * value:.1f} %"
+def pct(value, missing: str = "") -> str:
+    """A fraction as `71.9 %`; `missing` for None/NaN."""
+    return missing if not _present(value) else f"{100 * value:.1f} %"
 
 
 def print_runs(frame: pd.DataFrame) -> None:
@@ -81,8 +82,8 @@ def print_runs(frame: pd.DataFrame) -> None:
         "dataset": frame["dataset"],
         "status": frame["status"],
         "epoch": [epoch_progress(r) for r in frame.to_dict("records")],
-        "best val": frame["best_val_accuracy"].map(_pct),
-        "test acc": frame["test_accuracy"].map(_pct),
+        "best val": frame["best_val_accuracy"].map(pct),
+        "test acc": frame["test_accuracy"].map(pct),
         "time": [format_duration(duration_s(r)) for r in frame.to_dict("records")],
         "device": frame["device"].fillna(""),
     })

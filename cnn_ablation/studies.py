@@ -60,10 +60,10 @@ def attempts(engine: Engine, view: StudyView) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def grid(engine: Engine, view: StudyView) -> pd.DataFrame:
+def grid(engine: Engine, view: StudyView, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per cell, one column per seed with the best status among its runs (or
-    `missing`), and how many seeds are done."""
-    runs = attempts(engine, view)
+    `missing`), and how many seeds are done. `runs`: `attempts(...)` if already at hand."""
+    runs = attempts(engine, view) if runs is None else runs
     rows = []
     for cell in view.spec.cells():
         row = {"cell": cell.label}
@@ -131,9 +131,11 @@ def estimate_seconds(engine: Engine, spec: StudySpec, slots: int = 1):
                    f"runs of {base.preset} on {base.dataset} here; {slots} slot(s)")
 
 
-def results(engine: Engine, view: StudyView, metric: str = "final_val_accuracy") -> dict:
-    """Per-cell summary, factor effects (or each cell vs the base cell) and plain words."""
-    runs = attempts(engine, view)
+def results(engine: Engine, view: StudyView, metric: str = "final_val_accuracy",
+            runs: pd.DataFrame | None = None) -> dict:
+    """Per-cell summary, factor effects (or each cell vs the base cell) and plain words.
+    `runs`: `attempts(...)` if already at hand."""
+    runs = attempts(engine, view) if runs is None else runs
     done = runs[runs["status"] == "completed"]
     cells = [c.label for c in view.spec.cells()]
     summary = analysis.cell_summary(done, cells)

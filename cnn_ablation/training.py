@@ -60,9 +60,8 @@ class RecordingCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.monotonic()
-        if (now < self._next_report and self.first_step_at is not None) or not self._lock.acquire(
-                blocking=False):
-            return
+        if now < self._next_report or not self._lock.acquire(blocking=False):
+            return  # the first batch always passes: _next_report starts at 0
         try:
             if self.first_step_at is None:
                 self.first_step_at = time.time()

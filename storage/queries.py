@@ -180,12 +180,12 @@ def runs_frame(engine: Engine, **filters) -> pd.DataFrame:
         func.count(EpochMetricRow.id).label("epochs_done"),
         func.max(EpochMetricRow.val_accuracy).label("best_val_accuracy"),
         func.max(EpochMetricRow.epoch).label("last_epoch"),
-    ).group_by(EpochMetricRow.run_id)
+    ).where(EpochMetricRow.run_id.in_(frame["id"].tolist())).group_by(EpochMetricRow.run_id)
 
     with session_scope(engine, write=False) as session:
         aggs = pd.DataFrame(session.execute(agg).mappings().all(),
                             columns=["run_id", "epochs_done", "best_val_accuracy", "last_epoch"])
-        last = _last_epoch_values(session, list(frame["id"]) if len(frame) else [])
+        last = _last_epoch_values(session, frame["id"].tolist())
     frame = frame.merge(aggs, how="left", left_on="id", right_on="run_id").drop(columns="run_id")
     frame = frame.merge(last, how="left", left_on="id", right_on="run_id").drop(columns="run_id")
     frame["epochs_done"] = frame["epochs_done"].fillna(0).astype(int)
@@ -204,9 +204,8 @@ def _last_epoch_values(session, run_ids: list[int]) -> pd.DataFrame:
         EpochMetricRow.accuracy.label("final_accuracy"),
         EpochMetricRow.val_loss.label("final_val_loss"),
     ).join(latest, and_(EpochMetricRow.run_id == latest.c.run_id,
-                        EpochMetricRow.epoch == latest.c.epoch))
-    if run_ids:
-        query = query.where(EpochMetricRow.run_id.in_(run_ids))
+                        EpochMetricRow.epoch == latest.c.epoch)
+           ).where(EpochMetricRow.run_id.in_(run_ids))
     return pd.DataFrame(session.execute(query).mappings().all(),
                         columns=["run_id", "final_val_accuracy", "final_accuracy", "final_val_loss"])
 

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from cnn_ablation.report import duration_s, epoch_progress, format_duration
+from cnn_ablation.report import pct as report_pct
 from cnn_ablation.worker import ensure_local_worker, heartbeat_interval
 from storage import database_url, get_engine, queries
 
@@ -55,7 +56,7 @@ def run_option(row: dict) -> str:
 
 
 def pct(value) -> str:
-    return "–" if value is None or pd.isna(value) else f"{100 * value:.1f} %"
+    return report_pct(value, missing="–")
 
 
 def runs_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -125,7 +125,8 @@ with view_tab:
 
     @st.fragment(run_every=REFRESH_S if active else None)
     def study_view() -> None:
-        grid = studies.grid(engine, view)
+        runs = studies.attempts(engine, view)  # once per refresh, for the grid and results
+        grid = studies.grid(engine, view, runs)
         total = len(grid) * view.spec.seeds
         done = int(grid["done"].sum())
         st.progress(done / total if total else 0, text=f"{done} of {total} runs completed")
@@ -142,7 +143,7 @@ with view_tab:
 
         metric = st.radio("Metric", list(analysis.METRICS), horizontal=True, key="study_metric",
                           format_func=analysis.METRICS.get)
-        result = studies.results(engine, view, metric)
+        result = studies.results(engine, view, metric, runs)
         st.subheader("Per cell")
         summary = analysis.readable_summary(result["summary"])
         if view.spec.base.dataset == "cifar10" and set(CHAPTER_TEST_ACCURACY) & set(summary["cell"]):
