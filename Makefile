@@ -3,7 +3,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 8501
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test test-fast lint bench
 
 setup:
 	@if command -v apt-get >/dev/null; then \
@@ -20,8 +20,17 @@ run: setup
 
 test:
 	$(MAKE) setup WITH_BROWSER=1
-	$(PYTHON) -m ruff check .
+	$(MAKE) lint
 	$(PYTHON) -m pytest -q
+
+# The quick part (no training processes, no browser): about a minute. `make test` runs everything.
+test-fast:
+	$(MAKE) lint
+	$(PYTHON) -m pytest -q -m "not slow and not e2e"
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
 
 bench: setup
 	$(PYTHON) benchmarks/throughput_memory.py

@@ -31,16 +31,14 @@ import keras  # noqa: E402
 from cnn_ablation import datasets  # noqa: E402
 from cnn_ablation.config import RunConfig  # noqa: E402
 from cnn_ablation.launch import new_run  # noqa: E402
-from cnn_ablation.training import (  # noqa: E402
+from cnn_ablation.recording import (  # noqa: E402
     DIAGNOSTIC_BATCH,
     RecordingCallback,
     RunControl,
-    as_tensor,
-    compiled_model,
     layer_norms,
-    split,
 )
-from storage import queries  # noqa: E402
+from cnn_ablation.training import as_tensor, compiled_model, split  # noqa: E402
+from storage import lifecycle  # noqa: E402
 from storage.engine import get_engine  # noqa: E402
 
 
@@ -89,7 +87,7 @@ def one_fit(config, data, engine, record: bool):
     callbacks = [timer]
     recorder = None
     if record:
-        run_id = queries.create_runs(engine, [new_run(config)], status="running")[0]
+        run_id = lifecycle.start_foreground(engine, new_run(config), "bench", "cpu", 60.0)
         diag = layer_norms(model, x[:DIAGNOSTIC_BATCH], y[:DIAGNOSTIC_BATCH])
         batches = -(-len(x) // config.batch_size)
         recorder = TimedRecording(engine, run_id, batches, RunControl(), diag)

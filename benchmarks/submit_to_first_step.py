@@ -32,8 +32,8 @@ def main() -> None:
     home = tempfile.mkdtemp()
     env = dict(os.environ, ABLATION_HOME=home, TF_CPP_MIN_LOG_LEVEL="3")
     os.environ.update(ABLATION_HOME=home)
-    from storage import queries
     from storage.engine import get_engine
+    from storage.runs import find_run
 
     engine = get_engine(f"sqlite:///{home}/ablation.db")
     worker = subprocess.Popen([sys.executable, "-m", "cnn_ablation", "worker", "--gpus", "none"],
@@ -46,7 +46,7 @@ def main() -> None:
                               str(i)], cwd=ROOT, env=env, check=True, capture_output=True)
         run_id = int(out.stdout.split()[-1])
         deadline = time.monotonic() + 600
-        while (run := queries.find_run(engine, run_id)).status in ("queued", "running"):
+        while (run := find_run(engine, run_id)).status in ("queued", "running"):
             if time.monotonic() > deadline:
                 raise SystemExit(f"run {run_id} did not finish in 10 minutes")
             time.sleep(0.5)

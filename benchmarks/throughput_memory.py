@@ -60,18 +60,13 @@ def measure(mode: str, images: int, epochs: int) -> dict:
         callbacks = []
     else:
         from cnn_ablation.launch import new_run
-        from cnn_ablation.training import (
-            RecordingCallback,
-            RunControl,
-            as_tensor,
-            compiled_model,
-            split,
-        )
-        from storage import queries
+        from cnn_ablation.recording import RecordingCallback, RunControl
+        from cnn_ablation.training import as_tensor, compiled_model, split
+        from storage import lifecycle
         from storage.engine import get_engine
 
         engine = get_engine(f"sqlite:///{tempfile.mkdtemp()}/bench.db")
-        run_id = queries.create_runs(engine, [new_run(config)], status="running")[0]
+        run_id = lifecycle.start_foreground(engine, new_run(config), "bench", "cpu", 60.0)
         (x_train, y_train), _ = split(config, data)
         model = compiled_model(config, data.info)
         batches = -(-len(x_train) // config.batch_size)

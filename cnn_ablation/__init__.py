@@ -1,1 +1,1 @@
-"""cnn-ablation: ablation studies of the chapter's CNN (see README.md and DESIGN.md)."""
+"""cnn-ablation: ablation studies of the chapter's CNN (see README.md)."""

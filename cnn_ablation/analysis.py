@@ -12,10 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cnn_ablation.config import level_text
-
-METRICS = {"final_val_accuracy": "final val acc", "best_val_accuracy": "best val acc",
-           "test_accuracy": "test acc"}
+from cnn_ablation.config import METRICS
+from cnn_ablation.study_spec import level_text
 
 # Two-sided 95 % Student t quantiles (t_{0.975, df}) for df = 1..30.
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import gzip
 import hashlib
-import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cnn_ablation.config import ConfigError, RunConfig
+from cnn_ablation.settings import settings
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -99,16 +99,8 @@ def load_npy_aligned(path: Path) -> np.ndarray:
         if fortran_order or dtype.hasobject:
             return np.load(path)
         array = aligned_empty(shape, dtype)
-        f.readinto(memoryview(array.reshape(-1).view(np.uint8)))
+        f.readinto(array.reshape(-1).view(np.uint8).data)
     return array
-
-
-def ablation_home() -> Path:
-    return Path(os.environ.get("ABLATION_HOME", "./ablation-data")).expanduser()
-
-
-def keras_datasets_dir() -> Path:
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "datasets"
 
 
 # --- what a dataset is, without loading it -------------------------------------------------------
@@ -192,12 +184,12 @@ def load(name: str, image_size: tuple[int, int] | None = None) -> Dataset:
 def _cache_dir(name: str, image_size: tuple[int, int] | None = None) -> Path:
     if name.startswith("folder:"):
         key = hashlib.sha256(f"{Path(name[7:]).resolve()}|{image_size}".encode()).hexdigest()[:12]
-        return ablation_home() / "datasets" / f"folder-{key}"
-    return ablation_home() / "datasets" / name
+        return settings().dataset_cache / f"folder-{key}"
+    return settings().dataset_cache / name
 
 
 def _keras_cache_files(name: str) -> list[Path]:
-    d = keras_datasets_dir()
+    d = settings().keras_datasets
     return {
         "cifar10": [d / "cifar-10-batches-py-target_archive",
                     d / "cifar-10-batches-py-target" / "cifar-10-batches-py" / "test_batch"],
@@ -209,7 +201,7 @@ def _keras_cache_files(name: str) -> list[Path]:
 
 
 def _where_files_go(name: str) -> str:
-    d = keras_datasets_dir()
+    d = settings().keras_datasets
     where = {
         "cifar10": f"Offline: put cifar-10-python.tar.gz at {d}/cifar-10-batches-py-target_archive",
         "cifar100": f"Offline: put cifar-100-python.tar.gz at {d}/cifar-100-python-target_archive",
@@ -327,8 +319,8 @@ def _load_folder(root: Path, info: DatasetInfo) -> Dataset:
         xs, ys = [], []
         for label, name in enumerate(info.class_names):
             for path in split_files.get(name, []):
-                with Image.open(path) as im:
-                    im = im.convert("RGB" if c == 3 else "L")
+                with Image.open(path) as opened:
+                    im = opened.convert("RGB" if c == 3 else "L")
                     if im.size != (w, h):
                         im = im.resize((w, h), Image.Resampling.BILINEAR)
                     xs.append(np.asarray(im, dtype=np.uint8).reshape(h, w, c))

@@ -6,10 +6,10 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from cnn_ablation.architecture import count_params
-from cnn_ablation.config import ConfigError, RunConfig
+from cnn_ablation.config import ConfigError, RunConfig, check_seed_count
 from cnn_ablation.datasets import DatasetUnavailable, check_fits, resolve
-from storage import queries
-from storage.queries import NewRun
+from storage import runs
+from storage.records import NewRun
 
 
 def prepare(config: RunConfig) -> tuple[RunConfig, int]:
@@ -20,11 +20,12 @@ def prepare(config: RunConfig) -> tuple[RunConfig, int]:
         info = check_fits(config)
     except DatasetUnavailable as exc:
         raise ConfigError("dataset", config.dataset, f"a dataset that exists here ({exc})") from exc
-    return config, count_params(config.preset, config.bn, info.shape, info.num_classes)
+    return config, count_params(config.preset, config.switches, info.shape, info.num_classes)
 
 
 def new_run(config: RunConfig, name: str = "", study_id: int | None = None,
             retry_of: int | None = None) -> NewRun:
+    """A validated config as the row to queue (ConfigError if it cannot run here)."""
     config, params = prepare(config)
     return NewRun(
         config_json=config.to_json(), config_hash=config.config_hash,
@@ -36,8 +37,7 @@ def new_run(config: RunConfig, name: str = "", study_id: int | None = None,
 
 def with_seeds(config: RunConfig, repeats: int) -> list[RunConfig]:
     """`repeats` copies of a variant with seeds 0..repeats-1 (the seed of `config` is replaced)."""
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 100:
-        raise ConfigError("seeds", repeats, "a whole number from 1 to 100")
+    check_seed_count(repeats)
     if repeats == 1:
         return [config]
     return [config.with_changes(seed=s) for s in range(repeats)]
@@ -47,12 +47,12 @@ def submit(engine: Engine, configs: list[RunConfig], name: str = "",
            study_id: int | None = None) -> list[int]:
     """Validate every config first, then queue them all in one transaction (all or nothing)."""
     new_runs = [new_run(c, name=name, study_id=study_id) for c in configs]
-    return queries.create_runs(engine, new_runs)
+    return runs.create_runs(engine, new_runs)
 
 
 def retry(engine: Engine, run_id: int) -> int:
     """A new queued run with the same config; the old run and its epochs stay as they are."""
-    old = queries.find_run_or_raise(engine, run_id)
+    old = runs.find_run_or_raise(engine, run_id)
     config = RunConfig.from_json(old.config_json)
     new = new_run(config, name=old.name, study_id=old.study_id, retry_of=old.id)
-    return queries.create_runs(engine, [new])[0]
+    return runs.create_runs(engine, [new])[0]

@@ -19,7 +19,7 @@ def build_model(
 ) -> keras.Model:
     spec = PRESETS[config.preset]
     shape = input_shape or spec.input_shape
-    bn_on = dict(zip(spec.bn_positions, config.bn, strict=True))
+    bn_on = dict(zip(spec.bn_positions, config.switches, strict=True))
     inputs = keras.Input(shape=shape, dtype="uint8", name="input")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     flattened = False

@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from storage.queries import Run
+from storage.records import Run
+from storage.status import RunStatus
 
 
 def duration_s(row: dict[str, Any]) -> float | None:
@@ -18,7 +19,7 @@ def duration_s(row: dict[str, Any]) -> float | None:
         return None
     end = row.get("finished_at")
     if end is None or (isinstance(end, float) and math.isnan(end)):
-        end = time.time() if row.get("status") == "running" else None
+        end = time.time() if row.get("status") == RunStatus.RUNNING else None
     return None if end is None else end - start
 
 
@@ -37,7 +38,7 @@ def epoch_progress(row: dict[str, Any]) -> str:
     """`3/10` epochs done, plus the running epoch's batch position, e.g. `3/10 (4: 120/1407)`."""
     done = int(row.get("epochs_done") or 0)
     text = f"{done}/{row['epochs']}"
-    if row.get("status") == "running" and _present(row.get("progress_batches")):
+    if row.get("status") == RunStatus.RUNNING and _present(row.get("progress_batches")):
         text += f" (ep {int(row['progress_epoch'])}: {int(row['progress_batch'] or 0)}/" \
                 f"{int(row['progress_batches'])})"
     return text

@@ -14,13 +14,19 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from cnn_ablation import analysis
-from cnn_ablation.config import RunConfig, StudySpec
+from cnn_ablation.config import METRICS, RunConfig
 from cnn_ablation.datasets import dataset_info
 from cnn_ablation.launch import new_run
-from storage import queries
+from cnn_ablation.study_spec import Cell, StudySpec
+from storage import read_models
+from storage import studies as stored_studies
+from storage.records import NewRun
+from storage.runs import create_runs
+from storage.status import RunStatus
 
-FAILED = ("failed", "diverged", "cancelled")
-RANK = {"completed": 0, "running": 1, "queued": 2, "diverged": 3, "failed": 4, "cancelled": 5}
+# Which run speaks for a (cell, seed) when it has several: a completed one first.
+RANK = {RunStatus.COMPLETED: 0, RunStatus.RUNNING: 1, RunStatus.QUEUED: 2, RunStatus.DIVERGED: 3,
+        RunStatus.FAILED: 4, RunStatus.CANCELLED: 5}
 
 
 @dataclass(frozen=True)
@@ -33,12 +39,13 @@ class StudyView:
 def create(engine: Engine, spec: StudySpec, name: str) -> tuple[int, list[int]]:
     """Store the study and queue every cell x seed that has no completed or active run."""
     new_runs = [new_run(config, name=f"{name}: {cell.label}") for cell, config in spec.runs()]
-    study_id = queries.create_study(engine, name or "study", spec.to_json())
+    study_id = stored_studies.create_study(engine, name or "study", spec.to_json())
     return study_id, fill_missing(engine, study_id, prepared=new_runs)
 
 
 def load(engine: Engine, study_id: int) -> StudyView:
-    study = queries.find_study_or_raise(engine, study_id)
+    """The study with its spec parsed (StudyNotFound if there is none)."""
+    study = stored_studies.find_study_or_raise(engine, study_id)
     return StudyView(study.id, study.name, StudySpec.from_dict(study.spec))
 
 
@@ -47,8 +54,8 @@ def attempts(engine: Engine, view: StudyView) -> pd.DataFrame:
     and one column per factor with its level."""
     pairs = view.spec.runs()
     by_hash = {config.config_hash: (cell, config) for cell, config in pairs}
-    frame = queries.runs_frame(engine, config_hashes=list(by_hash))
-    columns = ["run_id", "cell", "seed", "status", *analysis.METRICS, *view.spec.factors]
+    frame = read_models.runs_frame(engine, config_hashes=list(by_hash))
+    columns = ["run_id", "cell", "seed", "status", *METRICS, *view.spec.factors]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -56,7 +63,7 @@ def attempts(engine: Engine, view: StudyView) -> pd.DataFrame:
         cell, _ = by_hash[record["config_hash"]]
         rows.append({"run_id": record["id"], "cell": cell.label, "seed": record["seed"],
                      "status": record["status"],
-                     **{m: record.get(m) for m in analysis.METRICS}, **cell.levels})
+                     **{m: record.get(m) for m in METRICS}, **cell.levels})
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -66,21 +73,22 @@ def grid(engine: Engine, view: StudyView, runs: pd.DataFrame | None = None) -> p
     runs = attempts(engine, view) if runs is None else runs
     rows = []
     for cell in view.spec.cells():
-        row = {"cell": cell.label}
+        row: dict[str, object] = {"cell": cell.label}
         for seed in range(view.spec.seeds):
             statuses = runs[(runs["cell"] == cell.label) & (runs["seed"] == seed)]["status"]
-            row[f"seed {seed}"] = min(statuses, key=RANK.get) if len(statuses) else "missing"
-        row["done"] = sum(v == "completed" for k, v in row.items() if k.startswith("seed "))
+            row[f"seed {seed}"] = (min(statuses, key=lambda s: RANK[RunStatus(s)])
+                                   if len(statuses) else "missing")
+        row["done"] = sum(v == RunStatus.COMPLETED for k, v in row.items() if k.startswith("seed "))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _plan(engine: Engine, view: StudyView, want_failed: bool) -> list[int]:
+def _plan(engine: Engine, view: StudyView, want_failed: bool) -> list[tuple[Cell, RunConfig]]:
     runs = attempts(engine, view)
     todo = []
     for cell, config in view.spec.runs():
         mine = runs[(runs["cell"] == cell.label) & (runs["seed"] == config.seed)]["status"]
-        if (mine.isin(["completed", "queued", "running"])).any():
+        if (mine.isin([RunStatus.COMPLETED, RunStatus.QUEUED, RunStatus.RUNNING])).any():
             continue  # done (perhaps by another study or a single run), or on its way
         tried = bool(len(mine))
         if tried == want_failed:
@@ -88,7 +96,8 @@ def _plan(engine: Engine, view: StudyView, want_failed: bool) -> list[int]:
     return todo
 
 
-def fill_missing(engine: Engine, study_id: int, prepared=None) -> list[int]:
+def fill_missing(engine: Engine, study_id: int,
+                 prepared: list[NewRun] | None = None) -> list[int]:
     """Queue the cells x seeds that were never run (completed runs elsewhere count)."""
     view = load(engine, study_id)
     todo = _plan(engine, view, want_failed=False)
@@ -98,7 +107,7 @@ def fill_missing(engine: Engine, study_id: int, prepared=None) -> list[int]:
     else:
         new = [new_run(config, name=f"{view.name}: {cell.label}") for cell, config in todo]
     new = [replace(r, study_id=study_id) for r in new]
-    return queries.create_runs(engine, new)
+    return create_runs(engine, new)
 
 
 def rerun_failed(engine: Engine, study_id: int) -> list[int]:
@@ -106,7 +115,7 @@ def rerun_failed(engine: Engine, study_id: int) -> list[int]:
     view = load(engine, study_id)
     new = [new_run(config, name=f"{view.name}: {cell.label}", study_id=study_id)
            for cell, config in _plan(engine, view, want_failed=True)]
-    return queries.create_runs(engine, new)
+    return create_runs(engine, new)
 
 
 def _image_epochs(config: RunConfig) -> int:
@@ -116,11 +125,12 @@ def _image_epochs(config: RunConfig) -> int:
     return config.epochs * (n - int(round(n * config.val_split)))
 
 
-def estimate_seconds(engine: Engine, spec: StudySpec, slots: int = 1):
+def estimate_seconds(engine: Engine, spec: StudySpec,
+                     slots: int = 1) -> tuple[float | None, str]:
     """(seconds, basis text) from finished runs of the same preset and dataset on this machine
     (their seconds per training image, start-up included), or (None, why not)."""
     base = spec.base
-    times = queries.finished_run_times(engine, base.preset, base.dataset, socket.gethostname())
+    times = read_models.finished_run_times(engine, base.preset, base.dataset, socket.gethostname())
     if not times:
         return None, (f"no finished {base.preset} runs on {base.dataset} on this machine yet; "
                       "the first ones give the estimate")
@@ -136,7 +146,7 @@ def results(engine: Engine, view: StudyView, metric: str = "final_val_accuracy",
     """Per-cell summary, factor effects (or each cell vs the base cell) and plain words.
     `runs`: `attempts(...)` if already at hand."""
     runs = attempts(engine, view) if runs is None else runs
-    done = runs[runs["status"] == "completed"]
+    done = runs[runs["status"] == RunStatus.COMPLETED]
     cells = [c.label for c in view.spec.cells()]
     summary = analysis.cell_summary(done, cells)
     base_levels = {f: view.spec.level_of(view.spec.base, f) for f in view.spec.factors}
@@ -148,4 +158,4 @@ def results(engine: Engine, view: StudyView, metric: str = "final_val_accuracy",
                           .config_hash), cells[0])
         effects = analysis.versus_base(done, cells, base_cell, metric)
     return {"runs": runs, "completed": done, "summary": summary, "effects": effects,
-            "words": analysis.plain_words(effects, analysis.METRICS[metric])}
+            "words": analysis.plain_words(effects, METRICS[metric])}

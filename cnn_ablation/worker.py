@@ -7,6 +7,7 @@ SIGTERM stops claiming and lets running children finish their epoch (status canc
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -17,37 +18,40 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import Engine
 
-from cnn_ablation.datasets import ablation_home
-from storage import queries
-from storage.engine import database_url
+from cnn_ablation.settings import settings
+from storage import lifecycle, runs, workers
+from storage.records import Run
+from storage.status import RunStatus
 
-CANCEL_GRACE_S = float(os.environ.get("ABLATION_CANCEL_GRACE_SECONDS", "15"))
 POLL_S = 0.5  # how often a free slot looks for queued runs
+log = logging.getLogger(__name__)
 
 
-def heartbeat_interval() -> float:
-    return float(os.environ.get("ABLATION_HEARTBEAT_SECONDS", "5"))
+@dataclass
+class Child:
+    """The training process of one run, as its worker sees it."""
+
+    process: subprocess.Popen[bytes]
+    run_id: int
+    cancel_seen_at: float | None = None  # when a cancel (or SIGTERM) was first passed on
+    killed_for_cancel: bool = False
 
 
 @dataclass
 class Slot:
     device: str  # "gpu:0" ... or "cpu"
     cuda_visible_devices: str  # what the child sees; "-1" hides every GPU
-    child: subprocess.Popen | None = None
-    run_id: int | None = None
-    cancel_seen_at: float | None = None
-    killed_for_cancel: bool = False
+    child: Child | None = None
 
 
 def detect_gpus() -> list[str]:
     """GPU indices without importing TensorFlow: CUDA_VISIBLE_DEVICES if set, else nvidia-smi."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = settings().visible_gpus
     if visible is not None:
-        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+        return list(visible)
     if not shutil.which("nvidia-smi"):
         return []
     try:
@@ -74,19 +78,23 @@ def make_slots(gpus: str = "all") -> list[Slot]:
 
 
 class Worker:
+    """Claims queued runs into its slots and watches the child process of each until it ends."""
+
     def __init__(self, engine: Engine, slots: list[Slot], once: bool = False,
-                 worker_id: str | None = None, url: str | None = None):
+                 worker_id: str | None = None):
+        config = settings()
         self.engine, self.slots, self.once = engine, slots, once
-        self.url = url or database_url()
+        self.url = engine.url.render_as_string(hide_password=False)
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.host = socket.gethostname()
-        self.interval = heartbeat_interval()
+        self.interval = config.heartbeat_s
+        self.cancel_grace_s = config.cancel_grace_s
         self.stopping = threading.Event()
         self.force = threading.Event()
-        self.logs = ablation_home() / "logs"
+        self.logs = config.logs
 
     # --- signals --------------------------------------------------------------------------------
-    def _on_signal(self, signum, _frame) -> None:
+    def _on_signal(self, signum: int, _frame: object) -> None:
         if self.stopping.is_set():
             self.force.set()  # a second Ctrl-C / SIGTERM: stop the children now
         self.stopping.set()
@@ -95,22 +103,22 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.logs.mkdir(parents=True, exist_ok=True)
-        queries.register_worker(self.engine, self.id, self.host, os.getpid(),
+        workers.register_worker(self.engine, self.id, self.host, os.getpid(),
                                 ",".join(s.device for s in self.slots))
-        self._log(f"worker {self.id} started; slots: {', '.join(s.device for s in self.slots)}")
+        log.info("worker %s started; slots: %s", self.id, ", ".join(s.device for s in self.slots))
         next_beat = 0.0
         try:
             while True:
                 now = time.time()
                 if now >= next_beat:
-                    queries.heartbeat_worker(self.engine, self.id)
+                    workers.heartbeat_worker(self.engine, self.id)
                     # A child beats for itself once TensorFlow is imported; until then (and
                     # whenever it is alive) its worker vouches for it.
-                    for slot in self._busy():
-                        if slot.child.poll() is None:
-                            queries.heartbeat_run(self.engine, slot.run_id)
-                    for run_id in queries.reap_stale_runs(self.engine):
-                        self._log(f"run {run_id}: worker lost (stale heartbeat), marked failed")
+                    for _, child in self._busy():
+                        if child.process.poll() is None:
+                            lifecycle.beat(self.engine, child.run_id)
+                    for run_id in lifecycle.reap_stale(self.engine):
+                        log.warning("run %s: worker lost (stale heartbeat), marked failed", run_id)
                     next_beat = now + self.interval
                 self._watch_children()
                 if self.stopping.is_set():
@@ -126,19 +134,18 @@ class Worker:
                 else:
                     self.stopping.wait(POLL_S)
         finally:
-            queries.stop_worker(self.engine, self.id)
-            self._log(f"worker {self.id} stopped")
+            workers.stop_worker(self.engine, self.id)
+            log.info("worker %s stopped", self.id)
 
-    def _busy(self) -> list[Slot]:
-        return [s for s in self.slots if s.child is not None]
+    def _busy(self) -> list[tuple[Slot, Child]]:
+        return [(s, s.child) for s in self.slots if s.child is not None]
 
     def _fill_slots(self) -> bool:
         claimed = False
         for slot in self.slots:
             if slot.child is not None:
                 continue
-            run = queries.claim_next_run(self.engine, self.id, self.host, slot.device,
-                                         self.interval)
+            run = lifecycle.claim(self.engine, self.id, self.host, slot.device, self.interval)
             if run is None:
                 break
             self._start_child(slot, run.id)
@@ -150,62 +157,60 @@ class Worker:
                    CUDA_VISIBLE_DEVICES=slot.cuda_visible_devices,
                    TF_FORCE_GPU_ALLOW_GROWTH="true", TF_CPP_MIN_LOG_LEVEL="2",
                    ABLATION_HEARTBEAT_SECONDS=str(self.interval), PYTHONUNBUFFERED="1")
-        log = open(self.logs / f"run-{run_id}.log", "ab")
+        out = open(self.logs / f"run-{run_id}.log", "ab")
         cmd = [sys.executable, "-m", "cnn_ablation", "execute", str(run_id),
                "--parent-pid", str(os.getpid())]
         # A new session: Ctrl-C in the worker's terminal reaches the worker, which then stops its
         # children in order instead of having them killed mid-write.
-        slot.child = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True, cwd=os.getcwd())
-        log.close()
-        slot.run_id, slot.cancel_seen_at, slot.killed_for_cancel = run_id, None, False
-        queries.mark_running(self.engine, run_id, pid=slot.child.pid)
-        self._log(f"run {run_id}: started on {slot.device} (pid {slot.child.pid})")
+        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True, cwd=os.getcwd())
+        out.close()
+        slot.child = Child(process, run_id)
+        lifecycle.attach_process(self.engine, run_id, process.pid)
+        log.info("run %s: started on %s (pid %s)", run_id, slot.device, process.pid)
 
     def _watch_children(self) -> None:
-        for slot in self._busy():
-            code = slot.child.poll()
-            run = queries.find_run(self.engine, slot.run_id)
+        for slot, child in self._busy():
+            code = child.process.poll()
+            run = runs.find_run(self.engine, child.run_id)
             if code is None:
-                self._enforce_cancel(slot, run)
+                self._enforce_cancel(child, run)
                 continue
-            if run is not None and run.status == "running":
-                if slot.killed_for_cancel or self.force.is_set():
+            if run is not None and run.status == RunStatus.RUNNING:
+                if child.killed_for_cancel or self.force.is_set():
                     reason = "worker stopped" if self.force.is_set() else "cancelled by user"
-                    queries.finish_run(self.engine, slot.run_id, "cancelled",
-                                       error=f"{reason} (training process killed)")
+                    lifecycle.finish(self.engine, child.run_id, RunStatus.CANCELLED,
+                                     error=f"{reason} (training process killed)")
                 else:
                     how = (f"killed by signal {signal.Signals(-code).name}" if code < 0
                            else f"exited with code {code}")
-                    queries.finish_run(self.engine, slot.run_id, "failed",
-                                       error=f"worker lost: training process {how}; "
-                                             f"see {self.logs / f'run-{slot.run_id}.log'}")
-            final = queries.find_run(self.engine, slot.run_id)
-            self._log(f"run {slot.run_id}: {final.status if final else 'deleted'}")
-            slot.child, slot.run_id = None, None
+                    lifecycle.finish(self.engine, child.run_id, RunStatus.FAILED,
+                                     error=f"worker lost: training process {how}; "
+                                           f"see {self.logs / f'run-{child.run_id}.log'}")
+            final = runs.find_run(self.engine, child.run_id)
+            log.info("run %s: %s", child.run_id, final.status if final else "deleted")
+            slot.child = None
 
-    def _enforce_cancel(self, slot: Slot, run) -> None:
+    def _enforce_cancel(self, child: Child, run: Run | None) -> None:
         if run is None or not run.cancel_requested:
             return
         now = time.time()
-        slot.cancel_seen_at = slot.cancel_seen_at or now
-        if now - slot.cancel_seen_at > CANCEL_GRACE_S and not slot.killed_for_cancel:
-            self._log(f"run {slot.run_id}: did not stop within {CANCEL_GRACE_S:g} s; killing it")
-            slot.killed_for_cancel = True
-            slot.child.kill()
+        child.cancel_seen_at = child.cancel_seen_at or now
+        if now - child.cancel_seen_at > self.cancel_grace_s and not child.killed_for_cancel:
+            log.warning("run %s: did not stop within %g s; killing it", child.run_id,
+                        self.cancel_grace_s)
+            child.killed_for_cancel = True
+            child.process.kill()
 
     def _stop_children(self) -> bool:
         """Ask children to stop after their epoch (force: kill them). True when none is left."""
-        for slot in self._busy():
+        for _, child in self._busy():
             if self.force.is_set():
-                slot.child.kill()
-            elif slot.cancel_seen_at is None:
-                slot.cancel_seen_at = time.time()  # marks "SIGTERM sent"
-                slot.child.send_signal(signal.SIGTERM)
+                child.process.kill()
+            elif child.cancel_seen_at is None:
+                child.cancel_seen_at = time.time()  # marks "SIGTERM sent"
+                child.process.send_signal(signal.SIGTERM)
         return not self._busy()
-
-    def _log(self, message: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
 def ensure_local_worker(engine: Engine, max_age: float | None = None) -> str | None:
@@ -215,19 +220,19 @@ def ensure_local_worker(engine: Engine, max_age: float | None = None) -> str | N
     are one write transaction, so exactly one caller starts a worker. Returns its id, or None.
     Turned off by ABLATION_START_WORKER=0 (deployments that run workers themselves).
     """
-    if os.environ.get("ABLATION_START_WORKER", "1") == "0":
+    config = settings()
+    if not config.start_worker:
         return None
-    max_age = max_age or 3 * heartbeat_interval()
+    max_age = max_age or 3 * config.heartbeat_s
     worker_id = f"{socket.gethostname()}-local-{uuid.uuid4().hex[:8]}"
-    if not queries.claim_worker_start(engine, worker_id, socket.gethostname(), max_age):
+    if not workers.claim_worker_start(engine, worker_id, socket.gethostname(), max_age):
         return None
-    logs = ablation_home() / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = open(Path(logs) / f"worker-{worker_id}.log", "ab")
+    config.logs.mkdir(parents=True, exist_ok=True)
+    out = open(config.logs / f"worker-{worker_id}.log", "ab")
     url = engine.url.render_as_string(hide_password=False)
     subprocess.Popen([sys.executable, "-m", "cnn_ablation", "worker", "--worker-id", worker_id],
                      env=dict(os.environ, ABLATION_DATABASE_URL=url, PYTHONUNBUFFERED="1"),
-                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                      start_new_session=True, cwd=os.getcwd())
-    log.close()
+    out.close()
     return worker_id

@@ -1,5 +1,11 @@
-"""The database: engine and sessions (engine.py), tables (models.py), every query (queries.py)."""
+"""The database, one module per purpose.
 
-from storage.engine import database_url, get_engine, session_scope
+engine (engines, sessions, SQLite rules) · models (tables) · status (RunStatus and its allowed
+transitions) · records (the dataclasses storage returns) · runs (create/find/list/delete) ·
+lifecycle (every state change of a run) · read_models (frames for pages and CLI) · workers ·
+studies.
+"""
 
-__all__ = ["database_url", "get_engine", "session_scope"]
+from storage.engine import get_engine, session_scope
+
+__all__ = ["get_engine", "session_scope"]

@@ -14,12 +14,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled", "diverged")
-FINISHED_STATUSES = ("completed", "failed", "cancelled", "diverged")
+from storage.status import RunStatus
 
 
 class Base(DeclarativeBase):
-    pass
+    """The project's tables; `storage.engine` creates them on first use."""
 
 
 class StudyRow(Base):
@@ -35,7 +34,7 @@ class RunRow(Base):
     __tablename__ = "runs"
     __table_args__ = (
         CheckConstraint(
-            "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")", name="run_status"
+            "status IN (" + ", ".join(f"'{s}'" for s in RunStatus) + ")", name="run_status"
         ),
     )
 
@@ -54,7 +53,8 @@ class RunRow(Base):
     seed: Mapped[int] = mapped_column(Integer)
     epochs: Mapped[int] = mapped_column(Integer)
     params: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.QUEUED.value,
+                                        index=True)
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)

@@ -5,8 +5,6 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import cli
-
 
 def count_runs(home):
     db = home / "ablation.db"
@@ -16,7 +14,8 @@ def count_runs(home):
         return conn.execute("select count(*) from runs").fetchone()[0]
 
 
-def test_train_then_show_json_round_trip(home):
+@pytest.mark.slow
+def test_train_then_show_json_round_trip(home, cli):
     trained = cli("train", "--dataset", "synthetic:300", "--bn", "1,0,0,0,1", "--dropout", "0.3",
                   "--epochs", "2", "--name", "smoke")
     assert trained.returncode == 0, trained.stderr
@@ -43,25 +42,25 @@ def test_train_then_show_json_round_trip(home):
     (["--dropout", "lots"], "argument --dropout: invalid float value"),
 ])
 @pytest.mark.parametrize("command", ["train", "submit"])
-def test_bad_flags_exit_2_and_leave_the_database_untouched(home, command, flags, message):
+def test_bad_flags_exit_2_and_leave_the_database_untouched(home, command, flags, message, cli):
     result = cli(command, *flags)
     assert result.returncode == 2
     assert message in result.stderr
     assert count_runs(home) == 0
 
 
-def test_unreadable_database_is_refused(home):
+def test_unreadable_database_is_refused(home, cli):
     (home / "ablation.db").write_bytes(b"this is not a database" * 100)
     result = cli("runs")
     assert result.returncode == 2 and "database" in result.stderr
 
 
-def test_show_unknown_run_exits_2(home):
+def test_show_unknown_run_exits_2(home, cli):
     result = cli("show", "42")
     assert result.returncode == 2 and "run 42 does not exist" in result.stderr
 
 
-def test_summary_needs_no_dataset_files(home):
+def test_summary_needs_no_dataset_files(home, cli):
     result = cli("summary", "--preset", "conv_basics")
     assert result.returncode == 0, result.stderr
     assert "Total params: 205,210" in result.stdout

@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 
 from cnn_ablation import analysis, studies
-from cnn_ablation.config import ConfigError, RunConfig, StudySpec, study_preset
-from cnn_ablation.launch import new_run
-from storage import queries
-from tests.conftest import ROOT
+from cnn_ablation.config import ConfigError, RunConfig
+from cnn_ablation.study_spec import StudySpec, study_preset
+from storage import lifecycle
+from storage.read_models import layer_stats_frame
+from storage.runs import find_run
+from tests.support import ROOT
 
 BASE = RunConfig(dataset="synthetic:100", epochs=1, batch_size=16)
 
@@ -61,11 +63,10 @@ def test_spec_json_round_trip():
 
 
 # --- fill missing ---------------------------------------------------------------------------
-def test_fill_missing_queues_exactly_the_missing_and_reuses_completed_runs(engine):
+def test_fill_missing_queues_exactly_the_missing_and_reuses_completed_runs(engine, make_run):
     spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=2)
     outside = spec.runs()[1][1]  # (bn_conv_2=on, seed 1) done before the study, outside it
-    done = queries.create_runs(engine, [new_run(outside)], status="running")[0]
-    queries.finish_run(engine, done, "completed", test_accuracy=0.5)
+    make_run(outside, "completed", test_accuracy=0.5)
     study_id, queued = studies.create(engine, spec, "reuse")
     assert len(queued) == 3
     view = studies.load(engine, study_id)
@@ -73,12 +74,11 @@ def test_fill_missing_queues_exactly_the_missing_and_reuses_completed_runs(engin
     assert grid.loc["bn_conv_2=on", "seed 1"] == "completed"
     assert (grid.loc["bn_conv_2=off"][["seed 0", "seed 1"]] == "queued").all()
     assert studies.fill_missing(engine, study_id) == []  # nothing new while runs are queued
-    queries.finish_run(engine, queued[0], "failed", error="boom")
+    lifecycle.finish(engine, queued[0], "failed", error="boom")
     assert studies.fill_missing(engine, study_id) == []  # failed is not missing
     again = studies.rerun_failed(engine, study_id)
     assert len(again) == 1
-    assert queries.find_run(engine, again[0]).config_hash == queries.find_run(
-        engine, queued[0]).config_hash
+    assert find_run(engine, again[0]).config_hash == find_run(engine, queued[0]).config_hash
 
 
 # --- statistics with known answers ----------------------------------------------------------
@@ -151,6 +151,7 @@ def test_cell_summary_interval():
 
 
 # --- a real small study ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_small_real_study_runs_to_the_end_with_summary_and_effects(engine, home):
     from streamlit.testing.v1 import AppTest
 
@@ -169,7 +170,7 @@ def test_small_real_study_runs_to_the_end_with_summary_and_effects(engine, home)
     assert result["summary"]["final_val_accuracy_mean"].notna().all()
     assert set(result["effects"]["factor"]) == {"bn_conv_2", "dropout"}
     assert result["effects"]["n"].tolist() == [4, 4] and result["effects"]["paired"].all()
-    stats = queries.layer_stats_frame(engine, result["completed"]["run_id"].tolist())
+    stats = layer_stats_frame(engine, result["completed"]["run_id"].tolist())
     assert len(stats) == 8 * 6  # every run, every weighted layer, its one epoch
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
@@ -182,14 +183,9 @@ def test_small_real_study_runs_to_the_end_with_summary_and_effects(engine, home)
     assert any("noise" in m.value for m in at.markdown)
 
 
-def test_time_estimate_scales_with_training_images_of_finished_runs(engine):
-    import socket
-
+def test_time_estimate_scales_with_training_images_of_finished_runs(engine, make_run):
     config = RunConfig(dataset="synthetic", epochs=2, val_split=0.0)  # 2 x 1000 images
-    run_id = queries.create_runs(engine, [new_run(config)], status="running")[0]
-    queries.mark_running(engine, run_id, host=socket.gethostname(), started_at=1000.0)
-    queries.finish_run(engine, run_id, "completed")
-    queries.mark_running(engine, run_id, finished_at=1020.0)  # 20 s -> 10 ms per image
+    make_run(config, "completed", started_at=1000.0, finished_at=1020.0)  # 10 ms per image
     spec = StudySpec(config.with_changes(limit_train=500), {"dropout": (0.25, 0.5)}, "full", 3)
     seconds, basis = studies.estimate_seconds(engine, spec)
     assert seconds == pytest.approx(6 * 2 * 500 * 0.010)  # 6 runs x 2 epochs x 500 images

@@ -3,25 +3,20 @@
 import pytest
 
 from cnn_ablation.config import RunConfig
-from cnn_ablation.launch import new_run
-from storage import queries
+from storage.read_models import epochs_frame, layer_stats_frame
+from storage.runs import find_run
 
+pytestmark = pytest.mark.slow
 pytest.importorskip("keras")
 from cnn_ablation.training import train_run  # noqa: E402
 
 
-def start(engine, config):
-    run_id = queries.create_runs(engine, [new_run(config)], status="running")[0]
-    queries.mark_running(engine, run_id, heartbeat_interval=60.0)
-    return run_id
-
-
-def test_two_epoch_run_records_each_epoch_and_test_metrics(engine):
-    run_id = start(engine, RunConfig(dataset="synthetic", bn=(1, 0, 0, 0, 1), dropout=0.3,
-                                     epochs=2))
+def test_two_epoch_run_records_each_epoch_and_test_metrics(engine, make_run):
+    run_id = make_run(RunConfig(dataset="synthetic", bn=(1, 0, 0, 0, 1), dropout=0.3,
+                                     epochs=2), "running")
     assert train_run(engine, run_id) == "completed"
-    run = queries.find_run(engine, run_id)
-    epochs = queries.epochs_frame(engine, [run_id])
+    run = find_run(engine, run_id)
+    epochs = epochs_frame(engine, [run_id])
     assert run.status == "completed" and run.finished_at >= run.started_at
     assert epochs["epoch"].tolist() == [1, 2]
     assert epochs[["loss", "accuracy", "val_loss", "val_accuracy"]].notna().all().all()
@@ -31,10 +26,10 @@ def test_two_epoch_run_records_each_epoch_and_test_metrics(engine):
     assert sum(map(sum, confusion)) == 200  # every synthetic test image counted once
 
 
-def test_layer_norms_are_recorded_for_every_weighted_layer_each_epoch(engine):
-    run_id = start(engine, RunConfig(dataset="synthetic:200", epochs=2))
+def test_layer_norms_are_recorded_for_every_weighted_layer_each_epoch(engine, make_run):
+    run_id = make_run(RunConfig(dataset="synthetic:200", epochs=2), "running")
     assert train_run(engine, run_id) == "completed"
-    stats = queries.layer_stats_frame(engine, [run_id])
+    stats = layer_stats_frame(engine, [run_id])
     layers = {"conv_1", "conv_2", "conv_3", "conv_4", "dense_1", "output"}
     for epoch in (1, 2):
         rows = stats[stats["epoch"] == epoch]
@@ -42,23 +37,22 @@ def test_layer_norms_are_recorded_for_every_weighted_layer_each_epoch(engine):
         assert (rows["grad_norm"] > 0).all() and (rows["weight_norm"] > 0).all()
 
 
-def test_absurd_learning_rate_ends_diverged_naming_epoch_and_batch(engine):
-    run_id = start(engine, RunConfig(dataset="synthetic", bn=(0, 0, 0, 0, 0), learning_rate=1e30,
-                                     epochs=3))
+def test_absurd_learning_rate_ends_diverged_naming_epoch_and_batch(engine, make_run):
+    run_id = make_run(RunConfig(dataset="synthetic", bn=(0, 0, 0, 0, 0), learning_rate=1e30,
+                                epochs=3), "running")
     assert train_run(engine, run_id, interval=0.0) == "diverged"
-    run = queries.find_run(engine, run_id)
+    run = find_run(engine, run_id)
     assert run.status == "diverged"
     assert "epoch 1" in run.error and "batch" in run.error
 
 
-def test_an_exception_marks_the_run_failed_with_its_message(engine, home):
+def test_an_exception_marks_the_run_failed_with_its_message(engine, home, make_run):
     (home / "gone" / "train" / "a").mkdir(parents=True)
     config = RunConfig(dataset=f"folder:{home}/gone", epochs=1, image_size=(8, 8))
-    run_id = queries.create_runs(engine, [new_run(RunConfig(dataset="synthetic"))],
-                                 status="running")[0]
-    queries.mark_running(engine, run_id, config_json=config.to_json())  # its files vanished
+    run_id = make_run(RunConfig(dataset="synthetic"), "running",
+                      config_json=config.to_json())  # its files vanished
     assert train_run(engine, run_id) == "failed"
-    run = queries.find_run(engine, run_id)
+    run = find_run(engine, run_id)
     assert run.status == "failed"
     assert run.error.startswith("DatasetUnavailable: folder dataset") and "test/<class>/" in run.error
     assert "Traceback" in run.traceback

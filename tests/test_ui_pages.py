@@ -11,9 +11,9 @@ from streamlit.testing.v1 import AppTest
 
 from cnn_ablation.architecture import count_params
 from cnn_ablation.config import RunConfig
-from cnn_ablation.launch import new_run
-from storage import queries
-from tests.conftest import ROOT
+from storage import lifecycle
+from storage.runs import list_runs
+from tests.support import ROOT
 
 PAGES = ["cnn_ablation/ui/new_run.py", "cnn_ablation/ui/runs.py", "cnn_ablation/ui/compare.py",
          "cnn_ablation/ui/studies.py"]
@@ -33,19 +33,6 @@ def values(array) -> list:
     if isinstance(array, dict) and "bdata" in array:
         return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
     return list(array)
-
-
-def seed_run(engine, config, accuracies, status="completed"):
-    """A finished run with one epoch row per accuracy, written as a worker would write it."""
-    run_id = queries.create_runs(engine, [new_run(config)], status="running")[0]
-    for epoch, acc in enumerate(accuracies, start=1):
-        queries.record_epoch(engine, run_id, epoch, {"loss": 2 - acc, "accuracy": acc,
-                                                     "val_loss": 2.1 - acc, "val_accuracy": acc - 0.05},
-                             seconds=1.5)
-    if status != "running":
-        queries.finish_run(engine, run_id, status, test_accuracy=accuracies[-1] - 0.06,
-                           test_loss=1.0)
-    return run_id
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -95,7 +82,7 @@ def test_launch_queues_runs_with_the_toggled_config(home, engine):
     at.text_input(key="run_name").set_value("no BN in the middle").run()
     at.button(key="launch").click().run()
     assert not at.exception
-    runs = queries.list_runs(engine)
+    runs = list_runs(engine)
     assert [r.status for r in runs] == ["queued", "queued"]
     assert [r.seed for r in runs] == [0, 1]
     config = runs[0].config
@@ -117,49 +104,49 @@ def test_bad_values_are_refused_in_the_form_and_nothing_is_queued(home, engine, 
     at.number_input(key=widget).set_value(value).run()
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert not [b for b in at.button if b.key == "launch"]  # no launch button to press
-    assert queries.list_runs(engine) == []
+    assert list_runs(engine) == []
 
 
-def test_an_existing_completed_config_is_pointed_out(home, engine):
-    run_id = seed_run(engine, RunConfig(dataset="synthetic"), [0.5, 0.7])
+def test_an_existing_completed_config_is_pointed_out(home, engine, make_run):
+    run_id = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.7])
     at = app()
     at.selectbox(key="dataset").set_value("synthetic").run()
     assert any(f"run #{run_id}" in i.value and "already" in i.value for i in at.info)
 
 
-def test_runs_page_shows_runs_and_reads_only_new_epochs_on_refresh(home, engine):
-    done = seed_run(engine, RunConfig(dataset="synthetic", bn=(1, 0, 0, 0, 1)), [0.4, 0.6])
-    running = seed_run(engine, RunConfig(dataset="synthetic", seed=1), [0.3], status="running")
+def test_runs_page_shows_runs_and_reads_only_new_epochs_on_refresh(home, engine, make_run):
+    done = make_run(RunConfig(dataset="synthetic", bn=(1, 0, 0, 0, 1)), accuracies=[0.4, 0.6])
+    running = make_run(RunConfig(dataset="synthetic", seed=1), accuracies=[0.3], status="running")
     at = app(PAGES[1])
     table = at.dataframe[0].value
     assert list(table["run"]) == [done, running]
     assert list(table["status"]) == ["completed", "running"]
     assert at.session_state["run_choice"] == running
-    assert at.session_state["epoch_rows_read"] == 1
+    assert at.session_state["epoch_cache"].rows_read_last == 1
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert values(figure["data"][0]["x"]) == [1]
-    queries.record_epoch(engine, running, 2, {"loss": 1.2, "accuracy": 0.5, "val_loss": 1.3,
+    lifecycle.record_epoch(engine, running, 2, {"loss": 1.2, "accuracy": 0.5, "val_loss": 1.3,
                                               "val_accuracy": 0.45}, seconds=1.0)
     at.run()  # what the 2 s timer does in a browser
-    assert at.session_state["epoch_rows_read"] == 1  # only the new epoch was read
+    assert at.session_state["epoch_cache"].rows_read_last == 1  # only the new epoch was read
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert values(figure["data"][0]["x"]) == [1, 2]
 
 
-def test_runs_page_shows_a_failed_runs_error_and_filters_by_status(home, engine):
-    seed_run(engine, RunConfig(dataset="synthetic"), [0.4])
-    failed = seed_run(engine, RunConfig(dataset="synthetic", seed=2), [0.2], status="running")
-    queries.finish_run(engine, failed, "failed", error="ValueError: something broke")
+def test_runs_page_shows_a_failed_runs_error_and_filters_by_status(home, engine, make_run):
+    make_run(RunConfig(dataset="synthetic"), accuracies=[0.4])
+    failed = make_run(RunConfig(dataset="synthetic", seed=2), accuracies=[0.2], status="running")
+    lifecycle.finish(engine, failed, "failed", error="ValueError: something broke")
     at = app(PAGES[1])
     assert any("something broke" in e.value for e in at.error)
     at.multiselect(key="filter_status").set_value(["completed"]).run()
     assert list(at.dataframe[0].value["status"]) == ["completed"]
 
 
-def test_compare_draws_one_trace_per_run_and_series_and_the_config_difference(home, engine):
-    a = seed_run(engine, RunConfig(dataset="synthetic"), [0.5, 0.7, 0.8])
-    b = seed_run(engine, RunConfig(dataset="synthetic", bn=(1, 0, 0, 0, 0)), [0.4, 0.6, 0.65])
-    c = seed_run(engine, RunConfig(dataset="synthetic", dropout=0.25), [0.3, 0.5, 0.55])
+def test_compare_draws_one_trace_per_run_and_series_and_the_config_difference(home, engine, make_run):
+    a = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.7, 0.8])
+    b = make_run(RunConfig(dataset="synthetic", bn=(1, 0, 0, 0, 0)), accuracies=[0.4, 0.6, 0.65])
+    c = make_run(RunConfig(dataset="synthetic", dropout=0.25), accuracies=[0.3, 0.5, 0.55])
     at = app(PAGES[2])
     at.multiselect(key="compare_ids").set_value([a, b, c]).run()
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -175,15 +162,16 @@ def test_compare_draws_one_trace_per_run_and_series_and_the_config_difference(ho
     assert at.get("download_button")
 
 
-def test_the_web_app_never_imports_tensorflow(home, engine):
+@pytest.mark.slow  # a fresh interpreter renders every page
+def test_the_web_app_never_imports_tensorflow(home, engine, make_run):
     """Every page rendered in a fresh interpreter, with runs and a study in the database."""
     import subprocess
     import sys
 
     from cnn_ablation import studies
-    from cnn_ablation.config import StudySpec
+    from cnn_ablation.study_spec import StudySpec
 
-    seed_run(engine, RunConfig(dataset="synthetic"), [0.5, 0.6])
+    make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.6])
     studies.create(engine, StudySpec(RunConfig(dataset="synthetic"), {"dropout": (0.25, 0.5)}),
                    "s")
     code = f"""
@@ -213,7 +201,7 @@ def test_studies_page_starts_a_custom_study_and_refuses_bad_levels(home, engine)
     assert any("4 cells × 2 seeds = **8 runs**" in m.value for m in at.markdown)
     at.button(key="start_custom").click().run()
     assert not at.exception
-    runs = queries.list_runs(engine)
+    runs = list_runs(engine)
     assert len(runs) == 8 and {r.status for r in runs} == {"queued"}
     assert {r.config["learning_rate"] for r in runs} == {0.0005, 0.001}
     assert {tuple(r.config["bn"]) for r in runs} == {(1, 1, 1, 1, 1), (1, 1, 0, 1, 1)}

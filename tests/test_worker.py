@@ -6,28 +6,21 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from cnn_ablation.config import RunConfig
 from cnn_ablation.launch import submit
-from storage import queries
-from tests.conftest import ROOT, cli
+from storage import lifecycle
+from storage.read_models import epochs_frame
+from storage.runs import find_run, list_runs
+from storage.workers import live_workers
+from tests.support import ROOT, alive, wait_for
 
+pytestmark = pytest.mark.slow
 HEARTBEAT = 1.0
 LONG = RunConfig(dataset="synthetic:3000", epochs=40, val_split=0.0)  # minutes: stopped by tests
 QUICK = RunConfig(dataset="synthetic:100", epochs=1, batch_size=16)
-
-
-def wait_for(predicate, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture
@@ -52,7 +45,7 @@ def workers(home):
     if (home / "ablation.db").exists():  # training children left by a killed worker
         from storage.engine import get_engine
 
-        for run in queries.list_runs(get_engine(f"sqlite:///{home / 'ablation.db'}"),
+        for run in list_runs(get_engine(f"sqlite:///{home / 'ablation.db'}"),
                                      statuses=["running"]):
             if run.pid:
                 with contextlib.suppress(OSError):
@@ -64,8 +57,8 @@ def all_logs(home) -> str:
 
 
 def running_with_epochs(engine, run_id, n=1):
-    run = queries.find_run(engine, run_id)
-    epochs = queries.epochs_frame(engine, [run_id])
+    run = find_run(engine, run_id)
+    epochs = epochs_frame(engine, [run_id])
     return run.status == "running" and len(epochs) >= n and run.pid
 
 
@@ -74,7 +67,7 @@ def test_three_workers_complete_nine_runs_each_claimed_once(engine, home, worker
     procs = [workers("--once") for _ in range(3)]
     for proc in procs:
         assert proc.wait(timeout=600) == 0
-    runs = queries.list_runs(engine)
+    runs = list_runs(engine)
     assert [r.status for r in runs] == ["completed"] * 9
     logs = all_logs(home)
     for run_id in ids:
@@ -88,13 +81,13 @@ def test_killed_worker_marks_run_failed_and_keeps_epochs(engine, home, workers):
     first = workers()
     child_pid = wait_for(lambda: running_with_epochs(engine, long_id), what="epoch 1 of run 1")
     first.kill()  # kill -9 in the middle of epoch 2
-    wait_for(lambda: not _alive(child_pid), timeout=15, what="orphaned child to stop")
+    wait_for(lambda: not alive(child_pid), timeout=15, what="orphaned child to stop")
     second = workers("--once")
     assert second.wait(timeout=300) == 0
-    lost = queries.find_run(engine, long_id)
+    lost = find_run(engine, long_id)
     assert lost.status == "failed" and lost.error.startswith("worker lost")
-    assert len(queries.epochs_frame(engine, [long_id])) >= 1  # finished epochs are kept
-    assert [queries.find_run(engine, i).status for i in quick_ids] == ["completed", "completed"]
+    assert len(epochs_frame(engine, [long_id])) >= 1  # finished epochs are kept
+    assert [find_run(engine, i).status for i in quick_ids] == ["completed", "completed"]
 
 
 def test_killed_training_process_marks_run_failed(engine, home, workers):
@@ -102,32 +95,32 @@ def test_killed_training_process_marks_run_failed(engine, home, workers):
     workers()
     child_pid = wait_for(lambda: running_with_epochs(engine, run_id), what="epoch 1")
     os.kill(child_pid, signal.SIGKILL)
-    run = wait_for(lambda: (r := queries.find_run(engine, run_id)).status != "running" and r,
+    run = wait_for(lambda: (r := find_run(engine, run_id)).status != "running" and r,
                    timeout=30, what="run to leave running")
     assert run.status == "failed"
     assert run.error.startswith("worker lost: training process killed by signal SIGKILL")
-    assert len(queries.epochs_frame(engine, [run_id])) >= 1
+    assert len(epochs_frame(engine, [run_id])) >= 1
 
 
-def test_cancel_running_run_stops_within_seconds_keeping_epochs(engine, home, workers):
+def test_cancel_running_run_stops_within_seconds_keeping_epochs(engine, home, workers, cli):
     (run_id,) = submit(engine, [LONG])
     workers()
     wait_for(lambda: running_with_epochs(engine, run_id), what="epoch 1")
     result = cli("cancel", str(run_id), env={"ABLATION_HOME": str(home)})
     assert "cancel requested" in result.stdout
-    run = wait_for(lambda: (r := queries.find_run(engine, run_id)).status != "running" and r,
+    run = wait_for(lambda: (r := find_run(engine, run_id)).status != "running" and r,
                    timeout=30, what="cancelled status")
     assert run.status == "cancelled" and run.error == "cancelled by user"
-    assert 1 <= len(queries.epochs_frame(engine, [run_id])) < LONG.epochs
+    assert 1 <= len(epochs_frame(engine, [run_id])) < LONG.epochs
 
 
 def test_cancelled_queued_run_never_starts(engine, home, workers):
     first, second = submit(engine, [QUICK, QUICK.with_changes(seed=1)])
-    assert queries.request_cancel(engine, first) == "cancelled"
+    assert lifecycle.request_cancel(engine, first) == "cancelled"
     assert workers("--once").wait(timeout=300) == 0
-    cancelled = queries.find_run(engine, first)
+    cancelled = find_run(engine, first)
     assert cancelled.status == "cancelled" and cancelled.started_at is None
-    assert queries.find_run(engine, second).status == "completed"
+    assert find_run(engine, second).status == "completed"
 
 
 def test_sigterm_lets_the_epoch_finish_and_leaves_nothing_running(engine, home, workers):
@@ -136,20 +129,20 @@ def test_sigterm_lets_the_epoch_finish_and_leaves_nothing_running(engine, home, 
     wait_for(lambda: running_with_epochs(engine, run_id), what="epoch 1")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=120) == 0
-    run = queries.find_run(engine, run_id)
+    run = find_run(engine, run_id)
     assert run.status == "cancelled" and run.error == "worker stopped"
-    assert queries.list_runs(engine, statuses=["running"]) == []
-    assert len(queries.live_workers(engine, max_age=60)) == 0  # it signed off
+    assert list_runs(engine, statuses=["running"]) == []
+    assert len(live_workers(engine, max_age=60)) == 0  # it signed off
 
 
 def test_stale_heartbeat_is_reaped_after_twice_the_interval(engine):
     (run_id,) = submit(engine, [QUICK])
-    claimed = queries.claim_next_run(engine, "w", "host", "cpu", heartbeat_interval=10.0)
+    claimed = lifecycle.claim(engine, "w", "host", "cpu", heartbeat_interval=10.0)
     assert claimed.id == run_id
-    beat = queries.find_run(engine, run_id).heartbeat_at
-    assert queries.reap_stale_runs(engine, now=beat + 19.9) == []
-    assert queries.reap_stale_runs(engine, now=beat + 20.1) == [run_id]
-    assert queries.find_run(engine, run_id).error.startswith("worker lost")
+    beat = find_run(engine, run_id).heartbeat_at
+    assert lifecycle.reap_stale(engine, now=beat + 19.9) == []
+    assert lifecycle.reap_stale(engine, now=beat + 20.1) == [run_id]
+    assert find_run(engine, run_id).error.startswith("worker lost")
 
 
 def test_app_helper_starts_exactly_one_worker_when_called_repeatedly(engine, home, monkeypatch):
@@ -168,23 +161,11 @@ def test_app_helper_starts_exactly_one_worker_when_called_repeatedly(engine, hom
     started = [r for r in results if r]
     assert len(started) == 1
     def registered():
-        live = queries.live_workers(engine, 5)
+        live = live_workers(engine, 5)
         return live.to_dict("records") if len(live) and live["pid"].notna().all() else None
 
     live = wait_for(registered, timeout=60, what="the worker's own heartbeat")
     assert [w["id"] for w in live] == started
     pid = int(live[0]["pid"])
     os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not _alive(pid), timeout=30, what="worker to exit")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+    wait_for(lambda: not alive(pid), timeout=30, what="worker to exit")

@@ -9,8 +9,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cnn_ablation.report import duration_s, epoch_progress, format_duration
 from cnn_ablation.report import pct as report_pct
-from cnn_ablation.worker import ensure_local_worker, heartbeat_interval
-from storage import database_url, get_engine, queries
+from cnn_ablation.settings import settings
+from cnn_ablation.worker import ensure_local_worker
+from storage import get_engine, lifecycle, workers
+from storage.status import RunStatus
 
 REFRESH_S = 2.0  # live parts of a page re-read the database this often while runs are active
 
@@ -22,10 +24,10 @@ def _engine(url: str) -> Engine:
 
 def engine_or_stop() -> Engine:
     """The database, or an explanation of what is wrong with it and a stop."""
-    url = database_url()
+    url = settings().database_url
     try:
         engine = _engine(url)
-        queries.reap_stale_runs(engine)
+        lifecycle.reap_stale(engine)
         return engine
     except SQLAlchemyError as exc:
         st.error(f"**The database cannot be used.**  \n`{url}`  \n{type(exc).__name__}: "
@@ -38,24 +40,26 @@ def engine_or_stop() -> Engine:
 def worker_banner(engine: Engine) -> None:
     """Sidebar status: live workers, or what to do when none is running."""
     started = ensure_local_worker(engine)
-    workers = queries.live_workers(engine, max_age=3 * heartbeat_interval())
+    alive = workers.live_workers(engine, max_age=3 * settings().heartbeat_s)
     if started:
         st.sidebar.success("Started a local worker: queued runs will train in the background.")
-    elif workers.empty:
+    elif alive.empty:
         st.sidebar.warning("**No worker is running**, so queued runs wait.  \nStart one in a "
                            "terminal: `python -m cnn_ablation worker`")
     else:
-        slots = ", ".join(sorted(set(",".join(workers["slots"]).split(","))))
-        st.sidebar.caption(f"Workers: {len(workers)} alive ({slots})")
-    st.sidebar.caption(f"Database: `{database_url()}`")
+        slots = ", ".join(sorted(set(",".join(alive["slots"]).split(","))))
+        st.sidebar.caption(f"Workers: {len(alive)} alive ({slots})")
+    st.sidebar.caption(f"Database: `{settings().database_url}`")
 
 
 def run_option(row: dict) -> str:
+    """A run as one line in a picker: `#3 name · BN 1·1·0·0·1 · drop 0.5 · synthetic · running`."""
     name = f" {row['name']}" if row.get("name") else ""
     return f"#{row['id']}{name} · {row['label']} · {row['dataset']} · {row['status']}"
 
 
-def pct(value) -> str:
+def pct(value: object) -> str:
+    """A fraction as `71.9 %`, or an en dash when missing."""
     return report_pct(value, missing="–")
 
 
@@ -81,9 +85,9 @@ def runs_table(frame: pd.DataFrame) -> pd.DataFrame:
 def _progress_fraction(row: dict) -> float:
     epochs = row["epochs"] or 1
     done = float(row.get("epochs_done") or 0)
-    if row["status"] == "completed":
+    if row["status"] == RunStatus.COMPLETED:
         return 1.0
-    if row["status"] == "running" and not pd.isna(row.get("progress_batches")):
+    if row["status"] == RunStatus.RUNNING and not pd.isna(row.get("progress_batches")):
         batches = row["progress_batches"] or 1
         within = (row.get("progress_batch") or 0) / batches
         done = max(done, (row["progress_epoch"] or 1) - 1 + within)

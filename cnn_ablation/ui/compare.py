@@ -8,13 +8,14 @@ import streamlit as st
 from cnn_ablation.config import RunConfig, config_diff
 from cnn_ablation.ui.common import engine_or_stop, worker_banner
 from cnn_ablation.ui.figures import curves_figure
-from storage import queries
+from storage.read_models import epochs_frame, runs_frame
+from storage.status import RunStatus
 
 engine = engine_or_stop()
 worker_banner(engine)
 st.title("Compare runs")
 
-frame = queries.runs_frame(engine)
+frame = runs_frame(engine)
 if frame.empty:
     st.info("No runs to compare yet. Launch two variants on the **New run** page.")
     st.page_link("cnn_ablation/ui/new_run.py", label="New run", icon=":material/science:")
@@ -33,7 +34,7 @@ with group:
         chosen = set(st.session_state.get("compare_ids", [])) | set(variants.loc[variant, "ids"])
         st.session_state["compare_ids"] = sorted(chosen)
 with pick:
-    default = frame[frame["status"] == "completed"]["id"].tolist()[-2:]
+    default = frame[frame["status"] == RunStatus.COMPLETED]["id"].tolist()[-2:]
     st.session_state.setdefault("compare_ids", default)
     ids = st.multiselect("Runs", list(records), key="compare_ids",
                          format_func=lambda i: f"#{i} {records[i]['name'] or records[i]['label']}",
@@ -43,7 +44,7 @@ if not ids:
     st.stop()
 
 labels = {i: f"#{i} {records[i]['label']}" for i in ids}
-epochs = queries.epochs_frame(engine, ids)
+epochs = epochs_frame(engine, ids)
 st.plotly_chart(curves_figure(epochs, labels, height=420), key="compare_curves",
                 config={"displaylogo": False})
 st.caption("Train dashed, validation solid; one colour per run.")
@@ -72,7 +73,7 @@ def results_table(run_ids: list[int], base: int) -> pd.DataFrame:
         rows.append({
             "run": labels[i], "status": r["status"],
             "final val acc": r["final_val_accuracy"],
-            "best val acc": None if best is None else best["val_accuracy"],
+            "best val acc": r["best_val_accuracy"],
             "best epoch": None if best is None else int(best["epoch"]),
             "test acc": r["test_accuracy"], "params": r["params"],
         })

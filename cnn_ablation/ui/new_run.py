@@ -7,10 +7,10 @@ import streamlit as st
 
 from cnn_ablation import datasets
 from cnn_ablation.architecture import PRESETS, Conv, summary_rows
-from cnn_ablation.config import BUILTIN_DATASETS, ConfigError, RunConfig
+from cnn_ablation.config import BUILTIN_DATASETS, MAX_SEEDS, ConfigError, RunConfig
 from cnn_ablation.launch import prepare, submit, with_seeds
 from cnn_ablation.ui.common import engine_or_stop, pct, worker_banner
-from storage import queries
+from storage.read_models import same_config_runs
 
 DEFAULTS = RunConfig()
 
@@ -50,8 +50,11 @@ run_name = top[2].text_input("Name (optional)", key="run_name",
 
 state = availability(dataset) if dataset != "folder:" else None
 if state is not None:
-    shown = {"ready": st.caption, "needs download": st.warning, "missing": st.error}[state.state]
-    shown(f"Dataset **{dataset}**: {state.state} ({state.detail})")
+    note = f"Dataset **{dataset}**: {state.state} ({state.detail})"
+    if state.state == "ready":
+        st.caption(note)
+    else:
+        (st.warning if state.state == "needs download" else st.error)(note)
 
 spec = PRESETS[preset]
 left, right = st.columns([1, 1], gap="large")
@@ -92,7 +95,7 @@ with right:
     batch = c2.number_input("Batch size", value=DEFAULTS.batch_size, step=8, key="batch_size")
     lr = c3.number_input("Learning rate (Adam)", value=DEFAULTS.learning_rate, step=0.0001,
                          format="%.5f", key="lr")
-    seeds = c4.number_input("Seeds", value=1, min_value=1, max_value=20, step=1, key="seeds",
+    seeds = c4.number_input("Seeds", value=1, min_value=1, max_value=MAX_SEEDS, step=1, key="seeds",
                             help="N repeats of this variant with seeds 0..N-1: the spread "
                                  "between them is the noise any effect must beat.")
     with st.expander("More settings"):
@@ -102,7 +105,9 @@ with right:
         limit = m2.number_input("Use only the first N training images (0 = all)", value=0,
                                 step=1000, key="limit_train")
 
-    config, problem, params = None, None, None
+    config: RunConfig | None = None
+    problem: Exception | None = None
+    params: int | None = None
     try:
         config = RunConfig(preset=preset, dataset=dataset, bn=tuple(bn), dropout=float(dropout),
                            epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr),
@@ -137,21 +142,18 @@ with right:
                  column_config={"params": st.column_config.NumberColumn(format="localized")})
 
 st.divider()
-if problem is not None:
+if problem is not None or config is None:
     st.error(f"Cannot launch: {problem}")
 else:
     configs = with_seeds(config, int(seeds))
-    done = queries.completed_runs_by_hash(engine, [c.config_hash for c in configs])
+    done, pending = same_config_runs(engine, [c.config_hash for c in configs])
     if done:
-        first = sorted(i for ids in done.values() for i in ids)
-        run = queries.find_run(engine, first[0])
-        st.info(f"This exact config already has {len(first)} completed run(s), e.g. run "
+        run = done[0]
+        st.info(f"This exact config already has {len(done)} completed run(s), e.g. run "
                 f"#{run.id} with test accuracy {pct(run.test_accuracy)}. Launching again adds "
                 "another repeat.")
         st.page_link("cnn_ablation/ui/runs.py", label=f"Open run #{run.id}", icon=":material/monitoring:",
                      query_params={"run": str(run.id)})
-    pending = queries.list_runs(engine, statuses=["queued", "running"],
-                                config_hashes=[c.config_hash for c in configs])
     if pending:
         st.info("This exact config is already " + ", ".join(f"{r.status} (#{r.id})"
                                                             for r in pending) + ".")

@@ -8,18 +8,18 @@ import streamlit as st
 
 from cnn_ablation import analysis, studies
 from cnn_ablation.architecture import PRESETS
-from cnn_ablation.config import (
-    BUILTIN_DATASETS,
+from cnn_ablation.config import BUILTIN_DATASETS, MAX_SEEDS, METRICS, ConfigError, RunConfig
+from cnn_ablation.study_spec import (
     CHAPTER_TEST_ACCURACY,
     STUDY_PRESETS,
-    ConfigError,
-    RunConfig,
     StudySpec,
+    parse_levels,
     study_preset,
 )
 from cnn_ablation.ui.common import REFRESH_S, engine_or_stop, worker_banner
 from cnn_ablation.ui.figures import band_figure
-from storage import queries
+from storage.read_models import any_active, epochs_frame
+from storage.studies import list_studies
 
 engine = engine_or_stop()
 worker_banner(engine)
@@ -27,7 +27,7 @@ st.title("Studies")
 st.caption("A study runs every combination of your switches with several seeds, so each effect "
            "comes with its uncertainty: a difference smaller than the seed-to-seed spread is noise.")
 
-existing = queries.list_studies(engine)
+existing = list_studies(engine)
 if existing:  # tabs cannot be switched from code: put what a returning user wants first
     view_tab, start_tab = st.tabs(["Results", "Start a study"])
 else:
@@ -46,7 +46,7 @@ with start_tab:
     dataset = c1.selectbox("Dataset", list(BUILTIN_DATASETS), key="study_dataset",
                            index=list(BUILTIN_DATASETS).index("fashion_mnist"))
     epochs = c2.number_input("Epochs per run", value=10, min_value=1, step=1, key="study_epochs")
-    seeds = c3.number_input("Seeds per cell", value=3, min_value=1, max_value=20, step=1,
+    seeds = c3.number_input("Seeds per cell", value=3, min_value=1, max_value=MAX_SEEDS, step=1,
                             key="study_seeds", help="3 or more give a confidence interval")
     name = c4.text_input("Name", key="study_name", placeholder="e.g. BN ablation, 10 epochs")
     try:
@@ -82,16 +82,13 @@ with start_tab:
                                  placeholder="32, 128")
     factors: dict[str, tuple] = {f: (True, False) for f in bn_factors}
     problem = None
-    for factor, text, kind, allowed in (
-            ("dropout", dropout_levels, float, "numbers in [0, 1)"),
-            ("learning_rate", lr_levels, float, "numbers > 0"),
-            ("batch_size", batch_levels, int, "whole numbers >= 1")):
+    for factor, text in (("dropout", dropout_levels), ("learning_rate", lr_levels),
+                         ("batch_size", batch_levels)):
         if text.strip():
             try:
-                factors[factor] = tuple(kind(v) for v in text.split(","))
-            except ValueError:
-                problem = (f"{factor} levels: {text!r} is not allowed; allowed: {allowed} "
-                           "separated by commas")
+                factors[factor] = parse_levels(factor, text)
+            except ConfigError as exc:
+                problem = str(exc)
     if problem:
         st.error(problem)
     elif factors:
@@ -107,7 +104,7 @@ with start_tab:
     else:
         st.caption("Pick at least one switch or give dropout levels.")
 
-existing = queries.list_studies(engine)
+existing = list_studies(engine)
 with view_tab:
     if not existing:
         st.info("No studies yet: start one in **Start a study**.")
@@ -120,8 +117,7 @@ with view_tab:
                             format_func=lambda i: f"#{i} {names[i]}")
     st.session_state["study_choice"] = study_id
     view = studies.load(engine, study_id)
-    active = bool(queries.list_runs(engine, statuses=["queued", "running"],
-                                    config_hashes=[c.config_hash for _, c in view.spec.runs()]))
+    active = any_active(engine, [c.config_hash for _, c in view.spec.runs()])
 
     @st.fragment(run_every=REFRESH_S if active else None)
     def study_view() -> None:
@@ -141,8 +137,8 @@ with view_tab:
             queued = studies.rerun_failed(engine, view.id)
             st.toast(f"Queued {len(queued)} runs")
 
-        metric = st.radio("Metric", list(analysis.METRICS), horizontal=True, key="study_metric",
-                          format_func=analysis.METRICS.get)
+        metric = st.radio("Metric", list(METRICS), horizontal=True, key="study_metric",
+                          format_func=METRICS.get)
         result = studies.results(engine, view, metric, runs)
         st.subheader("Per cell")
         summary = analysis.readable_summary(result["summary"])
@@ -169,8 +165,8 @@ with view_tab:
                                 f"{est.verdict}.")
         completed = result["completed"]
         if len(completed):
-            epochs_frame = queries.epochs_frame(engine, completed["run_id"].tolist())
-            curves = analysis.cell_curves(epochs_frame, completed, "val_accuracy")
+            curves = analysis.cell_curves(epochs_frame(engine, completed["run_id"].tolist()),
+                                          completed, "val_accuracy")
             st.subheader("Validation accuracy per cell (mean ± 1 std over seeds)")
             st.plotly_chart(band_figure(curves), key="study_curves")
         d1, d2, _ = st.columns([1, 1, 3])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -56,11 +56,11 @@ def dashboard(tmp_path):
     server.terminate()
     server.wait(timeout=30)
     # The worker the app started is detached on purpose (it outlives the app); stop it here.
-    from storage import queries
     from storage.engine import get_engine
+    from storage.workers import live_workers
 
-    for _, worker in queries.live_workers(get_engine(f"sqlite:///{tmp_path}/ablation.db"),
-                                          60).iterrows():
+    for _, worker in live_workers(get_engine(f"sqlite:///{tmp_path}/ablation.db"),
+                                  60).iterrows():
         if worker["pid"]:
             subprocess.run(["kill", "-TERM", str(int(worker["pid"]))], check=False)
     if (tmp_path / "logs").exists():

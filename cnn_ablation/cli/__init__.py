@@ -1,0 +1,119 @@
+"""The command line (README, "Command line"): summary, train, submit, worker, runs, show, cancel,
+retry, delete, study. One function per command (`cmd_*`), chosen by argparse. Bad input exits 2 with a message
+naming the field and the allowed values, and writes nothing. TensorFlow is imported only by the
+commands that build or train a model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from cnn_ablation.cli.common import config_flags
+from cnn_ablation.cli.run_commands import (
+    cmd_cancel,
+    cmd_delete,
+    cmd_execute,
+    cmd_retry,
+    cmd_runs,
+    cmd_show,
+    cmd_submit,
+    cmd_summary,
+    cmd_train,
+    cmd_worker,
+)
+from cnn_ablation.cli.study_commands import (
+    cmd_study_create,
+    cmd_study_export,
+    cmd_study_fill,
+    cmd_study_list,
+    cmd_study_show,
+)
+from cnn_ablation.config import METRICS, ConfigError
+from cnn_ablation.datasets import DatasetUnavailable
+from cnn_ablation.settings import SettingsError, settings
+from cnn_ablation.study_spec import STUDY_PRESETS
+from storage.records import NotFound
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _command(sub: argparse._SubParsersAction, name: str, func: Command | None, text: str | None,
+             run_id: bool = False, as_json: bool = False) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=text if text else argparse.SUPPRESS)
+    if func is not None:
+        p.set_defaults(func=func)
+    if run_id:
+        p.add_argument("run_id", type=int)
+    if as_json:
+        p.add_argument("--json", action="store_true")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cnn_ablation",
+                                     description="Ablation studies of the chapter's CNN.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    config_flags(_command(sub, "summary", cmd_summary, "Keras summary of the model + total params"))
+    config_flags(_command(sub, "train", cmd_train, "one run in the foreground, recorded in the DB"))
+    config_flags(_command(sub, "submit", cmd_submit, "queue run(s); prints the ids"),
+                  with_seeds=True)
+    p = _command(sub, "worker", cmd_worker, "claim and train queued runs in the background")
+    p.add_argument("--gpus", default="all", help="all | none | 0,1 (one slot per GPU)")
+    p.add_argument("--once", action="store_true", help="drain the queue, then exit")
+    p.add_argument("--worker-id", default=None, help=argparse.SUPPRESS)
+    p = _command(sub, "runs", cmd_runs, "list runs", as_json=True)
+    p.add_argument("--status", default=None, help="only runs with this status")
+    _command(sub, "show", cmd_show, "config, status, every epoch, test metrics", run_id=True,
+             as_json=True)
+    _command(sub, "cancel", cmd_cancel, "cancel a queued or running run", run_id=True)
+    _command(sub, "retry", cmd_retry, "queue a new run with the same config", run_id=True)
+    _command(sub, "delete", cmd_delete, "delete a run and its epochs", run_id=True)
+    p = _command(sub, "execute", cmd_execute, None, run_id=True)  # a worker's child process
+    p.add_argument("--parent-pid", type=int, default=None)
+    _study_parser(_command(sub, "study", None, "queue / show an ablation study"))
+    return parser
+
+
+def _study_parser(study: argparse.ArgumentParser) -> None:
+    sub = study.add_subparsers(dest="study_command", required=True)
+    p = _command(sub, "create", cmd_study_create,
+                 "queue a study: a preset, or factors and a design")
+    config_flags(p)
+    p.add_argument("--study-preset", choices=list(STUDY_PRESETS), default=None,
+                   help="one of the ready-made studies")
+    p.add_argument("--factor", action="append", default=[],
+                   help="bn_conv_3 (on/off), or dropout=0,0.25,0.5, learning_rate=..., "
+                        "batch_size=...; repeat for several factors")
+    p.add_argument("--design", choices=["full", "ofat"], default="full",
+                   help="full factorial, or one factor at a time against the base")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (0..N-1)")
+    _command(sub, "list", cmd_study_list, "all studies with their progress")
+    for name, func, text in (("show", cmd_study_show, "grid, per-cell summary and effects"),
+                             ("fill", cmd_study_fill, "queue cells/seeds never run"),
+                             ("rerun-failed", cmd_study_fill,
+                              "queue again cells/seeds whose runs all failed"),
+                             ("export", cmd_study_export, "per-run and per-cell CSV files")):
+        p = _command(sub, name, func, text, as_json=name == "show")
+        p.add_argument("study_id", type=int)
+        if name in ("show", "export"):
+            p.add_argument("--metric", default="final_val_accuracy", choices=list(METRICS))
+        if name == "export":
+            p.add_argument("--out", default=".", help="folder for the two CSV files")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, SettingsError, NotFound, DatasetUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"error: database: cannot use {settings().database_url}: "
+              f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+

@@ -1,0 +1,83 @@
+"""What every command shares: the run-config flags, the engine, a quiet Keras import."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sqlalchemy import Engine
+
+from cnn_ablation.architecture import PRESETS
+from cnn_ablation.config import ConfigError, RunConfig, parse_bn
+from cnn_ablation.settings import settings
+
+
+def config_flags(p: argparse.ArgumentParser, with_seeds: bool = False) -> None:
+    d = RunConfig()
+    p.add_argument("--preset", choices=list(PRESETS), default=d.preset)
+    p.add_argument("--dataset", default=None,
+                   help="cifar10 | cifar100 | mnist | fashion_mnist | synthetic[:N] | "
+                        "folder:PATH (default: cifar10 for training; summary uses the "
+                        "chapter's input shape)")
+    p.add_argument("--bn", default=None, help="BatchNorm per position as 0/1, e.g. 1,0,0,0,1 "
+                                              "(conv_1..conv_4, dense_1); default all on")
+    p.add_argument("--dropout", type=float, default=d.dropout, help="in [0, 1)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--val-split", type=float, default=d.val_split)
+    p.add_argument("--limit-train", type=int, default=None, help="use the first N train images")
+    p.add_argument("--image-size", default=None, help="HxW for folder: datasets, e.g. 64x64")
+    p.add_argument("--name", default="", help="a name to find the run by")
+    if with_seeds:
+        p.add_argument("--seeds", type=int, default=1,
+                       help="queue N repeats with seeds 0..N-1 (default 1: just --seed)")
+
+
+def config_from_args(args: argparse.Namespace, default_dataset: str = "cifar10") -> RunConfig:
+    """The RunConfig the flags describe (ConfigError naming the flag's field if invalid)."""
+    size = None
+    if args.image_size:
+        try:
+            height, width = (int(v) for v in args.image_size.lower().split("x"))
+            size = (height, width)
+        except ValueError:
+            raise ConfigError("image_size", args.image_size, "HxW, e.g. 64x64") from None
+    return RunConfig(
+        preset=args.preset, dataset=args.dataset or default_dataset,
+        bn=None if args.bn is None else parse_bn(args.bn, args.preset),
+        dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.lr, seed=args.seed, val_split=args.val_split,
+        limit_train=args.limit_train, image_size=size,
+    )
+
+
+# --- helpers --------------------------------------------------------------------------------------
+def quiet_keras_import() -> None:
+    """TensorFlow prints start-up lines on stderr before its log level applies; hide just those."""
+    if "keras" in sys.modules:
+        return
+    from cnn_ablation.worker import detect_gpus
+
+    if not detect_gpus():  # CPU-only: skip TensorFlow's failing CUDA probe and its error line
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # its only remaining line is the CUDA probe
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
+def open_engine() -> Engine:
+    from storage import get_engine
+
+    return get_engine(settings().database_url)
+
+

@@ -1,0 +1,159 @@
+"""Commands about single runs: summary, train, submit, worker, runs, show, cancel, retry, delete,
+and `execute` (a worker's child process)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+
+from cnn_ablation.architecture import PRESETS
+from cnn_ablation.cli.common import config_from_args, open_engine, quiet_keras_import
+from cnn_ablation.settings import settings
+
+
+# --- commands -------------------------------------------------------------------------------------
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnn_ablation.datasets import dataset_info
+
+    config = config_from_args(args, default_dataset="synthetic")
+    if args.dataset:
+        info = dataset_info(config.dataset, config.image_size)
+        shape, classes = info.shape, info.num_classes
+    else:
+        shape, classes = PRESETS[config.preset].input_shape, 10
+    quiet_keras_import()
+    from cnn_ablation.model import build_model
+
+    model = build_model(config, shape, classes)
+    print(f"Model {config.preset!r}: {config.label}, input {shape[0]}x{shape[1]}x{shape[2]}, "
+          f"{classes} classes")
+    print(f"{'layer':<16}{'type':<20}{'output shape':<22}{'params':>10}")
+    print("-" * 68)
+    for layer in model.layers:
+        out = "(None, " + ", ".join(str(d) for d in layer.output.shape[1:]) + ")"
+        print(f"{layer.name:<16}{type(layer).__name__:<20}{out:<22}{layer.count_params():>10,}")
+    print("-" * 68)
+    trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
+    print(f"Total params: {model.count_params():,}  (trainable {trainable:,}, "
+          f"non-trainable {model.count_params() - trainable:,})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnn_ablation.launch import new_run
+    from cnn_ablation.worker import detect_gpus
+    from storage import lifecycle, runs
+
+    config = config_from_args(args)
+    new = new_run(config, name=args.name)  # validates before anything is written
+    engine = open_engine()
+    run_id = lifecycle.start_foreground(engine, new, socket.gethostname(),
+                                        "gpu:0" if detect_gpus() else "cpu",
+                                        settings().heartbeat_s)
+    print(f"run {run_id}: {new.label} on {new.dataset}, {new.epochs} epochs, "
+          f"{new.params or 0:,} params", flush=True)
+    quiet_keras_import()
+    from cnn_ablation.training import execute
+
+    status = execute(engine, run_id, echo=lambda line: print(line, flush=True))
+    run = runs.find_run_or_raise(engine, run_id)
+    tail = f"test_acc {run.test_accuracy:.4f}  test_loss {run.test_loss:.4f}" \
+        if run.test_accuracy is not None and run.test_loss is not None else (run.error or "")
+    print(f"run {run_id}: {status}  {tail}")
+    return 0 if status == "completed" else 1
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from cnn_ablation.launch import submit, with_seeds
+
+    configs = with_seeds(config_from_args(args), args.seeds)
+    for run_id in submit(open_engine(), configs, name=args.name):
+        print(run_id)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from cnn_ablation import log
+    from cnn_ablation.worker import Worker, make_slots
+
+    try:
+        slots = make_slots(args.gpus)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.setup("worker")
+    Worker(open_engine(), slots, once=args.once, worker_id=args.worker_id).run()
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from cnn_ablation.report import print_runs, run_dict
+    from storage import lifecycle, read_models
+
+    engine = open_engine()
+    lifecycle.reap_stale(engine)
+    frame = read_models.runs_frame(engine, statuses=[args.status] if args.status else None)
+    if args.json:
+        print(json.dumps([run_dict(row) for row in frame.to_dict("records")], indent=1))
+    else:
+        print_runs(frame)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from cnn_ablation.report import print_run
+    from storage import lifecycle, read_models, runs
+
+    engine = open_engine()
+    lifecycle.reap_stale(engine)
+    run = runs.find_run_or_raise(engine, args.run_id)
+    print_run(run, read_models.epochs_frame(engine, [run.id]), as_json=args.json)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from storage import lifecycle
+
+    status = lifecycle.request_cancel(open_engine(), args.run_id)
+    word = {"cancelled": "cancelled (it had not started)",
+            "running": "cancel requested; it stops within a few seconds"}
+    print(f"run {args.run_id}: {word.get(status, f'already {status}; nothing to cancel')}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from cnn_ablation.launch import retry
+
+    print(retry(open_engine(), args.run_id))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from storage import runs
+
+    try:
+        runs.delete_run(open_engine(), args.run_id)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"run {args.run_id}: deleted")
+    return 0
+
+
+def cmd_execute(args: argparse.Namespace) -> int:
+    import logging
+
+    from cnn_ablation import log
+
+    log.setup("run", args.run_id)
+    quiet_keras_import()
+    from cnn_ablation.training import execute
+
+    logger = logging.getLogger("cnn_ablation.training")
+    status = execute(open_engine(), args.run_id, echo=logger.info, parent_pid=args.parent_pid)
+    logger.info("run %s: %s", args.run_id, status)
+    return 0
+
+

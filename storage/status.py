@@ -1,0 +1,36 @@
+"""A run's status and the transitions allowed between statuses.
+
+Every state change in `storage.lifecycle` moves a run only along an edge of `TRANSITIONS`, with the
+source statuses in the statement's WHERE clause, so a writer that lost a race changes nothing.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DIVERGED = "diverged"
+
+
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+TRANSITIONS: dict[RunStatus, tuple[RunStatus, ...]] = {
+    # a queued run fails without running when it cannot be started at all
+    RunStatus.QUEUED: (RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED),
+    RunStatus.RUNNING: (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED,
+                        RunStatus.DIVERGED),
+}
+
+
+def sources_of(target: RunStatus) -> tuple[RunStatus, ...]:
+    """The statuses a run may be in to move to `target`."""
+    found = tuple(source for source, targets in TRANSITIONS.items() if target in targets)
+    if not found:
+        raise ValueError(f"no run may move to status {target!r}")
+    return found

@@ -1,0 +1,60 @@
+"""Workers: registration, heartbeats, sign-off, and "start exactly one local worker"."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+from sqlalchemy import Engine, func, select, update
+
+from storage.engine import session_scope
+from storage.models import WorkerRow
+
+WORKER_COLUMNS = ["id", "host", "pid", "slots", "started_at", "heartbeat_at"]
+
+
+def register_worker(engine: Engine, worker_id: str, host: str, pid: int | None, slots: str) -> None:
+    """Insert the worker, or (started by `claim_worker_start`) fill in its pid and slots."""
+    now = time.time()
+    with session_scope(engine) as session:
+        row = session.get(WorkerRow, worker_id)
+        if row is None:
+            session.add(WorkerRow(id=worker_id, host=host, pid=pid, slots=slots, started_at=now,
+                                  heartbeat_at=now))
+        else:
+            row.pid, row.slots, row.heartbeat_at, row.stopped_at = pid, slots, now, None
+
+
+def claim_worker_start(engine: Engine, worker_id: str, host: str, max_age: float) -> bool:
+    """In one write transaction: if no worker beat within `max_age` s, register `worker_id` as
+    starting and return True. Callers racing here start exactly one worker between them."""
+    now = time.time()
+    with session_scope(engine) as session:
+        alive = session.scalar(select(func.count(WorkerRow.id)).where(
+            WorkerRow.stopped_at.is_(None), WorkerRow.heartbeat_at > now - max_age))
+        if alive:
+            return False
+        session.add(WorkerRow(id=worker_id, host=host, pid=None, slots="starting",
+                              started_at=now, heartbeat_at=now))
+        return True
+
+
+def heartbeat_worker(engine: Engine, worker_id: str) -> None:
+    with session_scope(engine) as session:
+        session.execute(update(WorkerRow).where(WorkerRow.id == worker_id)
+                        .values(heartbeat_at=time.time()))
+
+
+def stop_worker(engine: Engine, worker_id: str) -> None:
+    """The worker signs off: it no longer counts as alive."""
+    with session_scope(engine) as session:
+        session.execute(update(WorkerRow).where(WorkerRow.id == worker_id)
+                        .values(stopped_at=time.time()))
+
+
+def live_workers(engine: Engine, max_age: float) -> pd.DataFrame:
+    """Workers that have not signed off and beat within `max_age` seconds."""
+    query = select(*[getattr(WorkerRow, c) for c in WORKER_COLUMNS]).where(
+        WorkerRow.stopped_at.is_(None), WorkerRow.heartbeat_at > time.time() - max_age)
+    with session_scope(engine, write=False) as session:
+        return pd.DataFrame(session.execute(query).mappings().all(), columns=WORKER_COLUMNS)
