@@ -1,4 +1,11 @@
 # The dashboard with a local worker, SQLite under /data, and Fashion-MNIST available offline.
+#
+# By default it listens on 127.0.0.1 inside the container, which `-p` cannot reach from outside:
+# nothing is exposed by accident. To use it from outside the container, give it an address and a
+# password (beyond loopback it shows nothing without one):
+#   docker run -e ABLATION_ADDRESS=0.0.0.0 -e ABLATION_PASSWORD=... -p 8501:8501 \
+#              -v $PWD/ablation-data:/data cnn-ablation
+# and keep the port on a network you trust, or put HTTPS in front of it.
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && apt-get install -y --no-install-recommends dataset-fashion-mnist \
@@ -10,5 +17,6 @@ COPY . .
 ENV ABLATION_HOME=/data PYTHONUNBUFFERED=1
 VOLUME /data
 EXPOSE 8501
-CMD ["python", "-m", "streamlit", "run", "app.py", "--server.address", "0.0.0.0", \
-     "--server.port", "8501", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+# A shell runs the command so that ${ABLATION_ADDRESS:-127.0.0.1} expands; `exec` leaves
+# Streamlit as PID 1 so that `docker stop` reaches it.
+CMD ["sh", "-c", "exec python -m streamlit run app.py --server.address \"${ABLATION_ADDRESS:-127.0.0.1}\" --server.port 8501 --server.headless true --browser.gatherUsageStats false"]

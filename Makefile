@@ -2,6 +2,10 @@
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 8501
+# Where `make run` listens: this machine only unless ABLATION_ADDRESS says otherwise (e.g.
+# ABLATION_ADDRESS=0.0.0.0 ABLATION_PASSWORD=... make run; beyond loopback the dashboard shows
+# nothing without ABLATION_PASSWORD). Unset or empty: 127.0.0.1, as in cnn_ablation/settings.py.
+ADDRESS := $(or $(ABLATION_ADDRESS),127.0.0.1)
 
 .PHONY: setup run test test-fast lint bench
 
@@ -15,8 +19,8 @@ setup:
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
 
 run: setup
-	@echo "cnn-ablation: open http://localhost:$(PORT)"
-	$(PYTHON) -m streamlit run app.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
+	@echo "cnn-ablation: open http://$(if $(filter 0.0.0.0 :: 127.0.0.1,$(ADDRESS)),localhost,$(ADDRESS)):$(PORT)"
+	$(PYTHON) -m streamlit run app.py --server.headless true --server.address "$(ADDRESS)" --server.port $(PORT) --browser.gatherUsageStats false
 
 test:
 	$(MAKE) setup WITH_BROWSER=1

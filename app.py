@@ -4,6 +4,8 @@ turns that off)."""
 
 import streamlit as st
 
+from cnn_ablation.ui.access import may_enter, require_access
+
 st.set_page_config(page_title="cnn-ablation", page_icon=":material/science:", layout="wide")
 
 pages = [
@@ -12,4 +14,10 @@ pages = [
     st.Page("cnn_ablation/ui/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("cnn_ablation/ui/studies.py", title="Studies", icon=":material/grid_view:"),
 ]
-st.navigation(pages).run()
+# The page asked for is resolved first (so a link to /runs?run=5 still opens it once the password
+# is given), but no page runs, and the menu stays hidden, until access is granted: beyond loopback
+# nothing shows without ABLATION_PASSWORD, and a set password is asked for first (a password, not
+# st.login: OpenID Connect needs an identity provider; see cnn_ablation/ui/access.py).
+page = st.navigation(pages, position="sidebar" if may_enter() else "hidden")
+require_access()
+page.run()

@@ -87,10 +87,11 @@ def one_fit(config, data, engine, record: bool):
     callbacks = [timer]
     recorder = None
     if record:
-        run_id = lifecycle.start_foreground(engine, new_run(config), "bench", "cpu", 60.0)
+        run_id = lifecycle.start_foreground(engine, new_run(config), "bench", "bench", "cpu",
+                                            60.0)
         diag = layer_norms(model, x[:DIAGNOSTIC_BATCH], y[:DIAGNOSTIC_BATCH])
         batches = -(-len(x) // config.batch_size)
-        recorder = TimedRecording(engine, run_id, batches, RunControl(), diag)
+        recorder = TimedRecording(engine, run_id, "bench", batches, RunControl(), diag)
         callbacks.insert(0, recorder)
     val = (as_tensor(val[0]), val[1]) if val else None
     model.fit(as_tensor(x), y, batch_size=config.batch_size, epochs=2, validation_data=val,

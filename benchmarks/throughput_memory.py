@@ -66,11 +66,12 @@ def measure(mode: str, images: int, epochs: int) -> dict:
         from storage.engine import get_engine
 
         engine = get_engine(f"sqlite:///{tempfile.mkdtemp()}/bench.db")
-        run_id = lifecycle.start_foreground(engine, new_run(config), "bench", "cpu", 60.0)
+        run_id = lifecycle.start_foreground(engine, new_run(config), "bench", "bench", "cpu",
+                                            60.0)
         (x_train, y_train), _ = split(config, data)
         model = compiled_model(config, data.info)
         batches = -(-len(x_train) // config.batch_size)
-        callbacks = [RecordingCallback(engine, run_id, batches, RunControl())]
+        callbacks = [RecordingCallback(engine, run_id, "bench", batches, RunControl())]
         x_train = as_tensor(x_train)
     start = time.perf_counter()
     model.fit(x_train, y_train, batch_size=32, epochs=epochs, shuffle=True, verbose=0,

@@ -14,9 +14,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from cnn_ablation.architecture import PRESETS
+from cnn_ablation.settings import settings
 
 BUILTIN_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "synthetic")
 MAX_SEEDS = 50  # seeds per variant or study cell: enough for a tight interval, bounded queue
+MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
+MAX_NAME = 200  # characters in a run or study name
+MIN_IMAGE_SIDE = 4
 # What a study can be judged on: one number per run, with its label in tables and plots.
 METRICS = {"final_val_accuracy": "final val acc", "best_val_accuracy": "best val acc",
            "test_accuracy": "test acc"}
@@ -77,29 +81,46 @@ class RunConfig:
             if not size.isdigit() or int(size) < 10:
                 raise ConfigError("dataset", self.dataset, "synthetic:N with N >= 10 images")
         self._check_number("dropout", self.dropout, 0.0, 1.0, "a number in [0, 1)", float)
-        self._check_int("epochs", self.epochs, 1, "a whole number >= 1")
+        max_epochs = settings().max_epochs
+        self._check_int("epochs", self.epochs, 1,
+                        f"a whole number >= 1 and <= {max_epochs} (ABLATION_MAX_EPOCHS)", max_epochs)
         self._check_int("batch_size", self.batch_size, 1, "a whole number >= 1")
         if not _is_number(self.learning_rate) or not (0 < self.learning_rate < math.inf):
             raise ConfigError("learning_rate", self.learning_rate, "a number > 0")
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
-        self._check_int("seed", self.seed, 0, "a whole number >= 0")
+        self._check_int("seed", self.seed, 0, f"a whole number >= 0 and <= {MAX_SEED}", MAX_SEED)
         self._check_number("val_split", self.val_split, 0.0, 1.0, "a number in [0, 1)", float)
         if self.limit_train is not None:
             self._check_int("limit_train", self.limit_train, 1, "a whole number >= 1, or none")
         if self.image_size is not None:
-            dims = tuple(self.image_size)
-            if len(dims) != 2 or not all(isinstance(v, int) and 4 <= v <= 1024 for v in dims):
-                raise ConfigError("image_size", self.image_size, "two whole numbers in [4, 1024]")
-            object.__setattr__(self, "image_size", dims)
+            self._check_image_size()
 
     def _check_number(self, name, value, low, high, allowed, kind) -> None:
         if not _is_number(value) or not (low <= value < high):
             raise ConfigError(name, value, allowed)
         object.__setattr__(self, name, kind(value))
 
-    def _check_int(self, name, value, low, allowed) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    def _check_int(self, name, value, low, allowed, high=None) -> None:
+        if (isinstance(value, bool) or not isinstance(value, int) or value < low
+                or (high is not None and value > high)):
             raise ConfigError(name, value, allowed)
+
+    def _check_image_size(self) -> None:
+        """(height, width) to resize a folder dataset to; nothing else has a size to choose."""
+        if not self.dataset.startswith("folder:"):
+            raise ConfigError("image_size", self.image_size,
+                              "none: only folder:<path> datasets can be resized")
+        side = settings().max_image_side
+        allowed = f"two whole numbers from {MIN_IMAGE_SIDE} to {side} (ABLATION_MAX_IMAGE_SIDE)"
+        try:
+            dims = tuple(self.image_size)  # type: ignore[arg-type]
+        except TypeError:
+            raise ConfigError("image_size", self.image_size, allowed) from None
+        if len(dims) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and MIN_IMAGE_SIDE <= v <= side
+                for v in dims):
+            raise ConfigError("image_size", self.image_size, allowed)
+        object.__setattr__(self, "image_size", dims)
 
     @property
     def switches(self) -> tuple[bool, ...]:
@@ -175,6 +196,26 @@ def parse_bn(text: str, preset: str = "seed") -> tuple[bool, ...]:
     if any(item not in ("0", "1") for item in items):
         raise ConfigError("bn", text, allowed)
     return tuple(item == "1" for item in items)
+
+
+def defaults() -> RunConfig:
+    """The chapter's recipe as field defaults, not validated: a form or a parser shows them even
+    where a configured limit (ABLATION_MAX_EPOCHS) refuses one, and says so when it is used."""
+    config = object.__new__(RunConfig)
+    for f in fields(RunConfig):
+        object.__setattr__(config, f.name, f.default)
+    return config
+
+
+def check_name(name: object, field_name: str = "name") -> str:
+    """A run's or study's name: text of at most MAX_NAME printable characters (no control
+    characters such as escape, newline, tab or NUL), or empty."""
+    if not isinstance(name, str) or len(name) > MAX_NAME or not name.isprintable():
+        shown = f"{name[:40]}... ({len(name)} characters)" \
+            if isinstance(name, str) and len(name) > MAX_NAME else name
+        raise ConfigError(field_name, shown,
+                          f"text of at most {MAX_NAME} printable characters (no control characters)")
+    return name
 
 
 def check_seed_count(seeds: object) -> int:

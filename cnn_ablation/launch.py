@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from cnn_ablation.architecture import count_params
-from cnn_ablation.config import ConfigError, RunConfig, check_seed_count
+from cnn_ablation.config import ConfigError, RunConfig, check_name, check_seed_count
 from cnn_ablation.datasets import DatasetUnavailable, check_fits, resolve
 from storage import runs
 from storage.records import NewRun
@@ -26,6 +26,7 @@ def prepare(config: RunConfig) -> tuple[RunConfig, int]:
 def new_run(config: RunConfig, name: str = "", study_id: int | None = None,
             retry_of: int | None = None) -> NewRun:
     """A validated config as the row to queue (ConfigError if it cannot run here)."""
+    check_name(name)
     config, params = prepare(config)
     return NewRun(
         config_json=config.to_json(), config_hash=config.config_hash,

@@ -8,6 +8,7 @@ The README's configuration table is checked against `VARIABLES` by a test.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +32,17 @@ VARIABLES: tuple[Variable, ...] = (
              "heartbeat interval; a run is \"worker lost\" after twice this"),
     Variable("ABLATION_CANCEL_GRACE_SECONDS", "15",
              "how long a cancelled run may take to stop before its process is killed"),
+    Variable("ABLATION_NO_PROGRESS_SECONDS", "600",
+             "a training process that reports no progress for this long is killed and its run failed"),
+    Variable("ABLATION_MAX_EPOCHS", "1000", "the most epochs one run may ask for"),
+    Variable("ABLATION_MAX_IMAGE_SIDE", "1024",
+             "the largest image side (pixels) a folder dataset may hold or be resized to"),
+    Variable("ABLATION_ADDRESS", "127.0.0.1",
+             "where `make run` and the Docker image listen; beyond loopback a password is required"),
+    Variable("ABLATION_PASSWORD", None,
+             "the dashboard's password (required when it listens beyond loopback)"),
+    Variable("ABLATION_DATA_ROOTS", "$ABLATION_HOME/folders",
+             "folders (separated by `:`) under which the New run page accepts `folder:` datasets"),
     Variable("KERAS_HOME", "~/.keras", "Keras' cache; datasets are looked for in its `datasets/`"),
     Variable("CUDA_VISIBLE_DEVICES", None,
              "GPUs a worker may use; unset: every GPU that `nvidia-smi` lists"),
@@ -64,6 +76,12 @@ class Settings:
     start_worker: bool
     keras_datasets: Path
     visible_gpus: tuple[str, ...] | None  # None: not restricted by CUDA_VISIBLE_DEVICES
+    no_progress_s: float
+    max_epochs: int
+    max_image_side: int
+    address: str
+    password: str | None
+    data_roots: tuple[Path, ...]
 
     @property
     def logs(self) -> Path:
@@ -73,15 +91,31 @@ class Settings:
     def dataset_cache(self) -> Path:
         return self.home / "datasets"
 
+    @property
+    def database_variable(self) -> str:
+        """The variable that chose the database: its own URL, or the home it sits in."""
+        derived = self.database_url == f"sqlite:///{self.home / 'ablation.db'}"
+        return "ABLATION_HOME" if derived else "ABLATION_DATABASE_URL"
+
+
+MAX_SECONDS = 7 * 24 * 3600  # any longer wait is a typo (and sleeping for inf raises)
+MAX_WHOLE = 999_999_999
+
 
 def _positive(name: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0:
-        raise SettingsError(name, text, "a number of seconds > 0")
+    if not 0 < value <= MAX_SECONDS:  # NaN and inf fail too
+        raise SettingsError(name, text, f"a number of seconds > 0 and at most {MAX_SECONDS:,} (7 days)")
     return value
+
+
+def _whole(name: str, text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_WHOLE:
+        raise SettingsError(name, text, f"a whole number from 1 to {MAX_WHOLE:,}")
+    return int(text)
 
 
 def _parse(values: dict[str, str | None]) -> Settings:
@@ -105,14 +139,139 @@ def _parse(values: dict[str, str | None]) -> Settings:
         start_worker=start == "1",
         keras_datasets=Path(get("KERAS_HOME")).expanduser() / "datasets",
         visible_gpus=gpus,
+        no_progress_s=_positive("ABLATION_NO_PROGRESS_SECONDS", get("ABLATION_NO_PROGRESS_SECONDS")),
+        max_epochs=_whole("ABLATION_MAX_EPOCHS", get("ABLATION_MAX_EPOCHS")),
+        max_image_side=_whole("ABLATION_MAX_IMAGE_SIDE", get("ABLATION_MAX_IMAGE_SIDE")),
+        address=get("ABLATION_ADDRESS"),
+        password=values.get("ABLATION_PASSWORD") or None,
+        data_roots=tuple(
+            Path(p.replace("$ABLATION_HOME", str(home))).expanduser().resolve()
+            for p in get("ABLATION_DATA_ROOTS").split(os.pathsep) if p.strip()),
     )
 
 
 @lru_cache(maxsize=8)
-def _cached(items: tuple[tuple[str, str | None], ...]) -> Settings:
-    return _parse(dict(items))
+def _cached(items: tuple[tuple[str, str | None], ...], cwd: str) -> Settings:
+    return _parse(dict(items))  # `cwd` only keys the cache: relative paths resolve against it
 
 
 def settings() -> Settings:
     """The settings as the environment gives them now (parsed once per distinct environment)."""
-    return _cached(tuple((name, os.environ.get(name)) for name in NAMES))
+    return _cached(tuple((name, os.environ.get(name)) for name in NAMES), _cwd())
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the working folder was removed: relative paths cannot be resolved anew
+        return ""
+
+
+# --- can the home and the database be used? (the CLI asks before it writes anything) ------------
+def shown_url(url: str) -> str:
+    """`url` as it may be printed: its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: hide whatever may be a user and password
+        return re.sub(r"^(.*?://)?.*@", lambda m: (m.group(1) or "") + "***@", url)
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why `path` cannot be (made into) a folder this user writes in; None when it can."""
+    try:
+        if path.exists():
+            if not path.is_dir():
+                return f"{path} is a file, not a folder"
+            if not os.access(path, os.W_OK | os.X_OK):
+                return f"this user cannot write in {path}"
+            return None
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            return f"{parent} is a file, not a folder"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"{path} cannot be made: this user cannot write in {parent}"
+        return None
+    except OSError as exc:  # e.g. a name too long for the file system
+        return f"{path}: {exc.strerror or exc}"
+
+
+def _sqlite_problem(database: str) -> str | None:
+    path = Path(database).expanduser()
+    try:
+        if path.is_dir():
+            return f"the database {path} is a folder, not a file"
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            return f"this user cannot read and write {path}"
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    problem = _folder_problem(path.parent)  # SQLite writes its -wal and -shm files beside it
+    return f"the database's folder: {problem}" if problem else None
+
+
+def storage_problem(s: Settings | None = None) -> SettingsError | None:
+    """What stops this process from using its home and database, found without writing anything:
+    a home that is a file or that this user cannot write, a URL that is not a URL, a database
+    kind or driver not installed here, a SQLite file whose folder cannot be made or written.
+    The error names the variable to change; a password in the URL is never shown."""
+    s = s or settings()
+    problem = _folder_problem(s.home)
+    if problem:
+        return SettingsError("ABLATION_HOME", str(s.home),
+                             f"a folder this user can write in, or one it can make ({problem})")
+    from sqlalchemy.engine import make_url
+
+    var, shown = s.database_variable, shown_url(s.database_url)
+    try:
+        url = make_url(s.database_url)
+    except Exception:
+        return SettingsError(var, shown, "a database URL such as sqlite:////path/to/ablation.db or "
+                                         "postgresql+psycopg://user:password@host/dbname")
+    try:
+        dialect = url.get_dialect()
+    except Exception as exc:
+        return SettingsError(var, shown, f"a URL whose database kind and driver SQLAlchemy knows "
+                                         f"({url.drivername!r}: {_first_line(exc)})")
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        return SettingsError(var, shown, f"a URL whose driver is installed here ({url.drivername}: "
+                                         f"{_first_line(exc)}; install it, or name one that is, "
+                                         "e.g. postgresql+psycopg://...)")
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not url.query.get("uri"):
+        problem = _sqlite_problem(str(url.database))
+        if problem:
+            value = str(s.home) if var == "ABLATION_HOME" else shown
+            return SettingsError(var, value, f"a database file this user can create or write "
+                                             f"({problem})")
+    return None
+
+
+def database_error(exc: BaseException, s: Settings | None = None) -> SettingsError:
+    """`exc` (raised while opening or using the database) as a one-line refusal that names the
+    variable to change, without the URL's password."""
+    s = s or settings()
+    var = s.database_variable
+    value = str(s.home) if var == "ABLATION_HOME" else shown_url(s.database_url)
+    what = "a folder whose database (ablation.db)" if var == "ABLATION_HOME" else "a database"
+    return SettingsError(var, value, f"{what} this user can open and write "
+                                     f"({type(exc).__name__}: {_scrub(_first_line(exc), s)})")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _scrub(text: str, s: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(s.database_url).password
+    except Exception:
+        return text
+    return text.replace(str(password), "***") if password else text

@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from cnn_ablation import analysis
-from cnn_ablation.config import METRICS, RunConfig
+from cnn_ablation.config import MAX_NAME, METRICS, RunConfig, check_name
 from cnn_ablation.datasets import dataset_info
 from cnn_ablation.launch import new_run
 from cnn_ablation.study_spec import Cell, StudySpec
@@ -38,9 +38,16 @@ class StudyView:
 
 def create(engine: Engine, spec: StudySpec, name: str) -> tuple[int, list[int]]:
     """Store the study and queue every cell x seed that has no completed or active run."""
-    new_runs = [new_run(config, name=f"{name}: {cell.label}") for cell, config in spec.runs()]
+    check_name(name)
+    new_runs = [new_run(config, name=run_name(name, cell.label)) for cell, config in spec.runs()]
     study_id = stored_studies.create_study(engine, name or "study", spec.to_json())
     return study_id, fill_missing(engine, study_id, prepared=new_runs)
+
+
+def run_name(study: str, cell: str) -> str:
+    """A study run's name, `study: cell`, cut to the longest name a run may have."""
+    name = f"{study}: {cell}"
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
 
 
 def load(engine: Engine, study_id: int) -> StudyView:
@@ -105,7 +112,7 @@ def fill_missing(engine: Engine, study_id: int,
         wanted = {c.config_hash for _, c in todo}
         new = [r for r in prepared if r.config_hash in wanted]
     else:
-        new = [new_run(config, name=f"{view.name}: {cell.label}") for cell, config in todo]
+        new = [new_run(config, name=run_name(view.name, cell.label)) for cell, config in todo]
     new = [replace(r, study_id=study_id) for r in new]
     return create_runs(engine, new)
 
@@ -113,7 +120,7 @@ def fill_missing(engine: Engine, study_id: int,
 def rerun_failed(engine: Engine, study_id: int) -> list[int]:
     """Queue again the cells x seeds whose every run failed, diverged or was cancelled."""
     view = load(engine, study_id)
-    new = [new_run(config, name=f"{view.name}: {cell.label}", study_id=study_id)
+    new = [new_run(config, name=run_name(view.name, cell.label), study_id=study_id)
            for cell, config in _plan(engine, view, want_failed=True)]
     return create_runs(engine, new)
 

@@ -30,8 +30,8 @@ def parse_levels(factor: str, text: str) -> tuple:
 def parse_factor(text: str) -> tuple[str, tuple]:
     """A factor as written on the command line: `bn_conv_3` -> on/off; `dropout=0,0.25` ->
     numeric levels. The factor's name itself is checked by StudySpec."""
-    name, _, values = text.partition("=")
-    if not values:
+    name, equals, values = text.partition("=")
+    if not equals:
         return name, (True, False)
     if name not in NUMERIC_FACTORS:
         raise ConfigError("factor", text, "bn_<position> | " +

@@ -1,6 +1,7 @@
-"""One training run: seeds, data split, compile as the chapter, fit with recording callbacks,
-test evaluation. Every finished epoch is committed as it ends; the final status is one of
-completed | failed | cancelled | diverged (storage.status)."""
+"""One training run: seeds, data split, compile as the chapter (or resume from a checkpoint), fit
+with recording callbacks, one test pass. Every whole epoch is committed as it ends; the run ends
+completed | failed | cancelled | diverged, or back in the queue with a checkpoint when its worker
+stops (storage.status)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import logging
 import math
 import os
 import signal
+import socket
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -24,13 +28,17 @@ from cnn_ablation.model import build_model
 from cnn_ablation.recording import (
     DIAGNOSTIC_BATCH,
     PROGRESS_INTERVAL_S,
+    Outcome,
     RecordingCallback,
     RunControl,
     layer_norms,
 )
 from cnn_ablation.settings import settings
-from storage import lifecycle, runs
-from storage.status import RunStatus
+from cnn_ablation.worker import EXIT_DISK_FULL, EXIT_PARENT_GONE
+from storage import lifecycle, runs, workers
+from storage.engine import is_disk_full
+from storage.records import Run, RunLost
+from storage.status import CancelMode, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +80,6 @@ def as_tensor(x: np.ndarray):
         return x
 
 
-def test_report(model: keras.Model, data: datasets.Dataset) -> dict:
-    predicted = np.argmax(model.predict(data.x_test, batch_size=1000, verbose=0), axis=1)
-    k = data.info.num_classes
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (data.y_test.astype(np.int64), predicted), 1)
-    return {"class_names": list(data.info.class_names), "confusion": confusion.tolist()}
-
-
 def compiled_model(config: RunConfig, info: datasets.DatasetInfo) -> keras.Model:
     """The chapter's compile: Adam at the config's rate, cross-entropy, accuracy."""
     model = build_model(config, info.shape, info.num_classes)
@@ -105,50 +105,156 @@ def _startup_line(phases: dict[str, float], first_step: float, process_start: fl
 
 def train_run(engine: Engine, run_id: int, echo: Callable[[str], None] | None = None,
               interval: float = PROGRESS_INTERVAL_S, control: RunControl | None = None,
-              started_at: float | None = None) -> str:
-    """Train run `run_id` (already `running`) to its final status, which is returned.
-    `started_at`: when this process started, to report its start-up time in the log."""
+              started_at: float | None = None) -> RunStatus:
+    """Train run `run_id` (already `running` under its worker) to its final status, which is
+    returned; a run with a checkpoint resumes after the epochs it holds. `started_at`: when this
+    process started, to report its start-up time in the log."""
     control = control or RunControl()
+    run = runs.find_run_or_raise(engine, run_id)
+    worker_id = run.worker_id or ""
     try:
-        run = runs.find_run_or_raise(engine, run_id)
-        config = RunConfig.from_json(run.config_json)
-        keras.utils.set_random_seed(config.seed)
-        phases = {"start": time.time()}
-        data = datasets.load(config.dataset, config.image_size)
-        phases["dataset_loaded"] = time.time()
-        (x_fit, y_fit), validation = split(config, data)
-        model = compiled_model(config, data.info)
-        batches = math.ceil(len(x_fit) / config.batch_size)
-        diag = layer_norms(model, x_fit[:DIAGNOSTIC_BATCH], y_fit[:DIAGNOSTIC_BATCH])
-        phases["model_built"] = time.time()
-        callback = RecordingCallback(engine, run_id, batches, control, diag, echo, interval)
-        if echo:
-            callback.on_first_step = lambda at: echo(_startup_line(phases, at, started_at))
-        if lifecycle.beat(engine, run_id):
-            control.cancel.set()
-        if validation is not None:
-            validation = (as_tensor(validation[0]), validation[1])
-        model.fit(as_tensor(x_fit), y_fit, batch_size=config.batch_size, epochs=config.epochs,
-                  validation_data=validation, shuffle=True, verbose=0, callbacks=[callback])
-        if callback.outcome is not None:
-            status, reason = callback.outcome
-            lifecycle.finish(engine, run_id, status, error=reason)
-            return status
-        test_loss, test_accuracy = model.evaluate(data.x_test, data.y_test, batch_size=1000,
-                                                  verbose=0)
-        report = test_report(model, data)
-        lifecycle.finish(engine, run_id, RunStatus.COMPLETED, test_loss=float(test_loss),
-                         test_accuracy=float(test_accuracy), test_report_json=json.dumps(report),
-                         progress_batch=batches, progress_epoch=config.epochs)
-        return RunStatus.COMPLETED
+        return _train(engine, run, worker_id, echo, interval, control, started_at)
+    except RunLost:
+        return _lost(engine, run_id)
     except KeyboardInterrupt:
-        lifecycle.finish(engine, run_id, RunStatus.CANCELLED, error="interrupted (Ctrl-C)")
+        lifecycle.finish(engine, run_id, RunStatus.CANCELLED, worker_id=worker_id,
+                         error="interrupted (Ctrl-C)")
         raise
     except Exception as exc:  # recorded on the run: the page and the CLI show it
         log.exception("run %s failed", run_id)
-        lifecycle.finish(engine, run_id, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
-                         traceback=traceback.format_exc())
+        error = f"{type(exc).__name__}: {exc}"
+        if is_disk_full(exc):
+            error = f"disk full: {exc}"
+        try:
+            lifecycle.finish(engine, run_id, RunStatus.FAILED, worker_id=worker_id, error=error,
+                             traceback=traceback.format_exc())
+        except Exception:
+            if is_disk_full(exc):  # cannot even record it: the worker will, from our exit code
+                raise SystemExit(EXIT_DISK_FULL) from exc
+            raise
         return RunStatus.FAILED
+
+
+def _train(engine: Engine, run: Run, worker_id: str, echo: Callable[[str], None] | None,
+           interval: float, control: RunControl, started_at: float | None) -> RunStatus:
+    config = RunConfig.from_json(run.config_json)
+    keras.utils.set_random_seed(config.seed)
+    phases = {"start": time.time()}
+    lifecycle.report_progress(engine, run.id, worker_id, "loading data", None, None, None)
+    data = datasets.load(config.dataset, config.image_size)
+    phases["dataset_loaded"] = time.time()
+    (x_fit, y_fit), validation = split(config, data)
+    resume = run.resume_epoch or 0
+    if resume and run.checkpoint_path and Path(run.checkpoint_path).exists():
+        model = keras.models.load_model(run.checkpoint_path)  # weights and optimizer state
+        lifecycle.add_note(engine, run.id, f"resumed at epoch {resume + 1} on "
+                                           f"{socket.gethostname()} from its checkpoint")
+    else:
+        resume = 0
+        model = compiled_model(config, data.info)
+    batches = math.ceil(len(x_fit) / config.batch_size)
+    diag = layer_norms(model, x_fit[:DIAGNOSTIC_BATCH], y_fit[:DIAGNOSTIC_BATCH])
+    phases["model_built"] = time.time()
+    callback = RecordingCallback(engine, run.id, worker_id, batches, control, diag, echo,
+                                 interval)
+    if echo:
+        callback.on_first_step = lambda at: echo(_startup_line(phases, at, started_at))
+    if lifecycle.beat(engine, run.id, worker_id) == CancelMode.NOW:
+        control.cancel.set()
+    if validation is not None:
+        validation = (as_tensor(validation[0]), validation[1])
+    model.fit(as_tensor(x_fit), y_fit, batch_size=config.batch_size, epochs=config.epochs,
+              initial_epoch=resume, validation_data=validation, shuffle=True, verbose=0,
+              callbacks=[callback])
+    if callback.outcome is not None:
+        return _ended_early(engine, run, worker_id, model, callback.outcome, callback)
+    lifecycle.report_progress(engine, run.id, worker_id, "testing", config.epochs, 0,
+                              len(data.y_test))
+    loss, accuracy, report = test_metrics(model, data, TestProgress(engine, run.id, worker_id))
+    if not lifecycle.finish(engine, run.id, RunStatus.COMPLETED, worker_id=worker_id,
+                            test_loss=loss, test_accuracy=accuracy,
+                            test_report_json=json.dumps(report), progress_batch=batches,
+                            progress_epoch=config.epochs):
+        return _lost(engine, run.id)
+    _remove_checkpoint(run.id)
+    return RunStatus.COMPLETED
+
+
+def _ended_early(engine: Engine, run: Run, worker_id: str, model: keras.Model,
+                 outcome: Outcome, callback: RecordingCallback) -> RunStatus:
+    if outcome.status is None:
+        return _lost(engine, run.id)
+    if outcome.status == RunStatus.QUEUED:  # the worker is stopping: checkpoint, back in line
+        epochs = callback.epochs_recorded
+        path = checkpoint_path(run.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+        if lifecycle.requeue(engine, run.id, worker_id, str(path), epochs,
+                             f"{outcome.reason}: checkpoint saved, back in the queue"):
+            log.info("run %s: requeued with a checkpoint after epoch %s", run.id, epochs)
+            return RunStatus.QUEUED
+        return _lost(engine, run.id)
+    if not lifecycle.finish(engine, run.id, outcome.status, worker_id=worker_id,
+                            error=outcome.reason):
+        return _lost(engine, run.id)
+    _remove_checkpoint(run.id)
+    return outcome.status
+
+
+def _lost(engine: Engine, run_id: int) -> RunStatus:
+    """The run was finished or taken elsewhere (reaped, cancelled, deleted): write nothing more,
+    and report what the database says, never "completed" on our own account."""
+    now = runs.find_run(engine, run_id)
+    status = now.status if now else RunStatus.FAILED
+    log.warning("run %s is no longer ours (now %s); stopped without writing", run_id,
+                now.status if now else "deleted")
+    return status
+
+
+def checkpoint_path(run_id: int) -> Path:
+    return settings().home / "checkpoints" / f"run-{run_id}.keras"
+
+
+def _remove_checkpoint(run_id: int) -> None:
+    checkpoint_path(run_id).unlink(missing_ok=True)
+
+
+class TestProgress(keras.callbacks.Callback):
+    """Progress beats while the test set is predicted ("testing: 4,000 of 10,000 images")."""
+
+    def __init__(self, engine: Engine, run_id: int, worker_id: str, batch_size: int = 1000):
+        super().__init__()
+        self.engine, self.run_id, self.worker_id = engine, run_id, worker_id
+        self.batch_size = batch_size
+        self.total = 0
+        self.epoch: int | None = None
+
+    def on_predict_batch_end(self, batch: int, logs: Any = None) -> None:
+        done = min((batch + 1) * self.batch_size, self.total)
+        lifecycle.report_progress(self.engine, self.run_id, self.worker_id, "testing",
+                                  self.epoch, done, self.total)
+
+
+def test_metrics(model: keras.Model, data: datasets.Dataset,
+                 progress: TestProgress | None = None) -> tuple[float, float, dict]:
+    """Test loss, accuracy and confusion matrix from one pass over the test set (`predict`),
+    computed as Keras' `evaluate` computes them (tests check they agree to 1e-6)."""
+    callbacks = []
+    if progress is not None:
+        progress.total = len(data.y_test)
+        callbacks.append(progress)
+    probs = model.predict(data.x_test, batch_size=1000, verbose=0, callbacks=callbacks)
+    labels = data.y_test.astype(np.int64)
+    probs = probs / probs.sum(axis=1, keepdims=True)  # as Keras' cross-entropy does
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1 - 1e-7)
+    loss = float(np.mean(-np.log(picked.astype(np.float64))))
+    predicted = np.argmax(probs, axis=1)
+    accuracy = float(np.mean(predicted == labels))
+    k = data.info.num_classes
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    report = {"class_names": list(data.info.class_names), "confusion": confusion.tolist()}
+    return loss, accuracy, report
 
 
 def process_started_at() -> float | None:
@@ -161,34 +267,48 @@ def process_started_at() -> float | None:
 
 
 def execute(engine: Engine, run_id: int, echo: Callable[[str], None] | None = None,
-            parent_pid: int | None = None) -> str:
+            parent_pid: int | None = None, own_worker: bool = False) -> RunStatus:
     """Train a `running` run in this process with a heartbeat thread beside it.
 
     The thread keeps the run's heartbeat fresh while data loads or a long epoch runs, passes a
-    cancel request to the training loop, and ends this process at once if `parent_pid` (the
-    worker) is gone, so that a killed worker's run is reported "worker lost" instead of going on
-    unowned. SIGTERM asks the run to stop after the current epoch (status cancelled).
+    stop-now cancel to the training loop, notices when the run was taken away, and ends this
+    process at once if `parent_pid` (the worker) is gone, so that a killed worker's run is
+    reported "worker lost" instead of going on unowned. SIGTERM asks the run to stop after the
+    current epoch and go back to the queue with a checkpoint. `own_worker`: this process is
+    its own worker (the foreground `train`), registered and beating as one.
     """
     control = RunControl()
     signal.signal(signal.SIGTERM, lambda *_: control.stop_after_epoch.set())
     done = threading.Event()
     interval = settings().heartbeat_s
+    run = runs.find_run_or_raise(engine, run_id)
+    worker_id = run.worker_id or ""
+    if own_worker:
+        workers.register_worker(engine, worker_id, socket.gethostname(), os.getpid(),
+                                "foreground")
 
     def beat() -> None:
         while not done.wait(interval):
             if parent_pid is not None and os.getppid() != parent_pid:
-                os._exit(70)
+                os._exit(EXIT_PARENT_GONE)
             try:
-                if lifecycle.beat(engine, run_id):
+                if own_worker:
+                    workers.heartbeat_worker(engine, worker_id)
+                if lifecycle.beat(engine, run_id, worker_id) == CancelMode.NOW:
                     control.cancel.set()
+            except RunLost:
+                control.lost.set()
+                return
             except Exception:  # a busy database must not kill the run; the next beat retries
                 log.warning("heartbeat of run %s failed; retrying in %g s", run_id, interval,
                             exc_info=True)
 
-    lifecycle.attach_process(engine, run_id, os.getpid(), heartbeat_interval=interval)
+    lifecycle.attach_process(engine, run_id, worker_id, os.getpid())
     thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
     thread.start()
     try:
         return train_run(engine, run_id, echo, control=control, started_at=process_started_at())
     finally:
         done.set()
+        if own_worker:
+            workers.stop_worker(engine, worker_id)

@@ -1,12 +1,14 @@
 """The worker: a long-lived process that claims queued runs and trains each one in a fresh child
 process (its own interpreter: TensorFlow is not fork-safe), one child per slot (one per GPU, or
-one CPU slot). It keeps heartbeats, enforces cancel, fails runs whose process was lost, and on
-SIGTERM stops claiming and lets running children finish their epoch (status cancelled,
-"worker stopped"). This module never imports TensorFlow.
+one CPU slot). It keeps heartbeats, enforces cancel, fails runs whose process was lost or hung,
+and on SIGTERM stops claiming and lets each child finish its epoch, save a checkpoint and go back
+to the queue (the next worker resumes it). Also here: how anyone else decides that a run's
+worker is gone (`reap_lost_runs`). This module never imports TensorFlow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -19,14 +21,19 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import psutil
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from cnn_ablation.settings import settings
 from storage import lifecycle, runs, workers
-from storage.records import Run
-from storage.status import RunStatus
+from storage.engine import BUSY_TIMEOUT_S, is_disk_full, retry_when_locked
+from storage.records import Run, RunLost
+from storage.status import CancelMode, RunStatus
 
 POLL_S = 0.5  # how often a free slot looks for queued runs
+EXIT_DISK_FULL = 28  # a training process that could not write for lack of space (ENOSPC)
+EXIT_PARENT_GONE = 70  # a training process whose worker died: it stops unowned
 log = logging.getLogger(__name__)
 
 
@@ -36,8 +43,10 @@ class Child:
 
     process: subprocess.Popen[bytes]
     run_id: int
+    log_path: str
     cancel_seen_at: float | None = None  # when a cancel (or SIGTERM) was first passed on
     killed_for_cancel: bool = False
+    hung_for: float | None = None  # set when killed for making no progress
 
 
 @dataclass
@@ -78,7 +87,13 @@ def make_slots(gpus: str = "all") -> list[Slot]:
 
 
 class Worker:
-    """Claims queued runs into its slots and watches the child process of each until it ends."""
+    """Claims queued runs into its slots and watches the child process of each until it ends.
+
+    The worker is the one that knows whether its children live: it fails a child that exited
+    without finishing its run, and kills and fails one that stopped making progress (no progress
+    beat from inside its training loop for `ABLATION_NO_PROGRESS_SECONDS`). Database errors are
+    logged and retried with backoff; a full disk pauses claiming until a write succeeds again.
+    """
 
     def __init__(self, engine: Engine, slots: list[Slot], once: bool = False,
                  worker_id: str | None = None):
@@ -89,9 +104,12 @@ class Worker:
         self.host = socket.gethostname()
         self.interval = config.heartbeat_s
         self.cancel_grace_s = config.cancel_grace_s
+        self.no_progress_s = config.no_progress_s
         self.stopping = threading.Event()
         self.force = threading.Event()
         self.logs = config.logs
+        self.backoff_s = 0.0  # > 0 while the database refuses our writes
+        self.disk_full = False
 
     # --- signals --------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -103,39 +121,61 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.logs.mkdir(parents=True, exist_ok=True)
-        workers.register_worker(self.engine, self.id, self.host, os.getpid(),
-                                ",".join(s.device for s in self.slots))
-        log.info("worker %s started; slots: %s", self.id, ", ".join(s.device for s in self.slots))
-        next_beat = 0.0
+        slots = ",".join(s.device for s in self.slots)
+        retry_when_locked(lambda: workers.register_worker(self.engine, self.id, self.host,
+                                                          os.getpid(), slots), "register worker")
+        log.info("worker %s started; slots: %s", self.id, slots.replace(",", ", "))
+        self._next_beat = 0.0
         try:
-            while True:
-                now = time.time()
-                if now >= next_beat:
-                    workers.heartbeat_worker(self.engine, self.id)
-                    # A child beats for itself once TensorFlow is imported; until then (and
-                    # whenever it is alive) its worker vouches for it.
-                    for _, child in self._busy():
-                        if child.process.poll() is None:
-                            lifecycle.beat(self.engine, child.run_id)
-                    for run_id in lifecycle.reap_stale(self.engine):
-                        log.warning("run %s: worker lost (stale heartbeat), marked failed", run_id)
-                    next_beat = now + self.interval
-                self._watch_children()
-                if self.stopping.is_set():
-                    if self._stop_children():
-                        break
-                else:
-                    claimed = self._fill_slots()
-                    if self.once and not claimed and not self._busy():
-                        break
-                # While running, a signal ends the wait at once; while stopping, poll the children.
+            while not self._step():
+                # While running, a signal ends the wait at once; while stopping, poll children.
                 if self.stopping.is_set():
                     time.sleep(0.2)
                 else:
-                    self.stopping.wait(POLL_S)
+                    self.stopping.wait(max(POLL_S, self.backoff_s))
         finally:
-            workers.stop_worker(self.engine, self.id)
+            try:
+                workers.stop_worker(self.engine, self.id)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("could not sign off (%s); others will see this worker go stale", exc)
             log.info("worker %s stopped", self.id)
+
+    def _step(self) -> bool:
+        """One pass of the loop; True when the worker is done. A database error ends the pass
+        (logged, retried after a backoff) but never the worker."""
+        try:
+            if time.time() >= self._next_beat:
+                self._beat()
+            self._watch_children()
+            if self.stopping.is_set():
+                return self._stop_children()
+            claimed = False if self.disk_full else self._fill_slots()
+            self.backoff_s = 0.0
+            return self.once and not claimed and not self._busy()
+        except (SQLAlchemyError, OSError) as exc:
+            self.backoff_s = min(max(2 * self.backoff_s, 1.0), 30.0)
+            full = is_disk_full(exc)
+            if full and not self.disk_full:
+                log.error("disk full: not claiming runs until a write succeeds (%s)", exc)
+            self.disk_full = self.disk_full or full
+            log.warning("database error (%s: %s); retrying in %.0f s", type(exc).__name__,
+                        str(exc).splitlines()[0], self.backoff_s)
+            return False
+
+    def _beat(self) -> None:
+        workers.heartbeat_worker(self.engine, self.id)
+        if self.disk_full:
+            log.info("writes succeed again: claiming runs")
+            self.disk_full = False
+        # The worker vouches for each child it owns while the child lives; whether the child
+        # makes progress is checked separately (_watch_children), from its own progress beats.
+        for _, child in self._busy():
+            if child.process.poll() is None:
+                with contextlib.suppress(RunLost):
+                    lifecycle.beat(self.engine, child.run_id, self.id)
+        for run_id in reap_lost_runs(self.engine):
+            log.warning("run %s: its worker is gone; marked failed (worker lost)", run_id)
+        self._next_beat = time.time() + self.interval
 
     def _busy(self) -> list[tuple[Slot, Child]]:
         return [(s, s.child) for s in self.slots if s.child is not None]
@@ -148,26 +188,28 @@ class Worker:
             run = lifecycle.claim(self.engine, self.id, self.host, slot.device, self.interval)
             if run is None:
                 break
-            self._start_child(slot, run.id)
+            self._start_child(slot, run)
             claimed = True
         return claimed
 
-    def _start_child(self, slot: Slot, run_id: int) -> None:
+    def _start_child(self, slot: Slot, run: Run) -> None:
         env = dict(os.environ, ABLATION_DATABASE_URL=self.url,
                    CUDA_VISIBLE_DEVICES=slot.cuda_visible_devices,
                    TF_FORCE_GPU_ALLOW_GROWTH="true", TF_CPP_MIN_LOG_LEVEL="2",
                    ABLATION_HEARTBEAT_SECONDS=str(self.interval), PYTHONUNBUFFERED="1")
-        out = open(self.logs / f"run-{run_id}.log", "ab")
-        cmd = [sys.executable, "-m", "cnn_ablation", "execute", str(run_id),
+        # One log per run, named so that it can never be another run's (a resumed run appends).
+        log_path = run.log_path or str(self.logs / f"run-{run.id}-{uuid.uuid4().hex[:8]}.log")
+        out = open(log_path, "ab")
+        cmd = [sys.executable, "-m", "cnn_ablation", "execute", str(run.id),
                "--parent-pid", str(os.getpid())]
         # A new session: Ctrl-C in the worker's terminal reaches the worker, which then stops its
         # children in order instead of having them killed mid-write.
         process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True, cwd=os.getcwd())
         out.close()
-        slot.child = Child(process, run_id)
-        lifecycle.attach_process(self.engine, run_id, process.pid)
-        log.info("run %s: started on %s (pid %s)", run_id, slot.device, process.pid)
+        slot.child = Child(process, run.id, log_path)
+        lifecycle.attach_process(self.engine, run.id, self.id, process.pid, log_path)
+        log.info("run %s: started on %s (pid %s)", run.id, slot.device, process.pid)
 
     def _watch_children(self) -> None:
         for slot, child in self._busy():
@@ -175,24 +217,37 @@ class Worker:
             run = runs.find_run(self.engine, child.run_id)
             if code is None:
                 self._enforce_cancel(child, run)
+                self._check_progress(child, run)
                 continue
-            if run is not None and run.status == RunStatus.RUNNING:
-                if child.killed_for_cancel or self.force.is_set():
-                    reason = "worker stopped" if self.force.is_set() else "cancelled by user"
-                    lifecycle.finish(self.engine, child.run_id, RunStatus.CANCELLED,
-                                     error=f"{reason} (training process killed)")
-                else:
-                    how = (f"killed by signal {signal.Signals(-code).name}" if code < 0
-                           else f"exited with code {code}")
-                    lifecycle.finish(self.engine, child.run_id, RunStatus.FAILED,
-                                     error=f"worker lost: training process {how}; "
-                                           f"see {self.logs / f'run-{child.run_id}.log'}")
+            if run is not None and run.status == RunStatus.RUNNING and run.worker_id == self.id:
+                status, reason = self._why_ended(child, code)
+                lifecycle.finish(self.engine, child.run_id, status, worker_id=self.id,
+                                 error=reason)
             final = runs.find_run(self.engine, child.run_id)
             log.info("run %s: %s", child.run_id, final.status if final else "deleted")
             slot.child = None
 
+    def _why_ended(self, child: Child, code: int) -> tuple[RunStatus, str]:
+        """The status and reason for a child that exited while its run was still running."""
+        if child.hung_for is not None:
+            return RunStatus.FAILED, (
+                f"no progress for {child.hung_for:.0f} s (limit {self.no_progress_s:g} s, "
+                "ABLATION_NO_PROGRESS_SECONDS): the training process hung and was killed; "
+                "finished epochs are kept")
+        if child.killed_for_cancel or self.force.is_set():
+            reason = "worker stopped" if self.force.is_set() else "cancelled by user"
+            return RunStatus.CANCELLED, f"{reason} (training process killed)"
+        if code == EXIT_DISK_FULL:
+            return RunStatus.FAILED, ("disk full: the training process could not write "
+                                      f"(see {child.log_path}); finished epochs are kept")
+        how = (f"killed by signal {signal.Signals(-code).name}" if code < 0
+               else f"exited with code {code}")
+        return RunStatus.FAILED, f"worker lost: training process {how}; see {child.log_path}"
+
     def _enforce_cancel(self, child: Child, run: Run | None) -> None:
-        if run is None or not run.cancel_requested:
+        """Stop-now cancels that the child did not honour within the grace period: kill it.
+        (Stop-after-epoch waits for the epoch; the progress check covers a child that hangs.)"""
+        if run is None or not run.cancel_requested or run.cancel_mode != CancelMode.NOW:
             return
         now = time.time()
         child.cancel_seen_at = child.cancel_seen_at or now
@@ -200,6 +255,16 @@ class Worker:
             log.warning("run %s: did not stop within %g s; killing it", child.run_id,
                         self.cancel_grace_s)
             child.killed_for_cancel = True
+            child.process.kill()
+
+    def _check_progress(self, child: Child, run: Run | None) -> None:
+        if run is None or run.progress_at is None or child.hung_for is not None:
+            return
+        silent = time.time() - run.progress_at
+        if silent > self.no_progress_s:
+            log.error("run %s: no progress for %.0f s (limit %g s); killing pid %s",
+                      child.run_id, silent, self.no_progress_s, child.process.pid)
+            child.hung_for = silent
             child.process.kill()
 
     def _stop_children(self) -> bool:
@@ -211,6 +276,60 @@ class Worker:
                 child.cancel_seen_at = time.time()  # marks "SIGTERM sent"
                 child.process.send_signal(signal.SIGTERM)
         return not self._busy()
+
+
+def process_alive(pid: int, started_before: float | None = None) -> bool:
+    """Whether process `pid` runs on this host (a zombie counts as gone). With `started_before`,
+    a process that started later is a different one that reused the pid."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started_before is None or process.create_time() <= started_before + 1.0
+    except psutil.Error:
+        return False
+
+
+def reap_lost_runs(engine: Engine, now: float | None = None) -> list[int]:
+    """Fail running runs whose worker is gone ("worker lost"); their epochs stay.
+
+    Only the owner judges its own children; everyone else (pages, CLI, other workers) judges the
+    owner: on this host by whether its process lives, elsewhere by its heartbeat, stale by more
+    than twice its interval plus twice the database's busy timeout, so a slow write (which can
+    wait the whole busy timeout) never makes a live worker look dead.
+    """
+    now = now or time.time()
+    host = socket.gethostname()
+    reaped = []
+    for run in workers.running_runs_with_owner(engine):
+        reason = _why_lost(run, host, now)
+        if reason and lifecycle.finish(engine, run.run_id, RunStatus.FAILED,
+                                       worker_id=run.worker_id, error=f"worker lost: {reason}; "
+                                       "finished epochs are kept"):
+            reaped.append(run.run_id)
+    return reaped
+
+
+def lost_after_s(interval: float) -> float:
+    """How long an owner may be silent before others call it gone."""
+    return 2 * interval + 2 * BUSY_TIMEOUT_S
+
+
+def _why_lost(run: workers.RunningRun, host: str, now: float) -> str | None:
+    limit = lost_after_s(run.heartbeat_interval or settings().heartbeat_s)
+    if run.owner_heartbeat_at is None:  # no worker row (an older run): its own heartbeat
+        silent = now - (run.heartbeat_at or now)
+        return f"no heartbeat for {silent:.0f} s (limit {limit:.0f} s)" if silent > limit else None
+    if run.owner_stopped_at is not None:
+        return f"worker {run.worker_id} stopped while the run was running"
+    if run.owner_host == host and run.owner_pid is not None:
+        if not process_alive(run.owner_pid, run.owner_started_at):
+            return f"worker {run.worker_id} (pid {run.owner_pid} on {host}) is gone"
+        return None  # alive here: only it judges its children
+    silent = now - run.owner_heartbeat_at
+    if silent > limit:
+        return f"no heartbeat from worker {run.worker_id} for {silent:.0f} s (limit {limit:.0f} s)"
+    return None
 
 
 def ensure_local_worker(engine: Engine, max_age: float | None = None) -> str | None:

@@ -9,14 +9,21 @@ DEFERRED so page refreshes never queue behind training writes. The URL comes fro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import errno
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -40,15 +47,16 @@ def _sqlite_rules(engine: Engine) -> None:
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
-    """An engine for `url`, its schema created on first use (one engine per URL and process)."""
+    """An engine for `url`, its schema brought to the current revision (storage.migrate);
+    one engine per URL and process."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
         _sqlite_rules(engine)
-    from storage.models import Base
+    from storage.migrate import upgrade
 
-    Base.metadata.create_all(engine)
+    upgrade(engine)
     return engine
 
 
@@ -70,3 +78,35 @@ def session_scope(engine: Engine, write: bool = True) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+BUSY_TIMEOUT_S = BUSY_TIMEOUT_MS / 1000
+
+
+def is_locked(exc: BaseException) -> bool:
+    """A write that waited the whole busy timeout for another writer's lock."""
+    text = str(exc).lower()
+    return isinstance(exc, OperationalError) and ("locked" in text or "busy" in text)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write that failed because the disk (or the database's filesystem) is full."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    text = str(exc).lower()
+    return "disk is full" in text or "no space left" in text
+
+
+def retry_when_locked(call: Callable[[], T], what: str, give_up_after_s: float = 600.0) -> T:
+    """`call()`, again with backoff while the database stays locked by another writer (a long
+    transaction elsewhere must not fail a training run); other errors pass through."""
+    delay, deadline = 0.5, time.monotonic() + give_up_after_s
+    while True:
+        try:
+            return call()
+        except OperationalError as exc:
+            if not is_locked(exc) or time.monotonic() > deadline:
+                raise
+            log.warning("%s: database locked; retrying in %.1f s", what, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 10.0)

@@ -4,6 +4,11 @@ Writes that other processes race for are single statements: a claim is one `UPDA
 (SQLite) or `SELECT ... FOR UPDATE SKIP LOCKED` then a conditional update (PostgreSQL); cancel and
 finish are conditional on the current status (`storage.status.TRANSITIONS`), so the last writer
 cannot undo another's transition.
+
+A training process writes only while its run is still `running` under its worker: `beat`,
+`report_progress` and `record_epoch` check that in the same statement and raise `RunLost`
+otherwise (the run was reaped, cancelled and finished, or deleted), so a process whose run was
+taken away stops writing at its next beat.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from storage.engine import session_scope
 from storage.models import EpochMetricRow, LayerStatRow, RunRow
-from storage.records import RUN_FIELDS, NewRun, Run, RunNotFound, run_from
-from storage.status import RunStatus, sources_of
+from storage.records import RUN_FIELDS, NewRun, Run, RunLost, RunNotFound, run_from
+from storage.status import CancelMode, RunStatus, sources_of
 
 METRIC_NAMES = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -28,12 +33,25 @@ def _changed(session: Session, stmt: Update) -> int:
     return cast("CursorResult[Any]", session.execute(stmt)).rowcount
 
 
+def _mine(run_id: int, worker_id: str) -> Any:
+    return (RunRow.id == run_id) & (RunRow.status == RunStatus.RUNNING) & \
+        (RunRow.worker_id == worker_id)
+
+
+def _cancel_of(row: Any) -> CancelMode | None:
+    if row is None:
+        return None
+    requested, mode = row
+    return CancelMode(mode or CancelMode.NOW) if requested else None
+
+
 def claim(engine: Engine, worker_id: str, host: str, device: str,
           heartbeat_interval: float) -> Run | None:
     """Atomically move the oldest queued run to `running` for this worker; None if none waits."""
     now = time.time()
     values = dict(status=RunStatus.RUNNING.value, worker_id=worker_id, host=host, device=device,
-                  started_at=now, heartbeat_at=now, heartbeat_interval=heartbeat_interval)
+                  started_at=now, heartbeat_at=now, progress_at=now, phase="starting",
+                  heartbeat_interval=heartbeat_interval, pid=None)
     oldest = select(RunRow.id).where(RunRow.status == RunStatus.QUEUED,
                                      RunRow.cancel_requested.is_(False))
     oldest = oldest.order_by(RunRow.id).limit(1)
@@ -50,58 +68,68 @@ def claim(engine: Engine, worker_id: str, host: str, device: str,
         return run_from(row._mapping) if row else None
 
 
-def start_foreground(engine: Engine, new: NewRun, host: str, device: str,
+def start_foreground(engine: Engine, new: NewRun, worker_id: str, host: str, device: str,
                      heartbeat_interval: float) -> int:
     """Create a run that is already `running` in this process (`python -m cnn_ablation train`)."""
     now = time.time()
     with session_scope(engine) as session:
         row = RunRow(**asdict(new), status=RunStatus.RUNNING.value, created_at=now,
-                     started_at=now, cancel_requested=False, worker_id="foreground", host=host,
-                     device=device, heartbeat_at=now, heartbeat_interval=heartbeat_interval)
+                     started_at=now, cancel_requested=False, worker_id=worker_id, host=host,
+                     device=device, heartbeat_at=now, progress_at=now, phase="starting",
+                     heartbeat_interval=heartbeat_interval)
         session.add(row)
         session.flush()
         return row.id
 
 
-def attach_process(engine: Engine, run_id: int, pid: int,
-                   heartbeat_interval: float | None = None) -> None:
-    """Record the process that trains a running run (and, from that process, its first beat)."""
+def attach_process(engine: Engine, run_id: int, worker_id: str, pid: int,
+                   log_path: str | None = None) -> None:
+    """Record the process that trains a running run (and where its log goes)."""
     values: dict[str, Any] = {"pid": pid}
-    if heartbeat_interval is not None:
-        values.update(heartbeat_at=time.time(), heartbeat_interval=heartbeat_interval)
+    if log_path is not None:
+        values["log_path"] = log_path
     with session_scope(engine) as session:
-        session.execute(update(RunRow).where(RunRow.id == run_id,
-                                             RunRow.status == RunStatus.RUNNING).values(**values))
+        session.execute(update(RunRow).where(_mine(run_id, worker_id)).values(**values))
 
 
-def report_progress(engine: Engine, run_id: int, epoch: int | None, batch: int | None,
-                    batches: int | None) -> bool:
-    """Progress + heartbeat in one statement; returns whether a cancel was requested."""
-    stmt = (
-        update(RunRow)
-        .where(RunRow.id == run_id)
-        .values(progress_epoch=epoch, progress_batch=batch, progress_batches=batches,
-                heartbeat_at=time.time())
-        .returning(RunRow.cancel_requested)
-    )
+def beat(engine: Engine, run_id: int, worker_id: str) -> CancelMode | None:
+    """Refresh a running run's heartbeat (its owner is alive); returns the cancel requested, if
+    any. Raises RunLost when the run is no longer running under `worker_id`."""
+    stmt = update(RunRow).where(_mine(run_id, worker_id)).values(heartbeat_at=time.time())
     with session_scope(engine) as session:
-        flag = session.execute(stmt).scalar()
-    return bool(flag)
+        row = session.execute(stmt.returning(RunRow.cancel_requested, RunRow.cancel_mode)).first()
+    if row is None:
+        raise RunLost(run_id)
+    return _cancel_of(row)
 
 
-def beat(engine: Engine, run_id: int) -> bool:
-    """Refresh a running run's heartbeat; returns whether a cancel was requested."""
-    stmt = update(RunRow).where(RunRow.id == run_id, RunRow.status == RunStatus.RUNNING)
-    stmt = stmt.values(heartbeat_at=time.time()).returning(RunRow.cancel_requested)
-    with session_scope(engine) as session:
-        return bool(session.execute(stmt).scalar())
-
-
-def record_epoch(engine: Engine, run_id: int, epoch: int, metrics: dict[str, float | None],
-                 seconds: float, layer_stats: list[dict[str, Any]] | None = None) -> None:
-    """Commit one finished epoch (and its per-layer norms) at once, so a crash keeps it."""
+def report_progress(engine: Engine, run_id: int, worker_id: str, phase: str, epoch: int | None,
+                    batch: int | None, batches: int | None) -> CancelMode | None:
+    """Progress from inside the training loop (what the worker's hang check reads), with a
+    heartbeat, in one statement; returns the cancel requested, if any. Raises RunLost."""
     now = time.time()
+    stmt = update(RunRow).where(_mine(run_id, worker_id)).values(
+        phase=phase, progress_epoch=epoch, progress_batch=batch, progress_batches=batches,
+        progress_at=now, heartbeat_at=now)
     with session_scope(engine) as session:
+        row = session.execute(stmt.returning(RunRow.cancel_requested, RunRow.cancel_mode)).first()
+    if row is None:
+        raise RunLost(run_id)
+    return _cancel_of(row)
+
+
+def record_epoch(engine: Engine, run_id: int, worker_id: str, epoch: int,
+                 metrics: dict[str, float | None], seconds: float,
+                 layer_stats: list[dict[str, Any]] | None = None) -> CancelMode | None:
+    """Commit one whole epoch (and its per-layer norms) at once, so a crash keeps it; only while
+    the run is still ours (RunLost otherwise). Returns the cancel requested, if any."""
+    now = time.time()
+    claim_row = update(RunRow).where(_mine(run_id, worker_id)).values(
+        heartbeat_at=now, progress_at=now).returning(RunRow.cancel_requested, RunRow.cancel_mode)
+    with session_scope(engine) as session:
+        row = session.execute(claim_row).first()
+        if row is None:
+            raise RunLost(run_id)
         session.execute(insert(EpochMetricRow).values(
             run_id=run_id, epoch=epoch, seconds=seconds, recorded_at=now,
             **{k: metrics.get(k) for k in METRIC_NAMES},
@@ -110,35 +138,68 @@ def record_epoch(engine: Engine, run_id: int, epoch: int, metrics: dict[str, flo
             session.execute(insert(LayerStatRow), [
                 dict(run_id=run_id, epoch=epoch, **stat) for stat in layer_stats
             ])
-        session.execute(update(RunRow).where(RunRow.id == run_id).values(heartbeat_at=now))
+    return _cancel_of(row)
 
 
-def finish(engine: Engine, run_id: int, status: RunStatus | str, *, error: str | None = None,
+def finish(engine: Engine, run_id: int, status: RunStatus | str, *,
+           worker_id: str | None = None, error: str | None = None,
            traceback: str | None = None, test_loss: float | None = None,
            test_accuracy: float | None = None, test_report_json: str | None = None,
            progress_epoch: int | None = None, progress_batch: int | None = None) -> bool:
-    """Move a run to a final `status` if the transition is allowed from where it is now;
-    False if it is not (someone else finished it first)."""
+    """Move a run to a final `status` if the transition is allowed from where it is now (and,
+    given `worker_id`, only if that worker still owns it); False if not: someone else finished
+    or took it first."""
     status = RunStatus(status)
     values: dict[str, Any] = dict(status=status.value, finished_at=time.time(), error=error,
                                   traceback=traceback, test_loss=test_loss,
-                                  test_accuracy=test_accuracy, test_report_json=test_report_json)
+                                  test_accuracy=test_accuracy, test_report_json=test_report_json,
+                                  checkpoint_path=None, phase=None)
     if progress_epoch is not None:
         values.update(progress_epoch=progress_epoch, progress_batch=progress_batch)
     stmt = update(RunRow).where(RunRow.id == run_id, RunRow.status.in_(sources_of(status)))
+    if worker_id is not None:
+        stmt = stmt.where(RunRow.worker_id == worker_id)
     with session_scope(engine) as session:
         return _changed(session, stmt.values(**values)) == 1
 
 
-def request_cancel(engine: Engine, run_id: int) -> RunStatus:
-    """Cancel a run: a queued one becomes `cancelled` now (never starts); a running one is flagged
-    and stops within one progress interval. Returns the status after the call. Each branch is one
+def requeue(engine: Engine, run_id: int, worker_id: str, checkpoint_path: str,
+            resume_epoch: int, note: str) -> bool:
+    """A running run goes back to the queue with a checkpoint after `resume_epoch` epochs (its
+    worker is stopping); the next worker resumes it. False if the run was no longer ours."""
+    stmt = update(RunRow).where(_mine(run_id, worker_id)).values(
+        status=RunStatus.QUEUED.value, worker_id=None, pid=None, host=None, device=None,
+        heartbeat_at=None, progress_at=None, phase=None, checkpoint_path=checkpoint_path,
+        resume_epoch=resume_epoch, notes=_appended(note))
+    with session_scope(engine) as session:
+        return _changed(session, stmt) == 1
+
+
+def add_note(engine: Engine, run_id: int, note: str) -> None:
+    """Append one line to the run's lifecycle notes (shown with the run)."""
+    with session_scope(engine) as session:
+        session.execute(update(RunRow).where(RunRow.id == run_id).values(notes=_appended(note)))
+
+
+def _appended(note: str) -> Any:
+    from sqlalchemy import func
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    return func.coalesce(RunRow.notes + "\n", "") + f"{stamp} {note}"
+
+
+def request_cancel(engine: Engine, run_id: int, now: bool = False) -> RunStatus:
+    """Cancel a run: a queued one becomes `cancelled` at once (never starts); a running one is
+    asked to stop after its current epoch (default: that epoch is kept) or, with `now`, at once
+    (the partial epoch is not stored). Returns the status after the call. Each branch is one
     conditional statement, so a cancel racing a claim never overwrites the claim."""
     queued = update(RunRow).where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED).values(
         status=RunStatus.CANCELLED.value, finished_at=time.time(), cancel_requested=True,
+        cancel_mode=CancelMode.NOW.value, checkpoint_path=None,
         error="cancelled before it started")
+    mode = CancelMode.NOW if now else CancelMode.AFTER_EPOCH
     running = update(RunRow).where(RunRow.id == run_id, RunRow.status == RunStatus.RUNNING).values(
-        cancel_requested=True)
+        cancel_requested=True, cancel_mode=mode.value)
     with session_scope(engine) as session:
         if _changed(session, queued):
             return RunStatus.CANCELLED
@@ -148,25 +209,3 @@ def request_cancel(engine: Engine, run_id: int) -> RunStatus:
     if status is None:
         raise RunNotFound(run_id)
     return RunStatus(status)
-
-
-def reap_stale(engine: Engine, now: float | None = None) -> list[int]:
-    """Fail `running` runs whose heartbeat is older than twice their interval ("worker lost")."""
-    now = now or time.time()
-    reaped = []
-    with session_scope(engine) as session:
-        running = session.execute(
-            select(RunRow.id, RunRow.heartbeat_at, RunRow.heartbeat_interval).where(
-                RunRow.status == RunStatus.RUNNING)
-        ).all()
-        for run_id, beat_at, interval in running:
-            if beat_at is None or interval is None or now - beat_at <= 2 * interval:
-                continue
-            stmt = update(RunRow).where(RunRow.id == run_id, RunRow.status == RunStatus.RUNNING,
-                                        RunRow.heartbeat_at == beat_at)
-            stmt = stmt.values(status=RunStatus.FAILED.value, finished_at=now,
-                               error=f"worker lost: no heartbeat for {now - beat_at:.0f} s "
-                                     f"(interval {interval:g} s); finished epochs are kept")
-            if _changed(session, stmt):
-                reaped.append(run_id)
-    return reaped

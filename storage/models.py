@@ -23,6 +23,7 @@ class Base(DeclarativeBase):
 
 class StudyRow(Base):
     __tablename__ = "studies"
+    __table_args__ = {"sqlite_autoincrement": True}  # an id is never given out twice
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -36,6 +37,7 @@ class RunRow(Base):
         CheckConstraint(
             "status IN (" + ", ".join(f"'{s}'" for s in RunStatus) + ")", name="run_status"
         ),
+        {"sqlite_autoincrement": True},  # a deleted run's id (and its log) is never reused
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -65,6 +67,13 @@ class RunRow(Base):
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
     heartbeat_interval: Mapped[float | None] = mapped_column(Float)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_mode: Mapped[str | None] = mapped_column(String(16))  # "after_epoch" | "now"
+    progress_at: Mapped[float | None] = mapped_column(Float)  # last beat from the training loop
+    phase: Mapped[str | None] = mapped_column(String(20))  # "starting" | "training" | "testing"
+    log_path: Mapped[str | None] = mapped_column(String(500))
+    checkpoint_path: Mapped[str | None] = mapped_column(String(500))  # set while requeued
+    resume_epoch: Mapped[int | None] = mapped_column(Integer)  # epochs the checkpoint holds
+    notes: Mapped[str | None] = mapped_column(Text)  # lifecycle events, one per line
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
     progress_epoch: Mapped[int | None] = mapped_column(Integer)  # 1-based epoch now training

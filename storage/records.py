@@ -20,6 +20,15 @@ class RunNotFound(NotFound):
         self.run_id = run_id
 
 
+class RunLost(RuntimeError):
+    """This process's run is no longer running under its worker (reaped, cancelled and
+    finished, requeued or deleted): the process must stop writing to it."""
+
+    def __init__(self, run_id: int):
+        super().__init__(f"run {run_id} is no longer running under this process")
+        self.run_id = run_id
+
+
 class StudyNotFound(NotFound):
     def __init__(self, study_id: int):
         super().__init__(f"study {study_id} does not exist")
@@ -60,6 +69,13 @@ class Run(NewRun):
     heartbeat_at: float | None
     heartbeat_interval: float | None
     cancel_requested: bool
+    cancel_mode: str | None
+    progress_at: float | None
+    phase: str | None
+    log_path: str | None
+    checkpoint_path: str | None
+    resume_epoch: int | None
+    notes: str | None
     error: str | None
     traceback: str | None
     progress_epoch: int | None

@@ -18,13 +18,19 @@ class RunStatus(StrEnum):
     DIVERGED = "diverged"
 
 
+class CancelMode(StrEnum):
+    AFTER_EPOCH = "after_epoch"  # finish the epoch, keep it, then stop (the default)
+    NOW = "now"  # stop at the next batch; the partial epoch is not stored
+
+
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 TRANSITIONS: dict[RunStatus, tuple[RunStatus, ...]] = {
     # a queued run fails without running when it cannot be started at all
     RunStatus.QUEUED: (RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED),
+    # back to queued: its worker is stopping; it resumes from a checkpoint (lifecycle.requeue)
     RunStatus.RUNNING: (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED,
-                        RunStatus.DIVERGED),
+                        RunStatus.DIVERGED, RunStatus.QUEUED),
 }
 
 

@@ -1,14 +1,17 @@
-"""Workers: registration, heartbeats, sign-off, and "start exactly one local worker"."""
+"""Workers: registration, heartbeats, sign-off, "start exactly one local worker", and which
+worker owns each running run (what reaping judges liveness by)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import pandas as pd
 from sqlalchemy import Engine, func, select, update
 
 from storage.engine import session_scope
-from storage.models import WorkerRow
+from storage.models import RunRow, WorkerRow
+from storage.status import RunStatus
 
 WORKER_COLUMNS = ["id", "host", "pid", "slots", "started_at", "heartbeat_at"]
 
@@ -58,3 +61,31 @@ def live_workers(engine: Engine, max_age: float) -> pd.DataFrame:
         WorkerRow.stopped_at.is_(None), WorkerRow.heartbeat_at > time.time() - max_age)
     with session_scope(engine, write=False) as session:
         return pd.DataFrame(session.execute(query).mappings().all(), columns=WORKER_COLUMNS)
+
+
+@dataclass(frozen=True)
+class RunningRun:
+    """A running run with what is known of the worker that owns it (None: no worker row)."""
+
+    run_id: int
+    worker_id: str | None
+    heartbeat_at: float | None  # the run's own heartbeat
+    heartbeat_interval: float | None
+    owner_host: str | None
+    owner_pid: int | None
+    owner_started_at: float | None
+    owner_heartbeat_at: float | None
+    owner_stopped_at: float | None
+
+
+def running_runs_with_owner(engine: Engine) -> list[RunningRun]:
+    """Every running run and its worker's liveness, in one read-only query (reaping reads this
+    first and writes only when something is lost, so listing runs never needs a write lock)."""
+    query = select(
+        RunRow.id, RunRow.worker_id, RunRow.heartbeat_at, RunRow.heartbeat_interval,
+        WorkerRow.host, WorkerRow.pid, WorkerRow.started_at, WorkerRow.heartbeat_at,
+        WorkerRow.stopped_at,
+    ).outerjoin(WorkerRow, WorkerRow.id == RunRow.worker_id).where(
+        RunRow.status == RunStatus.RUNNING)
+    with session_scope(engine, write=False) as session:
+        return [RunningRun(*row) for row in session.execute(query)]

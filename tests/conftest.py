@@ -1,7 +1,9 @@
 """Fixtures: a fresh ABLATION_HOME with its own SQLite file, the CLI as a user runs it, and one
 way to make a run in each state (written through storage's own functions, as a worker would)."""
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -9,7 +11,7 @@ import sys
 import pytest
 from sqlalchemy import update
 
-from tests.support import ROOT
+from tests.support import HEARTBEAT, ROOT, TEST_WORKER
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # tests run on CPU, GPU or not
@@ -61,10 +63,11 @@ def make_run(engine):
         if status == "queued":
             run_id = runs.create_runs(engine, [new_run(config)])[0]
         else:
-            run_id = lifecycle.start_foreground(engine, new_run(config), socket.gethostname(),
-                                                "cpu", heartbeat_interval=60.0)
+            run_id = lifecycle.start_foreground(engine, new_run(config), TEST_WORKER,
+                                                socket.gethostname(), "cpu",
+                                                heartbeat_interval=60.0)
         for epoch, acc in enumerate(accuracies, start=1):
-            lifecycle.record_epoch(engine, run_id, epoch, {
+            lifecycle.record_epoch(engine, run_id, TEST_WORKER, epoch, {
                 "loss": 2 - acc, "accuracy": acc, "val_loss": 2.1 - acc,
                 "val_accuracy": acc - 0.05}, seconds=1.5)
         if status not in ("queued", "running"):
@@ -77,3 +80,44 @@ def make_run(engine):
         return run_id
 
     return make
+
+
+
+@pytest.fixture
+def workers(home):
+    """`workers(*flags, env={...})` starts a worker process on `home` (its output in
+    home/worker-N.out, or `out_dir`); every one still alive is killed, with the training
+    processes it left, at the end."""
+    started: list[subprocess.Popen] = []
+    base = {**os.environ, "ABLATION_HOME": str(home), "ABLATION_HEARTBEAT_SECONDS": str(HEARTBEAT),
+            "ABLATION_CANCEL_GRACE_SECONDS": "10", "PYTHONUNBUFFERED": "1"}
+
+    def start(*flags, env=None, out_dir=None):
+        log = open((out_dir or home) / f"worker-{len(started)}.out", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "cnn_ablation", "worker", "--gpus", "none",
+                                 *flags], cwd=ROOT, env={**base, **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for pid in _training_pids(home):  # training processes left by a killed worker
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _training_pids(home) -> list[int]:
+    import psutil
+
+    pids = []
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        with contextlib.suppress(psutil.Error):
+            cmdline = process.info["cmdline"] or []
+            if "execute" in cmdline and (process.info["environ"] or {}).get(
+                    "ABLATION_HOME") == str(home):
+                pids.append(process.pid)
+    return pids

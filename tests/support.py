@@ -4,6 +4,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+HEARTBEAT = 1.0  # workers started by tests beat every second: liveness is exercised quickly
+TEST_WORKER = "test-worker"  # the owner of the runs make_run starts (no process behind it)
 
 
 def wait_for(predicate, timeout=120.0, what="condition"):

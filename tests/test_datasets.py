@@ -107,3 +107,87 @@ def test_fashion_mnist_from_debian_when_installed(home, monkeypatch):
     data = datasets.load("fashion_mnist")
     assert data.x_train.shape == (60000, 28, 28, 1) and data.x_test.shape == (10000, 28, 28, 1)
     assert data.x_train.dtype == np.uint8 and data.y_train.max() == 9
+
+
+def test_a_corrupt_image_is_named_and_an_edited_one_is_looked_at_again(home):
+    root = home / "pets"
+    make_folder(root, [(8, 8), (8, 8)])
+    name = f"folder:{root}"
+    assert datasets.dataset_info(name).train_size == 4
+    bad = root / "test" / "dog" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:30])  # truncated after the scan was remembered
+    with pytest.raises(datasets.DatasetUnavailable, match=r"dog/1\.png: not a readable image"):
+        datasets.dataset_info(name)
+    assert datasets.availability(name).state == "missing"
+    Image.new("RGB", (8, 8)).save(bad)  # mended: usable again
+    assert datasets.dataset_info(name).test_size == 4
+
+
+def test_class_sets_and_sizes_are_checked(home, monkeypatch):
+    root = home / "pets"
+    make_folder(root, [(8, 8)])
+    Image.new("RGB", (8, 8)).save(root / "train" / "cat" / "x.jpg")
+    (root / "test" / "fox").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "test" / "fox" / "0.png")
+    with pytest.raises(datasets.DatasetUnavailable, match="same class set.*only in test/: fox"):
+        datasets.dataset_info(f"folder:{root}")
+    (root / "test" / "fox" / "0.png").unlink()  # an empty class folder is no class
+    (root / "train" / ".ipynb_checkpoints").mkdir()  # hidden: not a class
+    (root / "train" / "cat" / "._0.png").write_bytes(b"macOS resource fork")  # hidden: skipped
+    assert datasets.dataset_info(f"folder:{root}").class_names == ("cat", "dog")
+    monkeypatch.setenv("ABLATION_MAX_IMAGE_SIDE", "7")
+    with pytest.raises(datasets.DatasetUnavailable, match="8x8 pixels; the largest side allowed is 7"):
+        datasets.dataset_info(f"folder:{root}")
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_decoded(home):
+    root = home / "pets"
+    make_folder(root, [(8, 8)])
+    Image.new("1", (10_000, 10_000)).save(root / "train" / "dog" / "bomb.png")  # PIL only warns
+    start = time.monotonic()
+    with pytest.raises(datasets.DatasetUnavailable, match="bomb.png: too many pixels"):
+        datasets.dataset_info(f"folder:{root}")
+    assert time.monotonic() - start < 2
+
+
+def test_checking_a_few_thousand_images_is_quick_and_done_once(home, monkeypatch):
+    root = home / "many"
+    for split, n in (("train", 1500), ("test", 500)):
+        for label in ("a", "b"):
+            d = root / split / label
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (32, 32), (i % 256, 0, 0)).save(d / f"{i}.png")
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda path, *a, **k: opened.append(path) or real_open(
+        path, *a, **k))
+    start = time.monotonic()
+    info = datasets.dataset_info(f"folder:{root}")
+    assert time.monotonic() - start < 10
+    assert info.train_size == 3000 and info.test_size == 1000 and len(opened) == 4000
+    datasets.dataset_info(f"folder:{root}")  # unchanged files: not opened again
+    assert len(opened) == 4000
+
+
+def test_concurrent_loaders_never_share_a_temporary_file(home, monkeypatch):
+    import os
+
+    root = home / "pets"
+    make_folder(root, [(8, 8)])
+    written = []
+    save = np.save
+
+    def spy(path, array):  # still writes: only notes the name
+        written.append(path.name)
+        save(path, array)
+
+    monkeypatch.setattr(datasets.np, "save", spy)
+    for _ in range(2):  # two loads of the same uncached dataset
+        datasets.load(f"folder:{root}", (8, 8))
+        for cached in (home / "datasets").glob("folder-*/*.npy"):
+            cached.unlink()
+    assert len(written) == 8 and len(set(written)) == 8
+    assert all(f".{os.getpid()}-" in name and name.endswith(".tmp.npy") for name in written)
+    datasets.load(f"folder:{root}", (8, 8))
+    assert not list((home / "datasets").glob("folder-*/*.tmp.npy"))

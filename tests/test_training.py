@@ -70,3 +70,20 @@ def test_split_arrays_go_to_tensorflow_without_a_copy():
     assert int(tensor[3, 0, 0, 0]) == 201  # shares the NumPy buffer
     unaligned = data.x_train.reshape(-1)[1:3073].reshape(1, 32, 32, 3)  # 1 byte off alignment
     assert as_tensor(unaligned) is unaligned  # left for Keras to copy, never a crash
+
+
+def test_one_test_pass_gives_what_keras_evaluate_gives():
+    from cnn_ablation import datasets
+    from cnn_ablation.training import compiled_model, test_metrics
+
+    config = RunConfig(dataset="synthetic:300", epochs=1)
+    data = datasets.load(config.dataset)
+    model = compiled_model(config, data.info)
+    model.fit(data.x_train, data.y_train, epochs=1, batch_size=32, verbose=0)
+    loss, accuracy, report = test_metrics(model, data)
+    keras_loss, keras_accuracy = model.evaluate(data.x_test, data.y_test, batch_size=1000,
+                                                verbose=0)
+    assert loss == pytest.approx(keras_loss, abs=1e-6)
+    assert accuracy == pytest.approx(keras_accuracy, abs=1e-6)
+    confusion = report["confusion"]
+    assert sum(confusion[i][i] for i in range(10)) == round(accuracy * len(data.y_test))

@@ -13,7 +13,7 @@ from cnn_ablation.architecture import count_params
 from cnn_ablation.config import RunConfig
 from storage import lifecycle
 from storage.runs import list_runs
-from tests.support import ROOT
+from tests.support import ROOT, TEST_WORKER
 
 PAGES = ["cnn_ablation/ui/new_run.py", "cnn_ablation/ui/runs.py", "cnn_ablation/ui/compare.py",
          "cnn_ablation/ui/studies.py"]
@@ -103,7 +103,8 @@ def test_bad_values_are_refused_in_the_form_and_nothing_is_queued(home, engine, 
     at.selectbox(key="dataset").set_value("synthetic").run()
     at.number_input(key=widget).set_value(value).run()
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
-    assert not [b for b in at.button if b.key == "launch"]  # no launch button to press
+    launch = [b for b in at.button if b.key == "launch"]
+    assert launch and all(b.disabled for b in launch)  # Launch shown, disabled, reason beside it
     assert list_runs(engine) == []
 
 
@@ -125,8 +126,8 @@ def test_runs_page_shows_runs_and_reads_only_new_epochs_on_refresh(home, engine,
     assert at.session_state["epoch_cache"].rows_read_last == 1
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert values(figure["data"][0]["x"]) == [1]
-    lifecycle.record_epoch(engine, running, 2, {"loss": 1.2, "accuracy": 0.5, "val_loss": 1.3,
-                                              "val_accuracy": 0.45}, seconds=1.0)
+    new_epoch = {"loss": 1.2, "accuracy": 0.5, "val_loss": 1.3, "val_accuracy": 0.45}
+    lifecycle.record_epoch(engine, running, TEST_WORKER, 2, new_epoch, seconds=1.0)
     at.run()  # what the 2 s timer does in a browser
     assert at.session_state["epoch_cache"].rows_read_last == 1  # only the new epoch was read
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)

@@ -1,6 +1,5 @@
 """Background workers as real processes on a real SQLite file: claim, crash, cancel, stop."""
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -14,42 +13,12 @@ from cnn_ablation.launch import submit
 from storage import lifecycle
 from storage.read_models import epochs_frame
 from storage.runs import find_run, list_runs
-from storage.workers import live_workers
-from tests.support import ROOT, alive, wait_for
+from storage.workers import live_workers, register_worker
+from tests.support import HEARTBEAT, alive, wait_for
 
 pytestmark = pytest.mark.slow
-HEARTBEAT = 1.0
 LONG = RunConfig(dataset="synthetic:3000", epochs=40, val_split=0.0)  # minutes: stopped by tests
 QUICK = RunConfig(dataset="synthetic:100", epochs=1, batch_size=16)
-
-
-@pytest.fixture
-def workers(home):
-    """Start worker processes; every one still alive is killed (with its children) at the end."""
-    started: list[subprocess.Popen] = []
-    env = {**os.environ, "ABLATION_HOME": str(home), "ABLATION_HEARTBEAT_SECONDS": str(HEARTBEAT),
-           "ABLATION_CANCEL_GRACE_SECONDS": "10", "PYTHONUNBUFFERED": "1"}
-
-    def start(*flags):
-        log = open(home / f"worker-{len(started)}.out", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "cnn_ablation", "worker", "--gpus", "none",
-                                 *flags], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if (home / "ablation.db").exists():  # training children left by a killed worker
-        from storage.engine import get_engine
-
-        for run in list_runs(get_engine(f"sqlite:///{home / 'ablation.db'}"),
-                                     statuses=["running"]):
-            if run.pid:
-                with contextlib.suppress(OSError):
-                    os.kill(run.pid, signal.SIGKILL)
 
 
 def all_logs(home) -> str:
@@ -102,16 +71,34 @@ def test_killed_training_process_marks_run_failed(engine, home, workers):
     assert len(epochs_frame(engine, [run_id])) >= 1
 
 
-def test_cancel_running_run_stops_within_seconds_keeping_epochs(engine, home, workers, cli):
+def test_cancel_stops_a_running_run_after_its_epoch_and_keeps_that_epoch(engine, home, workers,
+                                                                        cli):
     (run_id,) = submit(engine, [LONG])
     workers()
     wait_for(lambda: running_with_epochs(engine, run_id), what="epoch 1")
     result = cli("cancel", str(run_id), env={"ABLATION_HOME": str(home)})
-    assert "cancel requested" in result.stdout
+    assert "stopping after its current epoch" in result.stdout
+    assert find_run(engine, run_id).cancel_requested  # the page shows "cancelling…" from here
     run = wait_for(lambda: (r := find_run(engine, run_id)).status != "running" and r,
-                   timeout=30, what="cancelled status")
-    assert run.status == "cancelled" and run.error == "cancelled by user"
-    assert 1 <= len(epochs_frame(engine, [run_id])) < LONG.epochs
+                   timeout=60, what="cancelled status")
+    kept = len(epochs_frame(engine, [run_id]))
+    assert run.status == "cancelled" and run.error == f"cancelled by user after epoch {kept}"
+    assert 1 <= kept < LONG.epochs
+
+
+def test_cancel_now_stops_mid_epoch_and_never_stores_the_partial_epoch(engine, home, workers,
+                                                                        cli):
+    (run_id,) = submit(engine, [LONG.with_changes(dataset="synthetic:6000")])  # long epochs
+    workers()
+    wait_for(lambda: running_with_epochs(engine, run_id), what="epoch 1")
+    wait_for(lambda: (find_run(engine, run_id).progress_batch or 0) > 5, what="epoch 2 under way")
+    result = cli("cancel", "--now", str(run_id), env={"ABLATION_HOME": str(home)})
+    assert "stopping now" in result.stdout
+    run = wait_for(lambda: (r := find_run(engine, run_id)).status != "running" and r,
+                   timeout=60, what="cancelled status")
+    stopped_in = int(run.error.split("stopped in epoch ")[1].split(";")[0])
+    assert run.status == "cancelled" and "partial epoch is not kept" in run.error
+    assert epochs_frame(engine, [run_id])["epoch"].tolist() == list(range(1, stopped_in))
 
 
 def test_cancelled_queued_run_never_starts(engine, home, workers):
@@ -123,26 +110,59 @@ def test_cancelled_queued_run_never_starts(engine, home, workers):
     assert find_run(engine, second).status == "completed"
 
 
-def test_sigterm_lets_the_epoch_finish_and_leaves_nothing_running(engine, home, workers):
-    (run_id,) = submit(engine, [LONG])
+def test_sigterm_requeues_with_a_checkpoint_and_the_next_worker_resumes_it(engine, home,
+                                                                           workers):
+    config = RunConfig(dataset="synthetic:2000", epochs=4, val_split=0.0)
+    (run_id,) = submit(engine, [config])
     worker = workers()
     wait_for(lambda: running_with_epochs(engine, run_id), what="epoch 1")
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=120) == 0
+    assert worker.wait(timeout=180) == 0
     run = find_run(engine, run_id)
-    assert run.status == "cancelled" and run.error == "worker stopped"
+    done = len(epochs_frame(engine, [run_id]))
+    assert run.status == "queued" and run.resume_epoch == done and 1 <= done < 4
+    assert f"worker stopped after epoch {done}" in run.notes and run.checkpoint_path
     assert list_runs(engine, statuses=["running"]) == []
     assert len(live_workers(engine, max_age=60)) == 0  # it signed off
 
+    assert workers("--once").wait(timeout=300) == 0
+    run = find_run(engine, run_id)
+    assert run.status == "completed" and run.test_accuracy is not None
+    assert epochs_frame(engine, [run_id])["epoch"].tolist() == [1, 2, 3, 4]  # the curve goes on
+    assert f"resumed at epoch {done + 1}" in run.notes
+    assert not os.path.exists(run.checkpoint_path or "")  # the checkpoint went with completion
 
-def test_stale_heartbeat_is_reaped_after_twice_the_interval(engine):
+
+def test_another_hosts_run_is_reaped_only_after_its_worker_is_silent_past_the_margin(engine):
+    from cnn_ablation.worker import lost_after_s, reap_lost_runs
+
     (run_id,) = submit(engine, [QUICK])
-    claimed = lifecycle.claim(engine, "w", "host", "cpu", heartbeat_interval=10.0)
-    assert claimed.id == run_id
-    beat = find_run(engine, run_id).heartbeat_at
-    assert lifecycle.reap_stale(engine, now=beat + 19.9) == []
-    assert lifecycle.reap_stale(engine, now=beat + 20.1) == [run_id]
-    assert find_run(engine, run_id).error.startswith("worker lost")
+    register_worker(engine, "far", "another-host", 4242, "cpu")
+    lifecycle.claim(engine, "far", "another-host", "cpu", heartbeat_interval=10.0)
+    beat = live_workers(engine, 60).iloc[0]["heartbeat_at"]
+    limit = lost_after_s(10.0)
+    assert limit > 2 * 10.0 + 30  # longer than a write that waits the whole busy timeout
+    assert reap_lost_runs(engine, now=beat + limit - 1) == []
+    assert reap_lost_runs(engine, now=beat + limit + 1) == [run_id]
+    assert find_run(engine, run_id).error.startswith("worker lost: no heartbeat from worker far")
+
+
+def test_a_run_whose_worker_process_is_gone_on_this_host_is_reaped_at_once(engine):
+    import socket
+
+    from cnn_ablation.worker import reap_lost_runs
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    first, second = submit(engine, [QUICK, QUICK.with_changes(seed=1)])
+    register_worker(engine, "dead", socket.gethostname(), gone.pid, "cpu")
+    lifecycle.claim(engine, "dead", socket.gethostname(), "cpu", heartbeat_interval=10.0)
+    register_worker(engine, "alive", socket.gethostname(), os.getpid(), "cpu")
+    lifecycle.claim(engine, "alive", socket.gethostname(), "cpu", heartbeat_interval=10.0)
+    far_future = 10**10  # a live worker here is never judged by its clock
+    assert reap_lost_runs(engine, now=far_future) == [first]
+    assert "is gone" in find_run(engine, first).error
+    assert find_run(engine, second).status == "running"
 
 
 def test_app_helper_starts_exactly_one_worker_when_called_repeatedly(engine, home, monkeypatch):

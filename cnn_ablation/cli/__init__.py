@@ -33,11 +33,24 @@ from cnn_ablation.cli.study_commands import (
 )
 from cnn_ablation.config import METRICS, ConfigError
 from cnn_ablation.datasets import DatasetUnavailable
-from cnn_ablation.settings import SettingsError, settings
+from cnn_ablation.settings import SettingsError, database_error
 from cnn_ablation.study_spec import STUDY_PRESETS
 from storage.records import NotFound
+from storage.status import RunStatus
 
 Command = Callable[[argparse.Namespace], int]
+MAX_ID = 2**63 - 1  # ids are 64-bit signed integers in every database we support
+
+
+def record_id(text: str) -> int:
+    """A run or study id as typed: a whole number from 1 to MAX_ID (argparse names the argument
+    and exits 2 otherwise)."""
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 19) \
+            or not 1 <= int(digits) <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: a whole number "
+                                         f"from 1 to {MAX_ID}")
+    return int(digits)
 
 
 def _command(sub: argparse._SubParsersAction, name: str, func: Command | None, text: str | None,
@@ -46,7 +59,7 @@ def _command(sub: argparse._SubParsersAction, name: str, func: Command | None, t
     if func is not None:
         p.set_defaults(func=func)
     if run_id:
-        p.add_argument("run_id", type=int)
+        p.add_argument("run_id", type=record_id)
     if as_json:
         p.add_argument("--json", action="store_true")
     return p
@@ -65,10 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="drain the queue, then exit")
     p.add_argument("--worker-id", default=None, help=argparse.SUPPRESS)
     p = _command(sub, "runs", cmd_runs, "list runs", as_json=True)
-    p.add_argument("--status", default=None, help="only runs with this status")
+    p.add_argument("--status", default=None, choices=[s.value for s in RunStatus],
+                   help="only runs with this status")
     _command(sub, "show", cmd_show, "config, status, every epoch, test metrics", run_id=True,
              as_json=True)
-    _command(sub, "cancel", cmd_cancel, "cancel a queued or running run", run_id=True)
+    p = _command(sub, "cancel", cmd_cancel, "cancel a queued or running run (a running one "
+                 "stops after its current epoch)", run_id=True)
+    p.add_argument("--now", action="store_true",
+                   help="stop a running run at once; its partial epoch is not kept")
     _command(sub, "retry", cmd_retry, "queue a new run with the same config", run_id=True)
     _command(sub, "delete", cmd_delete, "delete a run and its epochs", run_id=True)
     p = _command(sub, "execute", cmd_execute, None, run_id=True)  # a worker's child process
@@ -97,7 +114,7 @@ def _study_parser(study: argparse.ArgumentParser) -> None:
                               "queue again cells/seeds whose runs all failed"),
                              ("export", cmd_study_export, "per-run and per-cell CSV files")):
         p = _command(sub, name, func, text, as_json=name == "show")
-        p.add_argument("study_id", type=int)
+        p.add_argument("study_id", type=record_id)
         if name in ("show", "export"):
             p.add_argument("--metric", default="final_val_accuracy", choices=list(METRICS))
         if name == "export":
@@ -105,15 +122,17 @@ def _study_parser(study: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # the parser's defaults read the settings too
         return args.func(args)
-    except (ConfigError, SettingsError, NotFound, DatasetUnavailable) as exc:
+    except (ConfigError, SettingsError, NotFound) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DatasetUnavailable as exc:  # commands name the dataset themselves; this is the net
+        print(f"error: dataset: {exc}", file=sys.stderr)
+        return 2
     except SQLAlchemyError as exc:
-        print(f"error: database: cannot use {settings().database_url}: "
-              f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {database_error(exc)}", file=sys.stderr)
         return 2
 
 

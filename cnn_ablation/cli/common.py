@@ -9,12 +9,14 @@ import sys
 from sqlalchemy import Engine
 
 from cnn_ablation.architecture import PRESETS
-from cnn_ablation.config import ConfigError, RunConfig, parse_bn
-from cnn_ablation.settings import settings
+from cnn_ablation.config import ConfigError, RunConfig, defaults, parse_bn
+from cnn_ablation.settings import database_error, settings, storage_problem
 
 
 def config_flags(p: argparse.ArgumentParser, with_seeds: bool = False) -> None:
-    d = RunConfig()
+    # The defaults as declared, not RunConfig(): building one checks its values against the
+    # settings, and a parser that cannot be built could not even say what is wrong.
+    d = defaults()
     p.add_argument("--preset", choices=list(PRESETS), default=d.preset)
     p.add_argument("--dataset", default=None,
                    help="cifar10 | cifar100 | mnist | fashion_mnist | synthetic[:N] | "
@@ -39,14 +41,14 @@ def config_flags(p: argparse.ArgumentParser, with_seeds: bool = False) -> None:
 def config_from_args(args: argparse.Namespace, default_dataset: str = "cifar10") -> RunConfig:
     """The RunConfig the flags describe (ConfigError naming the flag's field if invalid)."""
     size = None
-    if args.image_size:
+    if args.image_size is not None:  # given, even empty: "" is refused, not taken as "none"
         try:
             height, width = (int(v) for v in args.image_size.lower().split("x"))
             size = (height, width)
         except ValueError:
             raise ConfigError("image_size", args.image_size, "HxW, e.g. 64x64") from None
     return RunConfig(
-        preset=args.preset, dataset=args.dataset or default_dataset,
+        preset=args.preset, dataset=default_dataset if args.dataset is None else args.dataset,
         bn=None if args.bn is None else parse_bn(args.bn, args.preset),
         dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.lr, seed=args.seed, val_split=args.val_split,
@@ -76,8 +78,20 @@ def quiet_keras_import() -> None:
 
 
 def open_engine() -> Engine:
+    """The database (made on first use). A home or URL that cannot be used is refused first,
+    naming the variable (SettingsError, exit 2): commands validate their input before calling
+    this, so a refused command writes nothing."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from storage import get_engine
 
-    return get_engine(settings().database_url)
+    current = settings()
+    problem = storage_problem(current)
+    if problem is not None:
+        raise problem
+    try:
+        return get_engine(current.database_url)
+    except (OSError, ImportError, SQLAlchemyError) as exc:
+        raise database_error(exc, current) from exc
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 
@@ -15,11 +16,16 @@ from cnn_ablation.settings import settings
 
 # --- commands -------------------------------------------------------------------------------------
 def cmd_summary(args: argparse.Namespace) -> int:
-    from cnn_ablation.datasets import dataset_info
+    from cnn_ablation.config import ConfigError
+    from cnn_ablation.datasets import DatasetUnavailable, dataset_info
 
     config = config_from_args(args, default_dataset="synthetic")
     if args.dataset:
-        info = dataset_info(config.dataset, config.image_size)
+        try:
+            info = dataset_info(config.dataset, config.image_size)
+        except DatasetUnavailable as exc:  # worded as launch.prepare words it
+            raise ConfigError("dataset", config.dataset,
+                              f"a dataset that exists here ({exc})") from exc
         shape, classes = info.shape, info.num_classes
     else:
         shape, classes = PRESETS[config.preset].input_shape, 10
@@ -49,15 +55,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     new = new_run(config, name=args.name)  # validates before anything is written
     engine = open_engine()
-    run_id = lifecycle.start_foreground(engine, new, socket.gethostname(),
+    host = socket.gethostname()
+    run_id = lifecycle.start_foreground(engine, new, f"foreground-{host}-{os.getpid()}", host,
                                         "gpu:0" if detect_gpus() else "cpu",
                                         settings().heartbeat_s)
     print(f"run {run_id}: {new.label} on {new.dataset}, {new.epochs} epochs, "
           f"{new.params or 0:,} params", flush=True)
-    quiet_keras_import()
-    from cnn_ablation.training import execute
+    try:
+        quiet_keras_import()
+        from cnn_ablation.training import execute
 
-    status = execute(engine, run_id, echo=lambda line: print(line, flush=True))
+        status = execute(engine, run_id, echo=lambda line: print(line, flush=True),
+                         own_worker=True)
+    except BaseException:  # Ctrl-C, even while TensorFlow loads: the run must not stay running
+        lifecycle.finish(engine, run_id, "cancelled", error="interrupted (Ctrl-C)")  # if still so
+        raise
     run = runs.find_run_or_raise(engine, run_id)
     tail = f"test_acc {run.test_accuracy:.4f}  test_loss {run.test_loss:.4f}" \
         if run.test_accuracy is not None and run.test_loss is not None else (run.error or "")
@@ -66,10 +78,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from cnn_ablation.launch import submit, with_seeds
+    from cnn_ablation.launch import new_run, with_seeds
+    from storage import runs
 
     configs = with_seeds(config_from_args(args), args.seeds)
-    for run_id in submit(open_engine(), configs, name=args.name):
+    # launch.submit's two steps, split so that every config is checked before the database is
+    # opened (and perhaps made): a refused submit writes nothing.
+    new_runs = [new_run(c, name=args.name) for c in configs]
+    for run_id in runs.create_runs(open_engine(), new_runs):
         print(run_id)
     return 0
 
@@ -90,10 +106,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from cnn_ablation.report import print_runs, run_dict
-    from storage import lifecycle, read_models
+    from cnn_ablation.worker import reap_lost_runs
+    from storage import read_models
 
     engine = open_engine()
-    lifecycle.reap_stale(engine)
+    reap_lost_runs(engine)
     frame = read_models.runs_frame(engine, statuses=[args.status] if args.status else None)
     if args.json:
         print(json.dumps([run_dict(row) for row in frame.to_dict("records")], indent=1))
@@ -104,10 +121,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from cnn_ablation.report import print_run
-    from storage import lifecycle, read_models, runs
+    from cnn_ablation.worker import reap_lost_runs
+    from storage import read_models, runs
 
     engine = open_engine()
-    lifecycle.reap_stale(engine)
+    reap_lost_runs(engine)
     run = runs.find_run_or_raise(engine, args.run_id)
     print_run(run, read_models.epochs_frame(engine, [run.id]), as_json=args.json)
     return 0
@@ -116,9 +134,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from storage import lifecycle
 
-    status = lifecycle.request_cancel(open_engine(), args.run_id)
-    word = {"cancelled": "cancelled (it had not started)",
-            "running": "cancel requested; it stops within a few seconds"}
+    status = lifecycle.request_cancel(open_engine(), args.run_id, now=args.now)
+    running = ("stopping now; the partial epoch is not kept" if args.now else
+               "stopping after its current epoch, which is kept (--now stops at once)")
+    word = {"cancelled": "cancelled (it had not started)", "running": running}
     print(f"run {args.run_id}: {word.get(status, f'already {status}; nothing to cancel')}")
     return 0
 

@@ -19,15 +19,22 @@ if TYPE_CHECKING:  # studies imports pandas: only the commands that need it load
 # --- study commands -------------------------------------------------------------------------------
 def cmd_study_create(args: argparse.Namespace) -> int:
     from cnn_ablation import studies
+    from cnn_ablation.config import check_name
+    from cnn_ablation.launch import new_run
     from cnn_ablation.study_spec import StudySpec, study_preset
 
-    engine = open_engine()
     base = config_from_args(args)
     if args.study_preset:
         spec = study_preset(args.study_preset, base, args.seeds)
     else:
         spec = StudySpec(base, dict(parse_factor(f) for f in args.factor), args.design, args.seeds)
-    study_id, queued = studies.create(engine, spec, args.name or args.study_preset or "study")
+    name = check_name(args.name or args.study_preset or "study")
+    # Every cell checked (and named as studies.create names its runs) before the database is
+    # opened: a refused study writes nothing. Seeds differ only in the seed, always valid.
+    for cell in spec.cells():
+        new_run(cell.config, name=f"{name}: {cell.label}")
+    engine = open_engine()
+    study_id, queued = studies.create(engine, spec, name)
     print(f"study {study_id}: {len(spec.cells())} cells x {spec.seeds} seeds; queued "
           f"{len(queued)} runs" + (f" ({queued[0]}..{queued[-1]})" if queued else ""))
     seconds, basis = studies.estimate_seconds(engine, spec)

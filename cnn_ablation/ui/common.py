@@ -1,6 +1,14 @@
-"""What every page shares: the engine, the worker banner, run labels, and formatting."""
+"""What every page shares: the engine, the worker banner, run labels, and formatting.
+
+User text (run names, folder paths, messages that quote them) goes through `plain()` before it
+reaches anything Streamlit renders as Markdown, so a name such as `[click](http://evil)` shows
+as typed instead of as a live link."""
 
 from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -9,9 +17,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cnn_ablation.report import duration_s, epoch_progress, format_duration
 from cnn_ablation.report import pct as report_pct
-from cnn_ablation.settings import settings
-from cnn_ablation.worker import ensure_local_worker
-from storage import get_engine, lifecycle, workers
+from cnn_ablation.settings import database_error, settings, shown_url, storage_problem
+from cnn_ablation.worker import ensure_local_worker, reap_lost_runs
+from storage import get_engine, workers
 from storage.status import RunStatus
 
 REFRESH_S = 2.0  # live parts of a page re-read the database this often while runs are active
@@ -25,16 +33,18 @@ def _engine(url: str) -> Engine:
 def engine_or_stop() -> Engine:
     """The database, or an explanation of what is wrong with it and a stop."""
     url = settings().database_url
-    try:
-        engine = _engine(url)
-        lifecycle.reap_stale(engine)
-        return engine
-    except SQLAlchemyError as exc:
-        st.error(f"**The database cannot be used.**  \n`{url}`  \n{type(exc).__name__}: "
-                 f"{str(exc).splitlines()[0]}  \n\nCheck that the file is a SQLite database "
-                 "that this user can write, or point `ABLATION_DATABASE_URL` (or `ABLATION_HOME`) "
-                 "at another one, then reload the page.")
-        st.stop()
+    problem = storage_problem()
+    if problem is None:
+        try:
+            engine = _engine(url)
+            reap_lost_runs(engine)
+            return engine
+        except (SQLAlchemyError, OSError, ImportError) as exc:
+            problem = database_error(exc)
+    st.error(f"**The database cannot be used.**  \n{plain(str(problem))}  \n\nCheck that the "
+             "file is a SQLite database that this user can write, or point "
+             "`ABLATION_DATABASE_URL` (or `ABLATION_HOME`) at another one, then reload the page.")
+    st.stop()
 
 
 def worker_banner(engine: Engine) -> None:
@@ -49,13 +59,110 @@ def worker_banner(engine: Engine) -> None:
     else:
         slots = ", ".join(sorted(set(",".join(alive["slots"]).split(","))))
         st.sidebar.caption(f"Workers: {len(alive)} alive ({slots})")
-    st.sidebar.caption(f"Database: `{settings().database_url}`")
+    st.sidebar.caption(f"Database: {plain(masked_url(settings().database_url))}")
+
+
+def masked_url(url: str) -> str:
+    """A database URL as it may be shown: its password replaced by `***`."""
+    return shown_url(url)
+
+
+_INLINE_SPECIALS = re.compile(r"([\\`*\[\]<>~|$&@{}])")
+_LONE_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # `_` not between two letters/digits
+_COLON_BEFORE_TEXT = re.compile(r":(?=\S)")  # emoji `:x:`, icons `:material/x:`, `http://`
+_WWW_DOT = re.compile(r"(?i)\b(www)\.")  # GitHub-flavoured autolinks start with `www.` too
+# GFM also links bare `http://x`, `www.x` and `a@b.c` found in the text after escapes are undone;
+# it does so only where the scheme or `www` follows a space or punctuation (or starts the text) and
+# the `@` follows the address' name directly. An invisible word joiner (U+2060) in front of each
+# breaks that condition without changing what is seen.
+_AUTOLINK_START = re.compile(r"(?i)(?<![^\W_])([a-z0-9]+\\?:(?=//)|www\\?\.)")
+_AT = re.compile(r"\\?@")  # after the escape above: `\@`
+WORD_JOINER = "\u2060"
+_LINE_START = re.compile(r"^(\s*)([#>+=-]|\d+(?=[.)]))", re.MULTILINE)
+
+
+def plain(text: object) -> str:
+    """`text` escaped so that Streamlit's Markdown shows it as typed: no links, emphasis, code,
+    LaTeX, colour directives, emoji or icon shortcodes, autolinks, headings or lists. Every escape
+    is a backslash before ASCII punctuation, which Markdown shows as the character itself, or an
+    invisible word joiner before a bare URL or e-mail address. An underscore inside a word
+    (`learning_rate`) and a colon before a space stay as they are: they cannot start any markup."""
+    out = _INLINE_SPECIALS.sub(r"\\\1", str(text))
+    out = _LONE_UNDERSCORE.sub(r"\\_", out)
+    out = _COLON_BEFORE_TEXT.sub(r"\\:", out)
+    out = _WWW_DOT.sub(r"\1\\.", out)
+    out = _AUTOLINK_START.sub(WORD_JOINER + r"\1", out)
+    out = _AT.sub(lambda m: WORD_JOINER + m.group(0), out)
+    out = _LINE_START.sub(_escape_line_start, out)
+    return out
+
+
+def _escape_line_start(match: re.Match[str]) -> str:
+    indent, marker = match.group(1), match.group(2)
+    if marker.isdigit():  # `1.` / `1)` starts a list: escape the punctuation after the digits
+        return indent + marker + "\\"
+    return indent + "\\" + marker
+
+
+def roots_text(roots: tuple[Path, ...]) -> str:
+    return ", ".join(str(r) for r in roots) or "(none)"
+
+
+def folder_within_roots(text: str, roots: tuple[Path, ...] | None = None) -> tuple[Path | None, str]:
+    """The folder a user typed, resolved (symlinks and `..` followed), if it lies under one of
+    `roots` (default: ABLATION_DATA_ROOTS); else None and why not, in a sentence that names
+    ABLATION_DATA_ROOTS and the roots. Nothing inside the folder is read."""
+    roots = settings().data_roots if roots is None else roots
+    allowed = (f"allowed: folders under {roots_text(roots)} (ABLATION_DATA_ROOTS, folders "
+               f"separated by '{os.pathsep}'; change it and restart the dashboard to allow others)")
+    try:
+        resolved = Path(text.strip()).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte, ...
+        return None, f"{text!r} is not a usable folder path ({exc}); {allowed}"
+    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        shown = str(resolved) if str(resolved) == text.strip() else f"{text.strip()} (= {resolved})"
+        return None, f"{shown} is outside the folders this dashboard may read; {allowed}"
+    return resolved, ""
+
+
+CANCELLING = "cancelling…"
+
+
+def shown_status(row: dict) -> str:
+    """The status a user should see: `cancelling…` for a running run that was asked to stop
+    (from the moment the request is stored until its process has stopped), else the status."""
+    status = str(row["status"])
+    if status == RunStatus.RUNNING and _true(row.get("cancel_requested")):
+        return CANCELLING
+    return status
+
+
+def _true(value: object) -> bool:
+    return bool(value) and not (isinstance(value, float) and pd.isna(value))
 
 
 def run_option(row: dict) -> str:
-    """A run as one line in a picker: `#3 name · BN 1·1·0·0·1 · drop 0.5 · synthetic · running`."""
+    """A run as one line in a picker (plain text, never Markdown):
+    `#3 name · BN 1·1·0·0·1 · drop 0.5 · synthetic · running`."""
     name = f" {row['name']}" if row.get("name") else ""
-    return f"#{row['id']}{name} · {row['label']} · {row['dataset']} · {row['status']}"
+    return f"#{row['id']}{name} · {row['label']} · {row['dataset']} · {shown_status(row)}"
+
+
+def epoch_text(row: dict) -> str:
+    """Epochs done of all (`3/10`), with where a running run is: the batch of the running epoch,
+    or how many test images are done while it is testing."""
+    if row.get("status") == RunStatus.RUNNING and row.get("phase") == "testing" \
+            and _number(row.get("progress_batches")):
+        done = int(_number(row.get("progress_batch")) or 0)
+        return f"{int(row.get('epochs_done') or 0)}/{row['epochs']} (testing {done:,}/" \
+               f"{int(_number(row['progress_batches']) or 0):,})"
+    return epoch_progress(row)
+
+
+def _number(value: object) -> float | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    return float(value)  # type: ignore[arg-type]
 
 
 def pct(value: object) -> str:
@@ -71,8 +178,8 @@ def runs_table(frame: pd.DataFrame) -> pd.DataFrame:
         "name": frame["name"].fillna(""),
         "config": frame["label"],
         "dataset": frame["dataset"],
-        "status": frame["status"],
-        "epoch": [epoch_progress(r) for r in records],
+        "status": [shown_status(r) for r in records],
+        "epoch": [epoch_text(r) for r in records],
         "progress": [_progress_fraction(r) for r in records],
         "best val acc": 100 * pd.to_numeric(frame["best_val_accuracy"]),
         "final val acc": 100 * pd.to_numeric(frame["final_val_accuracy"]),
@@ -96,7 +203,7 @@ def _progress_fraction(row: dict) -> float:
 
 TABLE_COLUMNS = {
     "run": st.column_config.NumberColumn(width="small"),
-    "status": st.column_config.TextColumn(width="small"),
+    "status": st.column_config.TextColumn(width=100),  # room for "cancelling…"
     "device": st.column_config.TextColumn(width="small"),
     "duration": st.column_config.TextColumn(width="small"),
     "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0,

@@ -7,12 +7,27 @@ import streamlit as st
 
 from cnn_ablation import datasets
 from cnn_ablation.architecture import PRESETS, Conv, summary_rows
-from cnn_ablation.config import BUILTIN_DATASETS, MAX_SEEDS, ConfigError, RunConfig
+from cnn_ablation.config import (
+    BUILTIN_DATASETS,
+    MAX_SEEDS,
+    ConfigError,
+    RunConfig,
+    check_name,
+    defaults,
+)
 from cnn_ablation.launch import prepare, submit, with_seeds
-from cnn_ablation.ui.common import engine_or_stop, pct, worker_banner
+from cnn_ablation.settings import settings
+from cnn_ablation.ui.common import (
+    engine_or_stop,
+    folder_within_roots,
+    pct,
+    plain,
+    roots_text,
+    worker_banner,
+)
 from storage.read_models import same_config_runs
 
-DEFAULTS = RunConfig()
+DEFAULTS = defaults()
 
 engine = engine_or_stop()
 worker_banner(engine)
@@ -24,7 +39,12 @@ st.caption("Switch BatchNorm per layer and set dropout on the network below; the
 
 @st.cache_data(ttl=30, show_spinner=False)
 def availability(name: str) -> datasets.Availability:
-    return datasets.availability(name)
+    """Whether a built-in dataset's files are here (cached for 30 s). Any problem comes back as
+    "missing" with the reason, never as an exception."""
+    try:
+        return datasets.availability(name)
+    except (datasets.DatasetUnavailable, ConfigError) as exc:
+        return datasets.Availability("missing", str(exc))
 
 
 def dataset_label(name: str) -> str:
@@ -41,16 +61,41 @@ dataset_choice = top[1].selectbox("Dataset", choices, index=choices.index(defaul
                                   format_func=lambda d: d if d == "folder:…" else dataset_label(d),
                                   key="dataset")
 dataset = dataset_choice
+dataset_problem: str | None = None  # why the dataset cannot be used; shown where it was chosen
+info: datasets.DatasetInfo | None = None
 if dataset_choice == "folder:…":
+    roots = settings().data_roots
     path = top[1].text_input("Image folder (with train/<class>/ and test/<class>/)",
-                             key="folder_path")
-    dataset = f"folder:{path}" if path else "folder:"
+                             key="folder_path", help="A folder under " + plain(roots_text(roots)) +
+                             " (ABLATION_DATA_ROOTS); images of mixed sizes are resized to the "
+                             "most common size.")
+    dataset = "folder:"
+    if not path.strip():
+        dataset_problem = "enter an image folder first"
+        top[1].caption(f"Allowed: folders under {plain(roots_text(roots))} (`ABLATION_DATA_ROOTS`).")
+    else:
+        folder, refusal = folder_within_roots(path, roots)
+        if folder is None:  # refused before anything in it is read
+            dataset_problem = "the image folder is outside ABLATION_DATA_ROOTS (see above)"
+            top[1].error(f"**Folder refused.** {plain(refusal)}")
+        else:  # scanned on every rerun (not cached), so a fixed folder is seen at once
+            dataset = f"folder:{folder}"
+            try:
+                info = datasets.dataset_info(dataset)
+            except (datasets.DatasetUnavailable, ConfigError) as exc:
+                dataset_problem = "the image folder cannot be used (see above)"
+                top[1].error(f"**This folder cannot be used.** {plain(exc)}")
+            else:
+                h, w, c = info.shape
+                top[1].caption(f"{info.train_size:,} train / {info.test_size:,} test images, "
+                               f"{info.num_classes} classes, {h}×{w}×{c} "
+                               f"(the most common size; others are resized)")
 run_name = top[2].text_input("Name (optional)", key="run_name",
                              placeholder="e.g. no BN in the middle")
 
-state = availability(dataset) if dataset != "folder:" else None
-if state is not None:
-    note = f"Dataset **{dataset}**: {state.state} ({state.detail})"
+if dataset_choice != "folder:…":
+    state = availability(dataset)
+    note = f"Dataset **{plain(dataset)}**: {plain(state.state)} ({plain(state.detail)})"
     if state.state == "ready":
         st.caption(note)
     else:
@@ -105,24 +150,39 @@ with right:
         limit = m2.number_input("Use only the first N training images (0 = all)", value=0,
                                 step=1000, key="limit_train")
 
-    config: RunConfig | None = None
-    problem: Exception | None = None
-    params: int | None = None
-    try:
-        config = RunConfig(preset=preset, dataset=dataset, bn=tuple(bn), dropout=float(dropout),
-                           epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr),
-                           val_split=float(val_split), limit_train=int(limit) or None)
-        config, params = prepare(config)
-    except ConfigError as exc:
-        problem = exc
-    except datasets.DatasetUnavailable as exc:
-        problem = exc
+    # What the summary shows: this dataset's input, else the last one that worked, else the
+    # network's default; a bad dataset never hides the summary.
+    if dataset_problem is None and info is None:
+        try:
+            info = datasets.dataset_info(dataset)
+        except (datasets.DatasetUnavailable, ConfigError) as exc:
+            dataset_problem = str(exc)
+    if info is not None:
+        st.session_state["last_input"] = (dataset, info.shape, info.num_classes)
+    last = st.session_state.get("last_input")
+    shown_from = dataset
+    if info is not None:
+        shape, classes = info.shape, info.num_classes
+    elif last is not None:
+        shown_from, shape, classes = last
+    else:
+        shown_from, shape, classes = "", spec.input_shape, 10
 
-    info = None
-    if config is not None:
-        info = datasets.dataset_info(config.dataset, config.image_size)
-    shape = info.shape if info else spec.input_shape
-    classes = info.num_classes if info else 10
+    config: RunConfig | None = None
+    problem: str | None = None
+    params: int | None = None
+    if dataset_problem is not None:
+        problem = dataset_problem
+    else:
+        try:
+            check_name(run_name)
+            draft = RunConfig(preset=preset, dataset=dataset, bn=tuple(bn), dropout=float(dropout),
+                              epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr),
+                              val_split=float(val_split), limit_train=int(limit) or None)
+            config, params = prepare(draft)
+        except (ConfigError, datasets.DatasetUnavailable) as exc:
+            problem = str(exc)
+
     rows = summary_rows(preset, tuple(bn), shape, classes, dropout)
     total = sum(r.params for r in rows)
     all_on = sum(r.params for r in summary_rows(preset, (True,) * len(bn), shape, classes))
@@ -140,10 +200,19 @@ with right:
     })
     st.dataframe(table, hide_index=True, height=min(38 + 35 * len(table), 560),
                  column_config={"params": st.column_config.NumberColumn(format="localized")})
+    if info is None:
+        st.caption("Input shape " + (f"of the last dataset that could be used ({plain(shown_from)})"
+                                     if shown_from else "of the network's default dataset")
+                   + " until the dataset above can be used.")
 
 st.divider()
+label = "Launch run"
+if config is not None and int(seeds) > 1:
+    label = f"Launch {int(seeds)} runs (seeds 0–{int(seeds) - 1})"
 if problem is not None or config is None:
-    st.error(f"Cannot launch: {problem}")
+    row = st.container(horizontal=True, vertical_alignment="center")  # the reason beside it
+    row.button(label, type="primary", key="launch", disabled=True)
+    row.error(f"Cannot launch: {plain(problem)}", width="stretch")
 else:
     configs = with_seeds(config, int(seeds))
     done, pending = same_config_runs(engine, [c.config_hash for c in configs])
@@ -157,14 +226,16 @@ else:
     if pending:
         st.info("This exact config is already " + ", ".join(f"{r.status} (#{r.id})"
                                                             for r in pending) + ".")
-    label = f"Launch {len(configs)} runs (seeds 0–{len(configs) - 1})" if len(configs) > 1 \
-        else "Launch run"
     if st.button(label, type="primary", key="launch"):
-        ids = submit(engine, configs, name=run_name)
-        st.session_state["launched"] = (config.config_hash, ids)
+        try:
+            ids = submit(engine, configs, name=run_name)
+        except ConfigError as exc:  # the folder changed since the check above, say
+            st.error(f"Cannot launch: {plain(exc)}")
+        else:
+            st.session_state["launched"] = (config.config_hash, ids)
     launched_hash, ids = st.session_state.get("launched", (None, []))
     if launched_hash == config.config_hash:  # only while the form still shows what was launched
-        st.success(f"Queued run(s) {', '.join(f'#{i}' for i in ids)}: {config.label} on "
-                   f"{config.dataset}.")
+        st.success(f"Queued run(s) {', '.join(f'#{i}' for i in ids)}: {plain(config.label)} on "
+                   f"{plain(config.dataset)}.")
         st.page_link("cnn_ablation/ui/runs.py", label="Watch it train on the Runs page",
                      icon=":material/monitoring:", query_params={"run": str(ids[0])})

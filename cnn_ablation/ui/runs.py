@@ -1,4 +1,10 @@
-"""Runs: every run with its status and progress; one run's live curves, config and actions."""
+"""Runs: every run with its status and progress; one run's live curves, config and actions.
+
+Stop now and Delete ask first, in a dialog. Which dialog is open lives in session_state
+(`runs_dialog`): a button sets it and reruns the app, the script opens the dialog while it is set,
+and confirming, "Keep ..." or dismissing it clears it. So the dialog survives the 2 s refresh and
+any full rerun, and AppTest (which reruns the whole script on every click) can drive it too.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +14,34 @@ import streamlit as st
 from cnn_ablation.launch import retry
 from cnn_ablation.report import duration_s, format_duration
 from cnn_ablation.ui.common import (
+    CANCELLING,
     REFRESH_S,
     TABLE_COLUMNS,
     engine_or_stop,
     pct,
+    plain,
     run_option,
     runs_table,
+    shown_status,
     worker_banner,
 )
 from cnn_ablation.ui.figures import confusion_figure, curves_figure, layer_norms_figure
 from storage import lifecycle, runs
 from storage.read_models import EpochsReader, any_active, layer_stats_frame, runs_frame
-from storage.records import Run
-from storage.status import ACTIVE, RunStatus
+from storage.records import Run, RunNotFound
+from storage.status import ACTIVE, CancelMode, RunStatus
+
+DIALOG = "runs_dialog"  # ("stop_now" | "delete", run id) while a confirmation is open
+FLASH = "runs_flash"  # a message to toast on the next run (a toast before st.rerun is lost)
+DELETED = "run_deleted"  # the run just deleted: nothing is selected until the user picks one
+SELECT = "run_select"  # the run picker's key; `run_choice` mirrors it (and outlives it)
+FORCE = "run_force"  # a run to select on the next run (set by Retry and Delete)
 
 engine = engine_or_stop()
 worker_banner(engine)
 st.title("Runs")
+if flash := st.session_state.pop(FLASH, None):
+    st.toast(flash)
 
 everything = runs_frame(engine)
 if everything.empty:
@@ -56,40 +73,82 @@ def live() -> None:
                  placeholder="–")
     options = frame["id"].tolist()
     records = {r["id"]: r for r in frame.to_dict("records")}
-    chosen = st.session_state.get("run_choice")
+    if FORCE in st.session_state:  # Retry or Delete chose (or cleared) the run
+        st.session_state[SELECT] = st.session_state.pop(FORCE)
+    # The picker's own state, else the last choice (a widget's state goes when another page
+    # shows), else the run in the URL (?run=N, links from New run), else the newest run.
+    chosen = st.session_state.get(SELECT, st.session_state.get("run_choice"))
+    deleted = st.session_state.get(DELETED)
     wanted = st.query_params.get("run")
-    if chosen is None and wanted and wanted.isdigit():
+    if chosen is None and deleted is None and wanted and wanted.isdigit():
         chosen = int(wanted)
     if chosen not in options:
-        chosen = options[-1]
-    # No widget key: the index follows `run_choice`, which Retry/Delete may change too.
-    run_id = st.selectbox("Run", options, index=options.index(chosen),
-                          format_func=lambda i: run_option(records[i]))
+        chosen = None if deleted is not None else options[-1]
+    st.session_state[SELECT] = chosen
+    run_id = st.selectbox("Run", options, key=SELECT, format_func=lambda i: run_option(records[i]),
+                          placeholder="Pick a run to see its curves and actions")
     st.session_state["run_choice"] = run_id
+    if run_id is None:
+        return
+    st.session_state.pop(DELETED, None)
     show_run(records[run_id])
 
 
+def phase_text(run: Run) -> str | None:
+    """Where a running run is, in words: `training: epoch 2 of 10, batch 300 of 1,407`,
+    `testing: 4,000 of 10,000 images` (while testing, the progress counts images)."""
+    if run.status != RunStatus.RUNNING:
+        return None
+    phase = run.phase or "starting"
+    done, total = run.progress_batch or 0, run.progress_batches
+    if phase == "testing" and total:
+        return f"testing: {done:,} of {total:,} images"
+    if phase == "training" and total:
+        return f"training: epoch {run.progress_epoch} of {run.epochs}, batch {done:,} of {total:,}"
+    if phase == "validating":
+        return f"validating: epoch {run.progress_epoch} of {run.epochs}"
+    return phase
+
+
 def show_run(row: dict) -> None:
-    run = runs.find_run_or_raise(engine, int(row["id"]))
-    st.subheader(f"Run #{run.id}{' · ' + run.name if run.name else ''}: {run.label}")
-    cols = st.columns(5)
-    cols[0].metric("Status", run.status)
+    run = runs.find_run(engine, int(row["id"]))
+    if run is None:  # deleted elsewhere (the CLI) since the table was read
+        st.info(f"Run #{int(row['id'])} no longer exists.")
+        return
+    status = shown_status(run.__dict__)
+    title = f"Run #{run.id}{' · ' + plain(run.name) if run.name else ''}: {plain(run.label)}"
+    st.subheader(title + (f" · {CANCELLING}" if status == CANCELLING else ""))
+    cols = st.columns([1.4, 1, 1, 1, 1])
+    cols[0].metric("Status", status)
     cols[1].metric("Epochs", f"{int(row['epochs_done'])}/{run.epochs}")
     cols[2].metric("Best val acc", pct(row.get("best_val_accuracy")))
     cols[3].metric("Test acc", pct(run.test_accuracy))
     cols[4].metric("Time", format_duration(duration_s(run.__dict__)) or "–")
-    if run.status == RunStatus.RUNNING and run.progress_batches:
-        st.progress(min((run.progress_batch or 0) / run.progress_batches, 1.0),
-                    text=f"epoch {run.progress_epoch}/{run.epochs}: batch {run.progress_batch} "
-                         f"of {run.progress_batches} · {run.device or ''}")
+    where = phase_text(run)
+    if where is not None:
+        text = plain(where + (f" · {run.device}" if run.device else ""))
+        if run.progress_batches and run.phase in ("training", "testing"):
+            st.progress(min((run.progress_batch or 0) / run.progress_batches, 1.0), text=text)
+        else:
+            st.caption(text)
     elif run.status == RunStatus.QUEUED:
-        st.info("Queued: waits for a free worker slot.")
+        st.info("Queued: waits for a free worker slot." + (
+            f" It resumes after epoch {run.resume_epoch}." if run.resume_epoch else ""))
+    if status == CANCELLING:
+        if run.cancel_mode == CancelMode.NOW:
+            st.warning(f"**{CANCELLING}** Asked to stop now: the epoch in progress is discarded; "
+                       "the finished epochs stay.")
+        else:
+            st.warning(f"**{CANCELLING}** Asked to stop after the current epoch: that epoch is "
+                       "kept, then the run ends as cancelled.")
     if run.error and run.status != RunStatus.COMPLETED:
         box = st.warning if run.status == RunStatus.CANCELLED else st.error
-        box(f"**{run.status}**: {run.error}")
+        box(f"**{run.status}**: {plain(run.error)}")
         if run.traceback:
             with st.expander("Traceback"):
                 st.code(run.traceback)
+    if run.notes:
+        st.caption("  \n".join(plain(line) for line in run.notes.splitlines() if line.strip()))
     epochs = epochs_reader.read(engine, [run.id])
     if len(epochs):
         st.plotly_chart(curves_figure(epochs, {run.id: run.label}), key="run_curves",
@@ -99,8 +158,9 @@ def show_run(row: dict) -> None:
     actions(run)
     with st.expander("Config, device and timing"):
         st.json(run.config)
-        st.caption(f"{run.params or 0:,} parameters · device {run.device or '–'} on "
-                   f"{run.host or '–'} · config hash {run.config_hash}")
+        st.caption(plain(f"{run.params or 0:,} parameters · device {run.device or '–'} on "
+                         f"{run.host or '–'} · config hash {run.config_hash}"
+                         + (f" · log {run.log_path}" if run.log_path else "")))
     if run.status == RunStatus.COMPLETED:
         report = run.test_report
         stats = layer_stats_frame(engine, [run.id])
@@ -118,23 +178,126 @@ def show_run(row: dict) -> None:
                     column_config={"accuracy": st.column_config.NumberColumn(format="%.1f %%")})
 
 
+def after_cancel(run_id: int, status: RunStatus, asked: str) -> None:
+    """Toast what the request did (the run may have moved on since the page was drawn), rerun."""
+    if status == RunStatus.RUNNING:
+        st.session_state[FLASH] = f"Run #{run_id}: {asked}"
+    else:
+        st.session_state[FLASH] = f"Run #{run_id} is {status}"
+    st.rerun()
+
+
+def open_dialog(kind: str, run_id: int) -> None:
+    st.session_state[DIALOG] = (kind, run_id)
+    st.rerun()  # a full rerun: the dialog is opened by the script, outside the 2 s fragment
+
+
+def close_dialog() -> None:
+    st.session_state.pop(DIALOG, None)
+
+
 def actions(run: Run) -> None:
-    a, b, c, _ = st.columns([1, 1, 1, 4])
-    if a.button("Cancel", key=f"cancel_{run.id}", disabled=run.status not in ACTIVE):
-        lifecycle.request_cancel(engine, run.id)
-        st.toast(f"Cancel requested for run #{run.id}")
-        st.rerun()
-    if b.button("Retry", key=f"retry_{run.id}", help="A new run with the same config"):
+    row = st.container(horizontal=True)  # the buttons side by side, from the left
+    if run.status == RunStatus.QUEUED:
+        if row.button("Cancel", key=f"cancel_{run.id}",
+                      help="It has not started: it leaves the queue and never runs"):
+            after_cancel(run.id, lifecycle.request_cancel(engine, run.id, now=True), "cancelled")
+    elif run.status == RunStatus.RUNNING:
+        asked_now = run.cancel_requested and run.cancel_mode == CancelMode.NOW
+        if row.button("Stop after this epoch", key=f"stop_epoch_{run.id}",
+                      disabled=run.cancel_requested, type="primary",
+                      help="Finishes the epoch in progress and keeps it, then the run ends as "
+                           "cancelled (not tested)"):
+            after_cancel(run.id, lifecycle.request_cancel(engine, run.id),
+                         "stops after its current epoch")
+        if row.button("Stop now…", key=f"stop_now_{run.id}", disabled=asked_now,
+                      help="Stops at once; the epoch in progress is discarded (asks first)"):
+            open_dialog("stop_now", run.id)
+    if row.button("Retry", key=f"retry_{run.id}", help="A new run with the same config"):
         new_id = retry(engine, run.id)
-        st.session_state["run_choice"] = new_id
-        st.toast(f"Queued run #{new_id} with the same config")
+        st.session_state[FORCE] = new_id
+        st.session_state[FLASH] = f"Queued run #{new_id} with the same config"
         st.rerun()
-    if c.button("Delete", key=f"delete_{run.id}", disabled=run.status == RunStatus.RUNNING,
-                help="Delete the run and its epochs (cancel a running run first)"):
-        runs.delete_run(engine, run.id)
-        st.session_state["run_choice"] = None
-        epochs_reader.forget(run.id)
+    if row.button("Delete…", key=f"delete_{run.id}", disabled=run.status == RunStatus.RUNNING,
+                  help="Delete the run and its epochs, after asking (stop a running run first)"):
+        open_dialog("delete", run.id)
+
+
+def run_words(run: Run, epochs_done: int) -> str:
+    """`run #3 · my name: BN 1·1·0·0·1 · drop 0.5 on synthetic, 2 of 10 epochs recorded`."""
+    name = f" · {plain(run.name)}" if run.name else ""
+    return (f"**run #{run.id}**{name}: {plain(run.label)} on {plain(run.dataset)}, "
+            f"{epochs_done} of {run.epochs} epochs recorded")
+
+
+def epochs_done_of(run_id: int) -> int:
+    frame = runs_frame(engine, ids=[run_id])
+    return int(frame["epochs_done"].iloc[0]) if len(frame) else 0
+
+
+def gone(run_id: int, run: Run | None, what: str) -> None:
+    st.info(f"Run #{run_id} is {run.status if run else 'deleted'} now: {what}.")
+    if st.button("Close", key="dialog_close"):
+        close_dialog()
+        st.rerun()
+
+
+@st.dialog("Stop this run now?", on_dismiss=close_dialog)
+def confirm_stop_now(run_id: int) -> None:
+    run = runs.find_run(engine, run_id)
+    if run is None or run.status != RunStatus.RUNNING:
+        gone(run_id, run, "there is nothing to stop")
+        return
+    done = epochs_done_of(run_id)
+    st.markdown(f"Stop {run_words(run, done)}, **at once**:")
+    st.markdown(f"- the epoch in progress (epoch {run.progress_epoch or done + 1}) is "
+                "**discarded**;\n"
+                f"- the {done} finished epoch(s) and their curves **stay**;\n"
+                "- the run ends as **cancelled** and is not tested.")
+    st.caption("To keep the epoch in progress, use **Stop after this epoch** instead.")
+    a, b = st.columns(2)
+    if a.button("Stop now", type="primary", key="confirm_stop_now"):
+        status = lifecycle.request_cancel(engine, run_id, now=True)
+        close_dialog()
+        after_cancel(run_id, status, "stops now")
+    if b.button("Keep training", key="dialog_close"):
+        close_dialog()
+        st.rerun()
+
+
+@st.dialog("Delete this run?", on_dismiss=close_dialog)
+def confirm_delete(run_id: int) -> None:
+    run = runs.find_run(engine, run_id)
+    if run is None or run.status == RunStatus.RUNNING:
+        gone(run_id, run, "it cannot be deleted" if run else "nothing to delete")
+        return
+    done = epochs_done_of(run_id)
+    st.markdown(f"Delete {run_words(run, done)} (status {run.status})?")
+    kept = [f"its log file {plain(run.log_path)}" if run.log_path else "",
+            f"its checkpoint {plain(run.checkpoint_path)}" if run.checkpoint_path else ""]
+    kept_text = " and ".join(k for k in kept if k)
+    st.markdown("This removes from the database the run, its recorded epochs and per-layer "
+                "norms, and its test results. It cannot be undone."
+                + (f" Kept on disk: {kept_text}." if kept_text else ""))
+    a, b = st.columns(2)
+    if a.button(f"Delete run #{run_id}", type="primary", key="confirm_delete"):
+        try:
+            runs.delete_run(engine, run_id)
+        except (ValueError, RunNotFound) as exc:  # it started, or went, since the dialog opened
+            st.error(plain(exc))
+            return
+        epochs_reader.forget(run_id)
+        st.session_state[FORCE] = None
+        st.session_state[DELETED] = run_id
+        st.session_state[FLASH] = f"Run #{run_id} deleted"
+        close_dialog()
+        st.rerun()
+    if b.button("Keep it", key="dialog_close"):
+        close_dialog()
         st.rerun()
 
 
 live()
+if pending := st.session_state.get(DIALOG):
+    kind, pending_id = pending
+    (confirm_stop_now if kind == "stop_now" else confirm_delete)(pending_id)

@@ -16,7 +16,7 @@ from cnn_ablation.study_spec import (
     parse_levels,
     study_preset,
 )
-from cnn_ablation.ui.common import REFRESH_S, engine_or_stop, worker_banner
+from cnn_ablation.ui.common import REFRESH_S, engine_or_stop, plain, worker_banner
 from cnn_ablation.ui.figures import band_figure
 from storage.read_models import any_active, epochs_frame
 from storage.studies import list_studies
@@ -52,7 +52,7 @@ with start_tab:
     try:
         base = RunConfig(dataset=dataset, epochs=int(epochs))
     except ConfigError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
         st.stop()
 
     st.markdown("##### One click")
@@ -60,9 +60,14 @@ with start_tab:
         spec = study_preset(key, base, int(seeds))
         left, right = st.columns([1, 3])
         if left.button(title.split(":")[0], key=f"preset_{key}", width="stretch"):
-            study_id, queued = studies.create(engine, spec, name or title.split(":")[0])
-            st.session_state["study_choice"] = study_id
-            st.success(f"Study #{study_id} started: {len(queued)} runs queued. See **Results**.")
+            try:
+                study_id, queued = studies.create(engine, spec, name or title.split(":")[0])
+            except ConfigError as exc:  # a name too long or with control characters, say
+                st.error(plain(exc))
+            else:
+                st.session_state["study_choice"] = study_id
+                st.success(f"Study #{study_id} started: {len(queued)} runs queued. "
+                           "See **Results**.")
         right.markdown(f"{title}. " + estimate_text(spec))
 
     st.markdown("##### Your own factors")
@@ -90,7 +95,7 @@ with start_tab:
             except ConfigError as exc:
                 problem = str(exc)
     if problem:
-        st.error(problem)
+        st.error(plain(problem))
     elif factors:
         try:
             spec = StudySpec(base, factors, design, int(seeds))
@@ -100,7 +105,7 @@ with start_tab:
                 st.session_state["study_choice"] = study_id
                 st.success(f"Study #{study_id} started: {len(queued)} runs queued.")
         except ConfigError as exc:
-            st.error(str(exc))
+            st.error(plain(exc))
     else:
         st.caption("Pick at least one switch or give dropout levels.")
 

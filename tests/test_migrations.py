@@ -1,0 +1,77 @@
+"""Schema migrations on real SQLite files: an old database is upgraded with nothing lost, a new
+one equals the models, several processes upgrading at once do it once, ids are never reused."""
+
+import sqlite3
+import subprocess
+import sys
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from cnn_ablation.config import RunConfig
+from cnn_ablation.launch import submit
+from storage.engine import get_engine
+from storage.migrate import HEAD, _alembic_config
+from storage.models import Base
+from storage.read_models import epochs_frame
+from storage.runs import delete_run, find_run
+from tests.support import ROOT
+
+
+def schema_differences(url: str) -> list:
+    with create_engine(url).connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn), Base.metadata)
+
+
+def old_database(path) -> str:
+    """A database at the first revision (the schema before migrations), with three runs and
+    their epochs."""
+    url = f"sqlite:///{path}"
+    with create_engine(url).connect() as conn:
+        command.upgrade(_alembic_config(conn), "0001")
+        conn.commit()
+    with sqlite3.connect(path) as db:
+        for run_id, status in ((1, "completed"), (2, "running"), (3, "completed")):
+            db.execute("INSERT INTO runs (id, name, config_json, config_hash, variant_hash, "
+                       "label, dataset, preset, seed, epochs, status, created_at, "
+                       "cancel_requested) VALUES (?, 'old', '{}', 'h', 'v', 'BN 1·1·1·1·1', "
+                       "'synthetic', 'seed', 0, 2, ?, 1.0, 0)", (run_id, status))
+            for epoch in (1, 2):
+                db.execute("INSERT INTO epoch_metrics (run_id, epoch, loss, seconds, "
+                           "recorded_at) VALUES (?, ?, 0.5, 1.0, 1.0)", (run_id, epoch))
+    return url
+
+
+def test_an_old_database_is_upgraded_to_head_with_nothing_lost(tmp_path):
+    url = old_database(tmp_path / "old.db")
+    engine = get_engine(url)
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD,)
+    assert epochs_frame(engine, [1, 2, 3])["run_id"].tolist() == [1, 1, 2, 2, 3, 3]  # no loss
+    assert find_run(engine, 2).status == "running" and find_run(engine, 1).name == "old"
+    assert schema_differences(url) == []
+    delete_run(engine, 3)  # from the upgrade on, a deleted id never comes back
+    assert submit(engine, [RunConfig(dataset="synthetic")]) == [4]
+
+
+def test_a_new_database_matches_the_models_and_never_reuses_a_deleted_id(tmp_path, home):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    engine = get_engine(url)
+    assert schema_differences(url) == []
+    ids = submit(engine, [RunConfig(dataset="synthetic", seed=s) for s in range(3)])
+    delete_run(engine, ids[-1])
+    assert submit(engine, [RunConfig(dataset="synthetic")]) == [ids[-1] + 1]
+
+
+def test_processes_starting_together_upgrade_once_and_all_open_the_database(tmp_path):
+    url = old_database(tmp_path / "shared.db")
+    code = ("import sys; from storage.engine import get_engine; from storage.runs import find_run;"
+            f" print(find_run(get_engine({url!r}), 2).status)")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-800:] for _, err in results]
+    assert [out.strip() for out, _ in results] == ["running"] * 4
+    assert schema_differences(url) == []
