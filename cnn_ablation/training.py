@@ -257,6 +257,19 @@ def test_metrics(model: keras.Model, data: datasets.Dataset,
     return loss, accuracy, report
 
 
+def environment() -> dict[str, Any]:
+    """What a result depends on besides its config: library versions and the device."""
+    import platform
+
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__, "host": socket.gethostname(),
+            "platform": platform.platform(), "gpus": gpus,
+            "visible_gpus": settings().visible_gpus}
+
+
 def process_started_at() -> float | None:
     try:
         import psutil
@@ -303,7 +316,7 @@ def execute(engine: Engine, run_id: int, echo: Callable[[str], None] | None = No
                 log.warning("heartbeat of run %s failed; retrying in %g s", run_id, interval,
                             exc_info=True)
 
-    lifecycle.attach_process(engine, run_id, worker_id, os.getpid())
+    lifecycle.attach_process(engine, run_id, worker_id, os.getpid(), environment=environment())
     thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
     thread.start()
     try:

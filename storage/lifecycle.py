@@ -13,6 +13,7 @@ taken away stops writing at its next beat.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from typing import Any, cast
@@ -83,11 +84,15 @@ def start_foreground(engine: Engine, new: NewRun, worker_id: str, host: str, dev
 
 
 def attach_process(engine: Engine, run_id: int, worker_id: str, pid: int,
-                   log_path: str | None = None) -> None:
-    """Record the process that trains a running run (and where its log goes)."""
+                   log_path: str | None = None,
+                   environment: dict[str, Any] | None = None) -> None:
+    """Record the process that trains a running run (where its log goes; from the process
+    itself, its library versions and device)."""
     values: dict[str, Any] = {"pid": pid}
     if log_path is not None:
         values["log_path"] = log_path
+    if environment is not None:
+        values["environment_json"] = json.dumps(environment, sort_keys=True)
     with session_scope(engine) as session:
         session.execute(update(RunRow).where(_mine(run_id, worker_id)).values(**values))
 

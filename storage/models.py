@@ -74,6 +74,7 @@ class RunRow(Base):
     checkpoint_path: Mapped[str | None] = mapped_column(String(500))  # set while requeued
     resume_epoch: Mapped[int | None] = mapped_column(Integer)  # epochs the checkpoint holds
     notes: Mapped[str | None] = mapped_column(Text)  # lifecycle events, one per line
+    environment_json: Mapped[str | None] = mapped_column(Text)  # versions, device, host
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
     progress_epoch: Mapped[int | None] = mapped_column(Integer)  # 1-based epoch now training

@@ -76,6 +76,7 @@ class Run(NewRun):
     checkpoint_path: str | None
     resume_epoch: int | None
     notes: str | None
+    environment_json: str | None
     error: str | None
     traceback: str | None
     progress_epoch: int | None
@@ -88,6 +89,11 @@ class Run(NewRun):
     @property
     def config(self) -> dict[str, Any]:
         return json.loads(self.config_json)
+
+    @property
+    def environment(self) -> dict[str, Any] | None:
+        """Where the run trained: library versions, device, host (to reproduce it later)."""
+        return json.loads(self.environment_json) if self.environment_json else None
 
     @property
     def test_report(self) -> dict[str, Any] | None:
