@@ -1,59 +1,85 @@
-"""Statistics of a study as pandas frames: per-cell mean ± std and 95 % intervals, factor main
-effects paired by seed (Welch's interval when seeds do not pair), interactions, mean curves.
+"""Statistics of a study as pandas frames, on scipy.stats and statsmodels.
+
+The unit of replication is the seed. Repeats of one (cell, seed) (the same config and seed run
+twice) are averaged first (`seed_means`): they share every random choice, so counting them as
+separate runs would shrink the intervals for nothing. Then:
+
+- a cell: mean ± std over its seeds, 95 % t interval of the mean;
+- a main effect (full factorial designs): per seed, the mean over the other factors'
+  combinations at the changed level minus the same at the reference level; the interval is the
+  one-sample t interval of those per-seed effects (a paired t-test by seed). Where seeds do not
+  pair, Welch's interval on the per-seed values of each side (`ttest_ind(equal_var=False)`);
+- a cell against the base cell (one-at-a-time designs, named cells): paired by seed, or Welch;
+- an interaction (full factorial, two factors with two levels each): per seed, the difference
+  of differences, paired over seeds;
+- several effects at once: Holm-adjusted p-values beside the raw intervals (statsmodels);
+- seeds per cell to detect an effect of X pp with 80 % power, from each effect's observed
+  seed-to-seed spread (statsmodels' `TTestPower`).
 
 Inputs are plain frames (one row per completed run: `cell`, `seed`, factor levels, metrics), so
-every function here can be checked on a hand-made table."""
+every function here can be checked against scipy on a hand-made table."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import product
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from cnn_ablation.config import METRICS
 from cnn_ablation.study_spec import level_text
 
-# Two-sided 95 % Student t quantiles (t_{0.975, df}) for df = 1..30.
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
-def t975(df: float) -> float:
-    """t quantile for a 95 % two-sided interval; non-integer df (Welch) interpolates."""
-    if not df or df < 1 or math.isnan(df):
-        return math.nan
-    if df <= 30:
-        lo = int(math.floor(df))
-        if lo == df or lo == 30:
-            return _T975[lo - 1]
-        return _T975[lo - 1] + (df - lo) * (_T975[lo] - _T975[lo - 1])
-    z = 1.959964  # Cornish-Fisher expansion: within 0.001 of the exact value past df = 30
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE
+POWER = 0.80
+BEYOND, WITHIN, TOO_FEW, NO_SPREAD, PROVISIONAL = (
+    "beyond noise", "within noise", "too few seeds to tell", "no seed-to-seed spread",
+    "provisional")
+EFFECT_COLUMNS = ["effect", "ci_low", "ci_high", "n", "paired", "p", "sd"]
 
 
 @dataclass(frozen=True)
 class Estimate:
+    """A difference with its 95 % interval. `n`: seeds (pairs when paired, both sides' seeds
+    when not); `sd`: spread of one seed's difference (paired: of the per-seed differences;
+    Welch: sqrt(var_a + var_b)), what the power calculation needs."""
+
     value: float
     low: float
     high: float
     n: int
     paired: bool
+    p: float = math.nan
+    sd: float = math.nan
 
     @property
     def verdict(self) -> str:
-        if math.isnan(self.low):
-            return "too few runs to tell"
-        if self.low > 0 or self.high < 0:
-            return "beyond noise"
-        return "within noise"
+        return verdict_of(self.low, self.high, self.sd)
+
+    def row(self) -> dict[str, object]:
+        return {"effect": self.value, "ci_low": self.low, "ci_high": self.high, "n": self.n,
+                "paired": self.paired, "p": self.p, "sd": self.sd}
+
+
+def verdict_of(low: float, high: float, sd: float = math.nan) -> str:
+    if sd == 0:
+        return NO_SPREAD
+    if pd.isna(low) or pd.isna(high):
+        return TOO_FEW
+    return BEYOND if low > 0 or high < 0 else WITHIN
+
+
+def _clean(values) -> np.ndarray:
+    return np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
 
 
 def mean_interval(values) -> tuple[float, float, float, float, int]:
-    """mean, std, 95 % CI low, high, n (CI is NaN with fewer than 2 values)."""
-    x = np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
+    """mean, std (ddof 1), 95 % t interval of the mean (low, high), n. The interval is NaN with
+    fewer than 2 values, and the mean itself when they are all equal."""
+    x = _clean(values)
     n = len(x)
     if n == 0:
         return (math.nan,) * 4 + (0,)
@@ -61,186 +87,351 @@ def mean_interval(values) -> tuple[float, float, float, float, int]:
     if n < 2:
         return mean, math.nan, math.nan, math.nan, n
     std = float(x.std(ddof=1))
-    half = t975(n - 1) * std / math.sqrt(n)
-    return mean, std, mean - half, mean + half, n
+    if std == 0:
+        return mean, 0.0, mean, mean, n
+    ci = stats.ttest_1samp(x, 0.0).confidence_interval(CONFIDENCE)
+    return mean, std, float(ci.low), float(ci.high), n
 
 
 def paired_difference(diffs) -> Estimate:
-    mean, _, low, high, n = mean_interval(diffs)
-    return Estimate(mean, low, high, n, True)
+    """The mean of per-seed differences with its one-sample (= paired) t interval and p."""
+    x = _clean(diffs)
+    n = len(x)
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0, True)
+    mean = float(x.mean())
+    if n < 2:
+        return Estimate(mean, math.nan, math.nan, n, True)
+    sd = float(x.std(ddof=1))
+    if sd == 0:  # every seed moved by exactly as much: no interval can be had from spread
+        return Estimate(mean, math.nan, math.nan, n, True, math.nan, 0.0)
+    test = stats.ttest_1samp(x, 0.0)
+    ci = test.confidence_interval(CONFIDENCE)
+    return Estimate(mean, float(ci.low), float(ci.high), n, True, float(test.pvalue), sd)
 
 
 def welch_difference(a, b) -> Estimate:
-    """mean(b) - mean(a) with Welch's 95 % interval."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
+    """mean(b) - mean(a) with Welch's 95 % interval and p (`ttest_ind(equal_var=False)`)."""
+    a, b = _clean(a), _clean(b)
+    n = len(a) + len(b)
     diff = float(b.mean() - a.mean()) if len(a) and len(b) else math.nan
     if len(a) < 2 or len(b) < 2:
-        return Estimate(diff, math.nan, math.nan, len(a) + len(b), False)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return Estimate(diff, diff, diff, len(a) + len(b), False)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = t975(df) * se
-    return Estimate(diff, diff - half, diff + half, len(a) + len(b), False)
+        return Estimate(diff, math.nan, math.nan, n, False)
+    sd = math.sqrt(a.var(ddof=1) + b.var(ddof=1))
+    if sd == 0:
+        return Estimate(diff, math.nan, math.nan, n, False, math.nan, 0.0)
+    test = stats.ttest_ind(b, a, equal_var=False)
+    ci = test.confidence_interval(CONFIDENCE)
+    return Estimate(diff, float(ci.low), float(ci.high), n, False, float(test.pvalue), sd)
 
 
-def contrast(ref: pd.DataFrame, other: pd.DataFrame, metric: str) -> Estimate:
-    """other - ref: paired by seed when they share seeds, otherwise Welch on all values."""
-    a = ref.groupby("seed")[metric].mean().dropna()
-    b = other.groupby("seed")[metric].mean().dropna()
+def compare(a: pd.Series, b: pd.Series) -> Estimate:
+    """b - a for two series indexed by seed: paired over the shared seeds when there are at
+    least two, otherwise Welch on all values of each side."""
+    a, b = a.dropna(), b.dropna()
     shared = a.index.intersection(b.index)
     if len(shared) >= 2 or (len(shared) == 1 and len(a) == len(b) == 1):
         return paired_difference((b[shared] - a[shared]).tolist())
     return welch_difference(a.tolist(), b.tolist())
 
 
+# --- one value per (cell, seed) -----------------------------------------------------------------
+def seed_means(runs: pd.DataFrame, metric: str, factors=()) -> pd.DataFrame:
+    """One row per (cell, seed): the mean of `metric` over that seed's runs (repeats of the same
+    config and seed are averaged first), how many runs it holds (`repeats`), factor levels."""
+    columns = ["cell", "seed", *factors, "value", "repeats"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    rows = runs.dropna(subset=[metric])
+    grouped = rows.groupby(["cell", "seed"], sort=False)
+    out = grouped[metric].agg(value="mean", repeats="count").reset_index()
+    if factors:
+        levels = grouped[list(factors)].first().reset_index()
+        out = out.merge(levels, on=["cell", "seed"])
+    return out[columns]
+
+
+def cell_values(means: pd.DataFrame, cell: str) -> pd.Series:
+    """A cell's per-seed values (from `seed_means`), indexed by seed."""
+    rows = means[means["cell"] == cell]
+    return pd.Series(rows["value"].to_numpy(dtype=float), index=rows["seed"].to_numpy())
+
+
 def cell_summary(runs: pd.DataFrame, cells: list[str]) -> pd.DataFrame:
-    """One row per cell: n, and mean, std, ci_low, ci_high of each metric (NaN if no runs)."""
+    """One row per cell: `runs` (completed runs), `n` (seeds: repeats of a seed averaged first),
+    and mean, std, ci_low, ci_high over seeds of each metric (NaN where there are none)."""
     rows = []
+    means = {m: seed_means(runs, m) for m in METRICS}
     for cell in cells:
-        sub = runs[runs["cell"] == cell]
-        row = {"cell": cell, "n": int(len(sub))}
+        mine = runs[runs["cell"] == cell] if len(runs) else runs
+        row: dict[str, object] = {"cell": cell, "runs": len(mine),
+                                  "n": int(mine["seed"].nunique()) if len(mine) else 0}
         for metric in METRICS:
-            mean, std, low, high, _ = mean_interval(sub[metric]) if len(sub) else (math.nan,) * 5
+            mean, std, low, high, _ = mean_interval(cell_values(means[metric], cell))
             row.update({f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_ci_low": low,
                         f"{metric}_ci_high": high})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def main_effects(runs: pd.DataFrame, factors: dict[str, tuple], base_levels: dict[str, object],
+# --- effects ------------------------------------------------------------------------------------
+def _side(means: pd.DataFrame, factor: str, level: object, combos: list[dict]) -> pd.Series:
+    """Per seed: the mean over `combos` (of the other factors) of the cell values at
+    factor=level; only seeds that have every combination."""
+    per_combo = []
+    for combo in combos:
+        mask = means[factor] == level
+        for name, value in combo.items():
+            mask &= means[name] == value
+        rows = means[mask]
+        per_combo.append(pd.Series(rows["value"].to_numpy(dtype=float),
+                                   index=rows["seed"].to_numpy()))
+    if not per_combo:
+        return pd.Series(dtype=float)
+    return pd.concat(per_combo, axis=1, join="inner").mean(axis=1)
+
+
+def _combos(factors: dict[str, tuple], others: list[str]) -> list[dict]:
+    return [dict(zip(others, values, strict=True))
+            for values in product(*(factors[o] for o in others))]
+
+
+def main_effects(runs: pd.DataFrame, factors: dict[str, tuple], reference: dict[str, object],
                  metric: str = "final_val_accuracy") -> pd.DataFrame:
-    """For each factor and each non-base level: mean change of `metric` when only that factor
-    moves from its base level, pooled over the other factors' combinations and paired by seed.
-    Sorted by size of the effect."""
+    """For each factor and each level other than its reference: the change in `metric` when
+    only that factor moves, averaged over the other factors' combinations within each seed, with
+    the interval over seeds (Welch's where seeds do not pair). `runs`: the design's cells of a
+    full factorial study. Sorted by the size of the effect."""
+    means = seed_means(runs, metric, list(factors))
     rows = []
     for factor, levels in factors.items():
-        others = [f for f in factors if f != factor]
-        ref_level = base_levels[factor]
+        combos = _combos(factors, [f for f in factors if f != factor])
+        ref_level = reference[factor]
         for level in levels:
             if level == ref_level:
                 continue
-            diffs, ref_all, other_all = [], [], []
-            groups = runs.groupby(others, dropna=False) if others else [((), runs)]
-            for _, group in groups:
-                ref = group[group[factor] == ref_level]
-                oth = group[group[factor] == level]
-                if ref.empty or oth.empty:
-                    continue
-                a = ref.groupby("seed")[metric].mean().dropna()
-                b = oth.groupby("seed")[metric].mean().dropna()
-                shared = a.index.intersection(b.index)
-                diffs += (b[shared] - a[shared]).tolist()
-                ref_all += a.tolist()
-                other_all += b.tolist()
-            paired = len(diffs) >= 2
-            est = paired_difference(diffs) if paired else welch_difference(ref_all, other_all)
-            rows.append({"factor": factor, "change": f"{level_text(ref_level)} → {level_text(level)}",
-                         "effect": est.value, "ci_low": est.low, "ci_high": est.high,
-                         "n": est.n, "paired": est.paired, "verdict": est.verdict})
-    frame = pd.DataFrame(rows, columns=["factor", "change", "effect", "ci_low", "ci_high", "n",
-                                        "paired", "verdict"])
-    return frame.reindex(frame["effect"].abs().sort_values(ascending=False).index).reset_index(
-        drop=True) if len(frame) else frame
+            est = compare(_side(means, factor, ref_level, combos),
+                          _side(means, factor, level, combos))
+            rows.append({"factor": factor,
+                         "change": f"{level_text(ref_level)} → {level_text(level)}", **est.row()})
+    return _sorted(pd.DataFrame(rows, columns=["factor", "change", *EFFECT_COLUMNS]))
 
 
 def versus_base(runs: pd.DataFrame, cells: list[str], base_cell: str,
                 metric: str = "final_val_accuracy") -> pd.DataFrame:
-    """Each cell minus the base cell, paired by seed."""
-    ref = runs[runs["cell"] == base_cell]
-    rows = []
-    for cell in cells:
-        if cell == base_cell:
-            continue
-        est = contrast(ref, runs[runs["cell"] == cell], metric)
-        rows.append({"cell": cell, "effect": est.value, "ci_low": est.low, "ci_high": est.high,
-                     "n": est.n, "paired": est.paired, "verdict": est.verdict})
-    return pd.DataFrame(rows, columns=["cell", "effect", "ci_low", "ci_high", "n", "paired",
-                                       "verdict"])
+    """Each cell minus the base cell, per seed (paired by seed, else Welch), in cell order."""
+    means = seed_means(runs, metric)
+    ref = cell_values(means, base_cell)
+    rows = [{"cell": cell, **compare(ref, cell_values(means, cell)).row()}
+            for cell in cells if cell != base_cell]
+    return pd.DataFrame(rows, columns=["cell", *EFFECT_COLUMNS])
 
 
-def interaction(runs: pd.DataFrame, f1: str, f2: str, metric: str = "final_val_accuracy"):
-    """Mean `metric` for each (f1, f2) level pair, and for 2x2 the interaction contrast
-    (effect of f2 when f1 is at its second level minus when at its first), paired by seed."""
-    table = runs.pivot_table(index=f1, columns=f2, values=metric, aggfunc="mean")
-    l1, l2 = sorted(runs[f1].unique()), sorted(runs[f2].unique())
+def interaction(runs: pd.DataFrame, f1: str, f2: str, factors: dict[str, tuple],
+                reference: dict[str, object], metric: str = "final_val_accuracy"):
+    """Mean `metric` for each (f1, f2) level pair (over seeds and the other factors), and the
+    interaction: how much the effect of f2 changes when f1 moves from its reference level,
+    (y11 - y10) - (y01 - y00) per seed, paired over the seeds that have all four. Only for two
+    factors of two levels each in a full factorial design (None otherwise)."""
+    means = seed_means(runs, metric, list(factors))
+    others = [f for f in factors if f not in (f1, f2)]
+    combos = _combos(factors, others)
+    l1 = sorted(factors[f1], key=lambda v: v != reference[f1])
+    l2 = sorted(factors[f2], key=lambda v: v != reference[f2])
+    per_seed = {}
+    for a in l1:
+        for b in l2:
+            sub = means[(means[f1] == a) & (means[f2] == b)]
+            per_seed[a, b] = _side(sub, f1, a, combos) if len(sub) else pd.Series(dtype=float)
+    table = pd.DataFrame({level_text(b): [per_seed[a, b].mean() for a in l1] for b in l2},
+                         index=pd.Index([level_text(a) for a in l1], name=f1))
+    table.columns.name = f2
     if len(l1) != 2 or len(l2) != 2:
         return table, None
-    cells = {(a, b): runs[(runs[f1] == a) & (runs[f2] == b)].groupby("seed")[metric].mean()
-             for a in l1 for b in l2}
-    seeds = set.intersection(*(set(v.index) for v in cells.values()))
-    diffs = [(cells[l1[1], l2[1]][s] - cells[l1[1], l2[0]][s])
-             - (cells[l1[0], l2[1]][s] - cells[l1[0], l2[0]][s]) for s in sorted(seeds)]
-    return table, paired_difference(diffs) if diffs else None
+    joined = pd.concat([per_seed[l1[1], l2[1]], per_seed[l1[1], l2[0]], per_seed[l1[0], l2[1]],
+                        per_seed[l1[0], l2[0]]], axis=1, join="inner")
+    diffs = (joined.iloc[:, 0] - joined.iloc[:, 1]) - (joined.iloc[:, 2] - joined.iloc[:, 3])
+    return table, paired_difference(diffs.tolist())
 
 
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    order = frame["effect"].abs().sort_values(ascending=False, na_position="last").index
+    return frame.reindex(order).reset_index(drop=True)
+
+
+# --- several effects, verdicts, power -----------------------------------------------------------
+def with_verdicts(effects: pd.DataFrame, complete: bool = True) -> pd.DataFrame:
+    """`verdict` from each raw interval, and Holm's adjustment over the effects that have a p
+    (`p_holm`, `verdict_holm`). While the study is incomplete both verdicts read
+    "provisional": numbers may be shown, judgements not."""
+    out = effects.copy()
+    out["verdict"] = [verdict_of(r["ci_low"], r["ci_high"], r["sd"]) for _, r in out.iterrows()]
+    out["p_holm"] = holm(out["p"].tolist()) if len(out) else []
+    out["verdict_holm"] = [
+        (BEYOND if p < ALPHA else WITHIN) if not pd.isna(p) else v
+        for p, v in zip(out["p_holm"], out["verdict"], strict=True)]
+    if not complete:
+        out["verdict"] = PROVISIONAL
+        out["verdict_holm"] = PROVISIONAL
+    return out
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-adjusted p-values (statsmodels' multipletests); NaN stays NaN."""
+    from statsmodels.stats.multitest import multipletests
+
+    known = [i for i, p in enumerate(pvalues) if not pd.isna(p)]
+    out = [math.nan] * len(pvalues)
+    if known:
+        adjusted = multipletests([pvalues[i] for i in known], alpha=ALPHA, method="holm")[1]
+        for i, p in zip(known, adjusted, strict=True):
+            out[i] = float(p)
+    return out
+
+
+def seeds_needed(sd: float, target: float) -> float:
+    """Seeds per cell for a paired t-test (two-sided, 5 %) to detect a change of `target` with
+    80 % power when one seed's difference varies by `sd` (statsmodels' TTestPower). At least 2.
+    NaN when the spread is unknown."""
+    if pd.isna(sd) or not target > 0:
+        return math.nan
+    if sd == 0:
+        return 2.0
+    from statsmodels.stats.power import TTestPower
+
+    try:
+        n = TTestPower().solve_power(effect_size=target / sd, nobs=None, alpha=ALPHA,
+                                     power=POWER, alternative="two-sided")
+    except (ValueError, RuntimeError):
+        return math.nan
+    n = float(np.asarray(n).item())
+    return float(max(2, math.ceil(n))) if math.isfinite(n) else math.nan
+
+
+def with_power(effects: pd.DataFrame, target: float) -> pd.DataFrame:
+    """`seeds_needed` for a change of `target` (a fraction: 0.01 = 1 pp) per effect."""
+    out = effects.copy()
+    out["seeds_needed"] = [seeds_needed(sd, target) for sd in out["sd"]] if len(out) else []
+    return out
+
+
+def half_widths(effects: pd.DataFrame) -> pd.Series:
+    return (effects["ci_high"] - effects["ci_low"]) / 2
+
+
+# --- curves -------------------------------------------------------------------------------------
 def cell_curves(epochs: pd.DataFrame, runs: pd.DataFrame, metric: str = "val_accuracy"):
-    """Per cell and epoch: mean, std and n of `metric` over the cell's runs."""
-    merged = epochs.merge(runs[["run_id", "cell"]], on="run_id")
-    grouped = merged.groupby(["cell", "epoch"], sort=False)[metric]
+    """Per cell and epoch: mean, std and n of `metric` over the cell's seeds (repeats of a seed
+    averaged first)."""
+    merged = epochs.merge(runs[["run_id", "cell", "seed"]], on="run_id")
+    per_seed = merged.groupby(["cell", "seed", "epoch"], sort=False)[metric].mean().reset_index()
+    grouped = per_seed.groupby(["cell", "epoch"], sort=False)[metric]
     return grouped.agg(mean="mean", std="std", n="count").reset_index()
 
 
-def plain_words(effects: pd.DataFrame, metric_name: str = "final validation accuracy") -> str:
-    """What mattered beyond noise and what did not, in sentences."""
+# --- words --------------------------------------------------------------------------------------
+def provisional_text(done: int, total: int) -> str:
+    return (f"Provisional: {done} of {total} runs. No verdict until every cell has all its "
+            "seeds; the numbers below can still move.")
+
+
+def plain_words(effects: pd.DataFrame, metric_name: str = "final validation accuracy",
+                done: int | None = None, total: int | None = None) -> str:
+    """What mattered beyond noise and what did not, in sentences; only for a complete study
+    (`done` == `total`): otherwise only that it is provisional. With several effects the
+    verdict is Holm's."""
+    if done is not None and total is not None and done < total:
+        return provisional_text(done, total)
     if effects.empty:
-        return "No effects yet: they appear once cells have completed runs."
+        return "No effects: the study has no cells to compare."
     name = "factor" if "factor" in effects else "cell"
+    several = len(effects) > 1
+    verdict = effects["verdict_holm"] if several else effects["verdict"]
     parts = []
-    beyond = effects[effects["verdict"] == "beyond noise"]
-    within = effects[effects["verdict"] == "within noise"]
-    unknown = effects[effects["verdict"] == "too few runs to tell"]
+    beyond = effects[verdict == BEYOND]
     for _, r in beyond.iterrows():
         what = f"{r[name]} ({r['change']})" if name == "factor" else r[name]
         direction = "raised" if r["effect"] > 0 else "lowered"
         parts.append(f"**{what}** {direction} {metric_name} by {abs(100 * r['effect']):.1f} "
                      f"points (95 % CI {100 * r['ci_low']:+.1f} to {100 * r['ci_high']:+.1f}).")
+    lead = effects[(verdict == WITHIN) & (effects["verdict"] == BEYOND)] if several else \
+        effects.iloc[0:0]
+    if len(lead):
+        names = ", ".join(str(r[name]) for _, r in lead.iterrows())
+        parts.append(f"Beyond noise on its own interval but not after Holm's adjustment for "
+                     f"{len(effects)} effects (a lead, not a finding): {names}.")
+    within = effects[(verdict == WITHIN) & (effects["verdict"] != BEYOND)]
     if len(within):
-        names = ", ".join(f"{r[name]}" for _, r in within.iterrows())
+        names = ", ".join(str(r[name]) for _, r in within.iterrows())
         parts.append(f"Within noise (the 95 % interval includes zero): {names}.")
+    unknown = effects[verdict.isin([TOO_FEW, NO_SPREAD])]
     if len(unknown):
-        names = ", ".join(f"{r[name]}" for _, r in unknown.iterrows())
-        parts.append(f"Too few completed seeds to tell: {names}; add seeds or fill missing.")
+        names = ", ".join(str(r[name]) for _, r in unknown.iterrows())
+        parts.append(f"Too few seeds, or no spread between them, to tell: {names}.")
     if beyond.empty:
-        parts.insert(0, "No switch moved the result beyond run-to-run noise.")
+        parts.insert(0, "Nothing moved the result beyond seed-to-seed noise.")
+    if several:
+        parts.append(f"Verdicts are Holm-adjusted for {len(effects)} effects at 5 %.")
     return " ".join(parts)
 
 
+# --- as people read it --------------------------------------------------------------------------
+def pp_interval(value: float, low: float, high: float) -> str:
+    """`-2.1 pp [-3.0, -1.2]`, or `–` when there is no value."""
+    if pd.isna(value):
+        return "–"
+    out = f"{100 * value:+.1f} pp"
+    if not pd.isna(low):
+        out += f" [{100 * low:+.1f}, {100 * high:+.1f}]"
+    return out
+
+
+def mean_std(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return "–"
+    return f"{100 * mean:.1f} ± {100 * std:.1f} %" if not pd.isna(std) else f"{100 * mean:.1f} %"
+
+
 def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:
-    """The cell summary as people read it: `71.2 ± 0.8 % [70.1, 72.3]` per metric."""
+    """The cell summary as people read it: `71.2 ± 0.8 % [70.1, 72.3]` per metric, and the
+    difference to the base cell when it is there."""
     def text(row, metric):
-        mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-        if pd.isna(mean):
-            return "–"
-        out = f"{100 * mean:.1f}"
-        out += f" ± {100 * std:.1f} %" if not pd.isna(std) else " %"
+        out = mean_std(row[f"{metric}_mean"], row[f"{metric}_std"])
         if not pd.isna(row[f"{metric}_ci_low"]):
             out += f" [{100 * row[f'{metric}_ci_low']:.1f}, {100 * row[f'{metric}_ci_high']:.1f}]"
         return out
 
-    return pd.DataFrame({"cell": summary["cell"], "runs": summary["n"],
-                         **{name: [text(r, m) for _, r in summary.iterrows()]
-                            for m, name in METRICS.items()}})
+    columns: dict[str, object] = {"cell": summary["cell"], "runs": summary["runs"],
+                                  "seeds": summary["n"]}
+    columns.update({name: [text(r, m) for _, r in summary.iterrows()]
+                    for m, name in METRICS.items()})
+    if "delta" in summary:
+        columns["Δ vs base (95 % CI)"] = [
+            "base" if r.get("is_base") else pp_interval(r["delta"], r["delta_ci_low"],
+                                                        r["delta_ci_high"])
+            for _, r in summary.iterrows()]
+    return pd.DataFrame(columns)
 
 
 def readable_effects(effects: pd.DataFrame) -> pd.DataFrame:
-    """Effects in percentage points with their interval, e.g. `-2.1 pp [-3.0, -1.2]`."""
-    def text(r):
-        if pd.isna(r["effect"]):
-            return "–"
-        out = f"{100 * r['effect']:+.1f} pp"
-        if not pd.isna(r["ci_low"]):
-            out += f" [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
-        return out
-
+    """Effects in percentage points with their interval, e.g. `-2.1 pp [-3.0, -1.2]`, the raw
+    and (with several effects) Holm-adjusted verdicts, and the seeds a target needs."""
     name = "factor" if "factor" in effects else "cell"
-    columns = {name: effects[name]}
+    columns: dict[str, object] = {name: effects[name]}
     if "change" in effects:
         columns["change"] = effects["change"]
-    columns.update({"effect (95 % CI)": [text(r) for _, r in effects.iterrows()],
-                    "pairs/runs": effects["n"],
-                    "paired by seed": effects["paired"].map({True: "yes", False: "no"}),
-                    "verdict": effects["verdict"]})
+    columns["effect (95 % CI)"] = [pp_interval(r["effect"], r["ci_low"], r["ci_high"])
+                                   for _, r in effects.iterrows()]
+    columns["seeds"] = effects["n"]
+    columns["paired by seed"] = effects["paired"].map({True: "yes", False: "no (Welch)"})
+    columns["p"] = [f"{p:.3g}" if not pd.isna(p) else "–" for p in effects["p"]]
+    columns["verdict"] = effects["verdict"]
+    if len(effects) > 1 and "p_holm" in effects:
+        columns["p (Holm)"] = [f"{p:.3g}" if not pd.isna(p) else "–" for p in effects["p_holm"]]
+        columns["verdict (Holm)"] = effects["verdict_holm"]
+    if "seeds_needed" in effects:
+        columns["seeds needed"] = [f"{v:.0f}" if not pd.isna(v) else "–"
+                                   for v in effects["seeds_needed"]]
     return pd.DataFrame(columns)

@@ -34,6 +34,8 @@ VARIABLES: tuple[Variable, ...] = (
              "how long a cancelled run may take to stop before its process is killed"),
     Variable("ABLATION_NO_PROGRESS_SECONDS", "600",
              "a training process that reports no progress for this long is killed and its run failed"),
+    Variable("ABLATION_GPU_MEMORY_MB", None,
+             "a training process's GPU memory limit (set by a worker sharing a GPU between runs)"),
     Variable("ABLATION_MAX_EPOCHS", "1000", "the most epochs one run may ask for"),
     Variable("ABLATION_MAX_IMAGE_SIDE", "1024",
              "the largest image side (pixels) a folder dataset may hold or be resized to"),
@@ -82,6 +84,7 @@ class Settings:
     address: str
     password: str | None
     data_roots: tuple[Path, ...]
+    gpu_memory_mb: int | None = None
 
     @property
     def logs(self) -> Path:
@@ -147,6 +150,8 @@ def _parse(values: dict[str, str | None]) -> Settings:
         data_roots=tuple(
             Path(p.replace("$ABLATION_HOME", str(home))).expanduser().resolve()
             for p in get("ABLATION_DATA_ROOTS").split(os.pathsep) if p.strip()),
+        gpu_memory_mb=(_whole("ABLATION_GPU_MEMORY_MB", values["ABLATION_GPU_MEMORY_MB"] or "")
+                       if values.get("ABLATION_GPU_MEMORY_MB") else None),
     )
 
 

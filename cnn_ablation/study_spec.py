@@ -1,15 +1,17 @@
-"""`StudySpec`: an ablation study as factors x levels x seeds over a base `RunConfig`, and the
-ready-made studies. Levels are parsed here for the CLI and the Studies page alike."""
+"""`StudySpec`: an ablation study as factors x levels x seeds over a base `RunConfig`, its
+optional adaptive-seeds rule (`AdaptiveRule`), and the ready-made studies. Levels are parsed here
+for the CLI and the Studies page alike."""
 
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cnn_ablation.architecture import PRESETS
-from cnn_ablation.config import ConfigError, RunConfig, check_seed_count
+from cnn_ablation.config import MAX_SEEDS, METRICS, ConfigError, RunConfig, check_seed_count
 
 NUMERIC_FACTORS = {  # factor -> (type of its levels, what is allowed), for messages
     "dropout": (float, "numbers in [0, 1)"),
@@ -41,11 +43,69 @@ def parse_factor(text: str) -> tuple[str, tuple]:
 
 @dataclass(frozen=True)
 class Cell:
-    """One combination of factor levels: its label, its config (seed 0) and its factor levels."""
+    """One combination of factor levels: its label, its config (seed 0) and its factor levels.
+    `extra`: a named cell (`StudySpec.extra_cells`), not one of the design's combinations."""
 
     label: str
     config: RunConfig
     levels: dict[str, Any]
+    extra: bool = False
+
+
+@dataclass(frozen=True)
+class AdaptiveRule:
+    """Adaptive seeds: add `step` seeds per cell, a round at a time, until every effect's 95 %
+    interval has a half-width below `half_width` (a fraction of accuracy: 0.01 = 1 pp) on
+    `metric`, or every cell has `max_seeds` seeds. The rule stops on precision only, never on
+    significance: stopping once an interval excludes zero would inflate false positives.
+
+    Its state lives here too, stored with the study: `history` holds (seeds per cell, widest
+    half-width) at the end of each finished round; `stopped` says why it stopped ("" while it
+    goes on)."""
+
+    half_width: float
+    max_seeds: int
+    step: int = 1
+    metric: str = "final_val_accuracy"
+    stopped: str = ""
+    history: tuple[tuple[int, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        hw = self.half_width
+        if isinstance(hw, bool) or not isinstance(hw, (int, float)) or not math.isfinite(hw) \
+                or not 0 < hw < 1:
+            shown = round(100 * hw, 9) if isinstance(hw, (int, float)) else hw
+            raise ConfigError("target half-width (pp)", shown, "a number > 0 and < 100")
+        object.__setattr__(self, "half_width", float(hw))
+        for name, value, low in (("max seeds", self.max_seeds, 2), ("seed step", self.step, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_SEEDS:
+                raise ConfigError(name, value, f"a whole number from {low} to {MAX_SEEDS}")
+        if self.metric not in METRICS:
+            raise ConfigError("metric", self.metric, " | ".join(METRICS))
+        object.__setattr__(self, "history", tuple((int(s), float(w)) for s, w in self.history))
+
+    @property
+    def round(self) -> int:
+        """The round now running (1 = the first seeds), or the last one once stopped."""
+        return max(len(self.history), 1) if self.stopped else len(self.history) + 1
+
+    def text(self) -> str:
+        """The rule in one line, as the page and `study show` state it."""
+        return (f"add {self.step} seed(s) per cell a round at a time until every effect's 95 % "
+                f"interval is narrower than ±{100 * self.half_width:g} pp on "
+                f"{METRICS[self.metric]}, or {self.max_seeds} seeds per cell")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"half_width": self.half_width, "max_seeds": self.max_seeds, "step": self.step,
+                "metric": self.metric, "stopped": self.stopped,
+                "history": [list(h) for h in self.history]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdaptiveRule:
+        return cls(half_width=data["half_width"], max_seeds=data["max_seeds"],
+                   step=data.get("step", 1), metric=data.get("metric", "final_val_accuracy"),
+                   stopped=data.get("stopped", ""),
+                   history=tuple(tuple(h) for h in data.get("history", [])))
 
 
 @dataclass(frozen=True)
@@ -55,7 +115,8 @@ class StudySpec:
     Factors are `bn_<position>` (levels on/off, e.g. `bn_conv_3`), `dropout`, `learning_rate`,
     `batch_size`. Designs: `full` (every combination), `ofat` (the base, then each factor's other
     levels one at a time). `extra_cells` adds named cells given as config overrides (e.g. "all
-    BatchNorm off"). Each cell runs with seeds 0..seeds-1.
+    BatchNorm off"). Each cell runs with seeds 0..seeds-1; with an `adaptive` rule `seeds` is
+    the number asked for so far, and grows a round at a time (`cnn_ablation.studies.advance`).
     """
 
     base: RunConfig
@@ -63,6 +124,7 @@ class StudySpec:
     design: str = "full"
     seeds: int = 3
     extra_cells: tuple[tuple[str, dict[str, Any]], ...] = ()
+    adaptive: AdaptiveRule | None = None
 
     def __post_init__(self) -> None:
         if self.design not in ("full", "ofat"):
@@ -86,6 +148,9 @@ class StudySpec:
         object.__setattr__(self, "factors", clean)
         if not clean and not self.extra_cells:
             raise ConfigError("factors", {}, "at least one factor, or named cells")
+        if self.adaptive is not None and self.adaptive.max_seeds < self.seeds:
+            raise ConfigError("max seeds", self.adaptive.max_seeds,
+                              f"a whole number >= the starting seeds per cell ({self.seeds})")
 
     # --- expansion ------------------------------------------------------------------------------
     def _apply(self, overrides: dict[str, Any]) -> RunConfig:
@@ -132,8 +197,44 @@ class StudySpec:
             config = self._apply(overrides).with_changes(seed=0)
             if config.config_hash not in seen:
                 seen.add(config.config_hash)
-                cells.append(Cell(label, config, {n: self.level_of(config, n) for n in names}))
+                cells.append(Cell(label, config, {n: self.level_of(config, n) for n in names},
+                                  extra=True))
         return cells
+
+    def reference_levels(self) -> dict[str, Any]:
+        """Each factor's reference level: the base config's, or its first level when the base's
+        is not among the levels. Effects are changes away from these."""
+        out = {}
+        for name, levels in self.factors.items():
+            level = self.level_of(self.base, name)
+            out[name] = level if level in levels else levels[0]
+        return out
+
+    def base_cell(self) -> Cell:
+        """The cell every other cell is compared with: `base` in a one-at-a-time study, the cell at
+        the reference levels in a full factorial one; with named cells only, the one equal to the base
+        config, else the first."""
+        cells = self.cells()
+        if self.factors and self.design == "ofat":
+            return cells[0]  # `base`: the base config itself
+        if self.factors:
+            reference = self.reference_levels()
+            for cell in cells:
+                if not cell.extra and cell.levels == reference:
+                    return cell
+        base_hash = self.base.with_changes(seed=0).config_hash
+        return next((c for c in cells if c.config.config_hash == base_hash), cells[0])
+
+    def interaction_pairs(self) -> list[tuple[str, str]]:
+        """Pairs of factors whose interaction the design can estimate: full factorial designs
+        only (one-at-a-time lacks the crossed cells), both factors with two levels."""
+        if self.design != "full":
+            return []
+        two = [name for name, levels in self.factors.items() if len(levels) == 2]
+        return list(itertools.combinations(two, 2))
+
+    def with_seeds(self, seeds: int) -> StudySpec:
+        return replace(self, seeds=seeds)
 
     def runs(self) -> list[tuple[Cell, RunConfig]]:
         """Every (cell, config with seed) of the study: cells x seeds, no duplicates."""
@@ -144,7 +245,8 @@ class StudySpec:
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base.to_dict(), "design": self.design, "seeds": self.seeds,
                 "factors": {k: list(v) for k, v in self.factors.items()},
-                "extra_cells": [[label, over] for label, over in self.extra_cells]}
+                "extra_cells": [[label, over] for label, over in self.extra_cells],
+                "adaptive": self.adaptive.to_dict() if self.adaptive else None}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -155,7 +257,9 @@ class StudySpec:
                    seeds=data.get("seeds", 3),
                    factors={k: tuple(v) for k, v in data.get("factors", {}).items()},
                    extra_cells=tuple((label, dict(over))
-                                     for label, over in data.get("extra_cells", [])))
+                                     for label, over in data.get("extra_cells", [])),
+                   adaptive=AdaptiveRule.from_dict(data["adaptive"]) if data.get("adaptive")
+                   else None)
 
 
 def level_text(value: Any) -> str:
@@ -174,15 +278,18 @@ STUDY_PRESETS = {
 CHAPTER_TEST_ACCURACY = {"all BN on": 0.7193, "BN on conv_1 only": 0.7057}  # shared/seed, CIFAR-10
 
 
-def study_preset(name: str, base: RunConfig, seeds: int = 3) -> StudySpec:
+def study_preset(name: str, base: RunConfig, seeds: int = 3,
+                 adaptive: AdaptiveRule | None = None) -> StudySpec:
     if name == "chapter":
         base = base.with_changes(bn=None, dropout=0.5)
         return StudySpec(base, {}, "full", seeds, (
-            ("all BN on", {}), ("BN on conv_1 only", {"bn": (True, False, False, False, False)})))
+            ("all BN on", {}), ("BN on conv_1 only", {"bn": (True, False, False, False, False)})),
+            adaptive)
     if name == "bn_one_at_a_time":
         positions = PRESETS[base.preset].bn_positions
         return StudySpec(base.with_changes(bn=None), {f"bn_{p}": (True, False) for p in positions},
-                         "ofat", seeds, (("all BN off", {"bn": (False,) * len(positions)}),))
+                         "ofat", seeds, (("all BN off", {"bn": (False,) * len(positions)}),),
+                         adaptive)
     if name == "dropout_sweep":
-        return StudySpec(base, {"dropout": (0.0, 0.25, 0.5, 0.75)}, "full", seeds)
+        return StudySpec(base, {"dropout": (0.0, 0.25, 0.5, 0.75)}, "full", seeds, (), adaptive)
     raise ConfigError("preset", name, " | ".join(STUDY_PRESETS))

@@ -257,6 +257,21 @@ def test_metrics(model: keras.Model, data: datasets.Dataset,
     return loss, accuracy, report
 
 
+def configure_gpus(memory_limit_mb: int | None) -> None:
+    """Before any TensorFlow op: grow GPU memory as needed rather than taking it all, or, when a
+    worker shares a GPU between K runs, cap this process at its share."""
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        if memory_limit_mb is not None:
+            tf.config.set_logical_device_configuration(
+                gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=memory_limit_mb)])
+        else:
+            tf.config.experimental.set_memory_growth(gpu, True)
+
+
 def environment() -> dict[str, Any]:
     """What a result depends on besides its config: library versions and the device."""
     import platform
@@ -294,6 +309,7 @@ def execute(engine: Engine, run_id: int, echo: Callable[[str], None] | None = No
     signal.signal(signal.SIGTERM, lambda *_: control.stop_after_epoch.set())
     done = threading.Event()
     interval = settings().heartbeat_s
+    configure_gpus(settings().gpu_memory_mb)
     run = runs.find_run_or_raise(engine, run_id)
     worker_id = run.worker_id or ""
     if own_worker:

@@ -20,13 +20,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 import psutil
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from cnn_ablation.settings import settings
-from storage import lifecycle, runs, workers
+from storage import clock, lifecycle, runs, workers
 from storage.engine import BUSY_TIMEOUT_S, is_disk_full, retry_when_locked
 from storage.records import Run, RunLost
 from storage.status import CancelMode, RunStatus
@@ -37,11 +38,50 @@ EXIT_PARENT_GONE = 70  # a training process whose worker died: it stops unowned
 log = logging.getLogger(__name__)
 
 
+class Launched(Protocol):
+    """A run's training process as its executor started it (a local process, a Ray task)."""
+
+    pid: int | None  # for the log, when there is one on this host
+    lost_reason: str | None  # set when the executor knows why it vanished (node died, ...)
+
+    def poll(self) -> int | None:
+        """Its exit code once it has ended, else None."""
+
+    def kill(self) -> None:
+        """End it now."""
+
+    def stop_after_epoch(self) -> None:
+        """Ask it to finish its epoch, save a checkpoint and go back to the queue (SIGTERM)."""
+
+
+class LocalProcess:
+    """A training process on this host: `python -m cnn_ablation execute RUN` (the default)."""
+
+    lost_reason: str | None = None
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log_path: str):
+        with open(log_path, "ab") as out:
+            # A new session: Ctrl-C in the worker's terminal reaches the worker, which then
+            # stops its children in order instead of having them killed mid-write.
+            self.process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True, cwd=os.getcwd())
+        self.pid: int | None = self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def stop_after_epoch(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+
 @dataclass
 class Child:
     """The training process of one run, as its worker sees it."""
 
-    process: subprocess.Popen[bytes]
+    process: Launched
     run_id: int
     log_path: str
     cancel_seen_at: float | None = None  # when a cancel (or SIGTERM) was first passed on
@@ -51,8 +91,9 @@ class Child:
 
 @dataclass
 class Slot:
-    device: str  # "gpu:0" ... or "cpu"
+    device: str  # "cpu", "gpu:0", or "gpu:0 slot 2/4" when several runs share a GPU
     cuda_visible_devices: str  # what the child sees; "-1" hides every GPU
+    memory_limit_mb: int | None = None  # the child's share of its GPU's memory
     child: Child | None = None
 
 
@@ -71,8 +112,25 @@ def detect_gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def make_slots(gpus: str = "all") -> list[Slot]:
-    """`all` -> one slot per GPU found (none found: one CPU slot); `none` -> CPU; `0,1` -> those."""
+def gpu_memory_mb() -> dict[str, int]:
+    """Total memory of each GPU by index (nvidia-smi); empty when it cannot be asked."""
+    if not shutil.which("nvidia-smi"):
+        return {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=20, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    pairs = (line.split(",") for line in out.splitlines() if "," in line)
+    return {index.strip(): int(float(total)) for index, total in pairs}
+
+
+def make_slots(gpus: str = "all", runs_per_device: int = 1,
+               gpu_memory: int | None = None) -> list[Slot]:
+    """`all` -> every GPU found (none found: the CPU); `none` -> the CPU; `0,1` -> those GPUs.
+    `runs_per_device` slots on each: a small network leaves most of a big GPU idle, so K runs
+    can share it, each limited to `gpu_memory` MB (default: the GPU's memory / K)."""
     if gpus == "none":
         ids: list[str] = []
     elif gpus == "all":
@@ -81,9 +139,21 @@ def make_slots(gpus: str = "all") -> list[Slot]:
         ids = [g.strip() for g in gpus.split(",")]
         if not ids or not all(g.isdigit() for g in ids):
             raise ValueError(f"--gpus: {gpus!r} is not allowed; allowed: all | none | 0,1,...")
+    k = runs_per_device
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 16:
+        raise ValueError(f"--runs-per-gpu: {k!r} is not allowed; allowed: a whole number 1..16")
+    if gpu_memory is not None and not 64 <= gpu_memory <= 10**7:
+        raise ValueError(f"--gpu-memory-mb: {gpu_memory!r} is not allowed; allowed: 64 or more")
     if not ids:
-        return [Slot("cpu", "-1")]
-    return [Slot(f"gpu:{g}", g) for g in ids]
+        return [Slot("cpu" if k == 1 else f"cpu slot {i}/{k}", "-1") for i in range(1, k + 1)]
+    totals = gpu_memory_mb() if gpu_memory is None and k > 1 else {}
+    slots = []
+    for g in ids:
+        share = gpu_memory or (totals[g] // k if g in totals else None)
+        for i in range(1, k + 1):
+            label = f"gpu:{g}" if k == 1 else f"gpu:{g} slot {i}/{k}"
+            slots.append(Slot(label, g, share if k > 1 or gpu_memory else None))
+    return slots
 
 
 class Worker:
@@ -193,23 +263,23 @@ class Worker:
         return claimed
 
     def _start_child(self, slot: Slot, run: Run) -> None:
-        env = dict(os.environ, ABLATION_DATABASE_URL=self.url,
-                   CUDA_VISIBLE_DEVICES=slot.cuda_visible_devices,
-                   TF_FORCE_GPU_ALLOW_GROWTH="true", TF_CPP_MIN_LOG_LEVEL="2",
-                   ABLATION_HEARTBEAT_SECONDS=str(self.interval), PYTHONUNBUFFERED="1")
+        env = child_env(slot, self.url, self.interval)
         # One log per run, named so that it can never be another run's (a resumed run appends).
         log_path = run.log_path or str(self.logs / f"run-{run.id}-{uuid.uuid4().hex[:8]}.log")
-        out = open(log_path, "ab")
-        cmd = [sys.executable, "-m", "cnn_ablation", "execute", str(run.id),
-               "--parent-pid", str(os.getpid())]
-        # A new session: Ctrl-C in the worker's terminal reaches the worker, which then stops its
-        # children in order instead of having them killed mid-write.
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=os.getcwd())
-        out.close()
+        process = self.launch(run, slot, env, log_path)
         slot.child = Child(process, run.id, log_path)
-        lifecycle.attach_process(self.engine, run.id, self.id, process.pid, log_path)
+        lifecycle.attach_process(self.engine, run.id, self.id, process.pid or 0, log_path)
         log.info("run %s: started on %s (pid %s)", run.id, slot.device, process.pid)
+
+    def launch(self, run: Run, slot: Slot, env: dict[str, str], log_path: str) -> Launched:
+        """Where a run's process lives: here, a local process. (Executors override this; the
+        claim, heartbeat, cancel and finish logic above and below is the same for all.)"""
+        return LocalProcess(self.child_command(run.id), env, log_path)
+
+    def child_command(self, run_id: int) -> list[str]:
+        """The process that trains a run: a fresh interpreter (TensorFlow is not fork-safe)."""
+        return [sys.executable, "-m", "cnn_ablation", "execute", str(run_id),
+                "--parent-pid", str(os.getpid())]
 
     def _watch_children(self) -> None:
         for slot, child in self._busy():
@@ -237,6 +307,8 @@ class Worker:
         if child.killed_for_cancel or self.force.is_set():
             reason = "worker stopped" if self.force.is_set() else "cancelled by user"
             return RunStatus.CANCELLED, f"{reason} (training process killed)"
+        if child.process.lost_reason:
+            return RunStatus.FAILED, f"worker lost: {child.process.lost_reason}; epochs are kept"
         if code == EXIT_DISK_FULL:
             return RunStatus.FAILED, ("disk full: the training process could not write "
                                       f"(see {child.log_path}); finished epochs are kept")
@@ -260,10 +332,10 @@ class Worker:
     def _check_progress(self, child: Child, run: Run | None) -> None:
         if run is None or run.progress_at is None or child.hung_for is not None:
             return
-        silent = time.time() - run.progress_at
+        silent = clock.now(self.engine) - run.progress_at  # both on the database's clock
         if silent > self.no_progress_s:
             log.error("run %s: no progress for %.0f s (limit %g s); killing pid %s",
-                      child.run_id, silent, self.no_progress_s, child.process.pid)
+                      child.run_id, silent, self.no_progress_s, child.process.pid or "-")
             child.hung_for = silent
             child.process.kill()
 
@@ -274,8 +346,20 @@ class Worker:
                 child.process.kill()
             elif child.cancel_seen_at is None:
                 child.cancel_seen_at = time.time()  # marks "SIGTERM sent"
-                child.process.send_signal(signal.SIGTERM)
+                child.process.stop_after_epoch()
         return not self._busy()
+
+
+def child_env(slot: Slot, url: str, interval: float) -> dict[str, str]:
+    """The environment of a slot's training process: its GPU (or none), memory growth and its
+    share of the GPU's memory, the database and heartbeat of its worker."""
+    env = dict(os.environ, ABLATION_DATABASE_URL=url, CUDA_VISIBLE_DEVICES=slot.cuda_visible_devices,
+               TF_FORCE_GPU_ALLOW_GROWTH="true", TF_CPP_MIN_LOG_LEVEL="2",
+               ABLATION_HEARTBEAT_SECONDS=str(interval), PYTHONUNBUFFERED="1")
+    env.pop("ABLATION_GPU_MEMORY_MB", None)
+    if slot.memory_limit_mb is not None:
+        env["ABLATION_GPU_MEMORY_MB"] = str(slot.memory_limit_mb)
+    return env
 
 
 def process_alive(pid: int, started_before: float | None = None) -> bool:
@@ -298,7 +382,7 @@ def reap_lost_runs(engine: Engine, now: float | None = None) -> list[int]:
     than twice its interval plus twice the database's busy timeout, so a slow write (which can
     wait the whole busy timeout) never makes a live worker look dead.
     """
-    now = now or time.time()
+    now = now or clock.now(engine)
     host = socket.gethostname()
     reaped = []
     for run in workers.running_runs_with_owner(engine):

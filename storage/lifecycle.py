@@ -21,6 +21,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Engine, Update, insert, select, update
 from sqlalchemy.orm import Session
 
+from storage.clock import db_now
 from storage.engine import session_scope
 from storage.models import EpochMetricRow, LayerStatRow, RunRow
 from storage.records import RUN_FIELDS, NewRun, Run, RunLost, RunNotFound, run_from
@@ -49,7 +50,7 @@ def _cancel_of(row: Any) -> CancelMode | None:
 def claim(engine: Engine, worker_id: str, host: str, device: str,
           heartbeat_interval: float) -> Run | None:
     """Atomically move the oldest queued run to `running` for this worker; None if none waits."""
-    now = time.time()
+    now = db_now()
     values = dict(status=RunStatus.RUNNING.value, worker_id=worker_id, host=host, device=device,
                   started_at=now, heartbeat_at=now, progress_at=now, phase="starting",
                   heartbeat_interval=heartbeat_interval, pid=None)
@@ -72,7 +73,7 @@ def claim(engine: Engine, worker_id: str, host: str, device: str,
 def start_foreground(engine: Engine, new: NewRun, worker_id: str, host: str, device: str,
                      heartbeat_interval: float) -> int:
     """Create a run that is already `running` in this process (`python -m cnn_ablation train`)."""
-    now = time.time()
+    now = db_now()
     with session_scope(engine) as session:
         row = RunRow(**asdict(new), status=RunStatus.RUNNING.value, created_at=now,
                      started_at=now, cancel_requested=False, worker_id=worker_id, host=host,
@@ -100,7 +101,7 @@ def attach_process(engine: Engine, run_id: int, worker_id: str, pid: int,
 def beat(engine: Engine, run_id: int, worker_id: str) -> CancelMode | None:
     """Refresh a running run's heartbeat (its owner is alive); returns the cancel requested, if
     any. Raises RunLost when the run is no longer running under `worker_id`."""
-    stmt = update(RunRow).where(_mine(run_id, worker_id)).values(heartbeat_at=time.time())
+    stmt = update(RunRow).where(_mine(run_id, worker_id)).values(heartbeat_at=db_now())
     with session_scope(engine) as session:
         row = session.execute(stmt.returning(RunRow.cancel_requested, RunRow.cancel_mode)).first()
     if row is None:
@@ -112,7 +113,7 @@ def report_progress(engine: Engine, run_id: int, worker_id: str, phase: str, epo
                     batch: int | None, batches: int | None) -> CancelMode | None:
     """Progress from inside the training loop (what the worker's hang check reads), with a
     heartbeat, in one statement; returns the cancel requested, if any. Raises RunLost."""
-    now = time.time()
+    now = db_now()
     stmt = update(RunRow).where(_mine(run_id, worker_id)).values(
         phase=phase, progress_epoch=epoch, progress_batch=batch, progress_batches=batches,
         progress_at=now, heartbeat_at=now)
@@ -128,7 +129,7 @@ def record_epoch(engine: Engine, run_id: int, worker_id: str, epoch: int,
                  layer_stats: list[dict[str, Any]] | None = None) -> CancelMode | None:
     """Commit one whole epoch (and its per-layer norms) at once, so a crash keeps it; only while
     the run is still ours (RunLost otherwise). Returns the cancel requested, if any."""
-    now = time.time()
+    now = db_now()
     claim_row = update(RunRow).where(_mine(run_id, worker_id)).values(
         heartbeat_at=now, progress_at=now).returning(RunRow.cancel_requested, RunRow.cancel_mode)
     with session_scope(engine) as session:
@@ -155,7 +156,7 @@ def finish(engine: Engine, run_id: int, status: RunStatus | str, *,
     given `worker_id`, only if that worker still owns it); False if not: someone else finished
     or took it first."""
     status = RunStatus(status)
-    values: dict[str, Any] = dict(status=status.value, finished_at=time.time(), error=error,
+    values: dict[str, Any] = dict(status=status.value, finished_at=db_now(), error=error,
                                   traceback=traceback, test_loss=test_loss,
                                   test_accuracy=test_accuracy, test_report_json=test_report_json,
                                   checkpoint_path=None, phase=None)
@@ -199,7 +200,7 @@ def request_cancel(engine: Engine, run_id: int, now: bool = False) -> RunStatus:
     (the partial epoch is not stored). Returns the status after the call. Each branch is one
     conditional statement, so a cancel racing a claim never overwrites the claim."""
     queued = update(RunRow).where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED).values(
-        status=RunStatus.CANCELLED.value, finished_at=time.time(), cancel_requested=True,
+        status=RunStatus.CANCELLED.value, finished_at=db_now(), cancel_requested=True,
         cancel_mode=CancelMode.NOW.value, checkpoint_path=None,
         error="cancelled before it started")
     mode = CancelMode.NOW if now else CancelMode.AFTER_EPOCH

@@ -33,11 +33,11 @@ def current_revision(conn: Connection) -> str | None:
 @contextlib.contextmanager
 def _exclusive(engine: Engine, conn: Connection) -> Iterator[None]:
     if engine.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_lock(724_001)"))
+        conn.execute(text("SELECT pg_advisory_lock(724001)"))
         try:
             yield
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(724_001)"))
+            conn.execute(text("SELECT pg_advisory_unlock(724001)"))
         return
     database = engine.url.database
     if not database or database == ":memory:":

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 
 from sqlalchemy import Engine, delete, select
 
+from storage.clock import db_now
 from storage.engine import session_scope
 from storage.models import EpochMetricRow, LayerStatRow, RunRow
 from storage.records import NewRun, Run, RunNotFound, run_from
@@ -15,7 +15,7 @@ from storage.status import RunStatus
 
 def create_runs(engine: Engine, new_runs: list[NewRun]) -> list[int]:
     """Queue runs in one transaction (all or nothing); returns their ids in order."""
-    now = time.time()
+    now = db_now()
     ids = []
     with session_scope(engine) as session:
         for new in new_runs:

@@ -3,12 +3,12 @@ worker owns each running run (what reaping judges liveness by)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import pandas as pd
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 
+from storage.clock import db_now
 from storage.engine import session_scope
 from storage.models import RunRow, WorkerRow
 from storage.status import RunStatus
@@ -18,7 +18,7 @@ WORKER_COLUMNS = ["id", "host", "pid", "slots", "started_at", "heartbeat_at"]
 
 def register_worker(engine: Engine, worker_id: str, host: str, pid: int | None, slots: str) -> None:
     """Insert the worker, or (started by `claim_worker_start`) fill in its pid and slots."""
-    now = time.time()
+    now = db_now()
     with session_scope(engine) as session:
         row = session.get(WorkerRow, worker_id)
         if row is None:
@@ -31,8 +31,10 @@ def register_worker(engine: Engine, worker_id: str, host: str, pid: int | None, 
 def claim_worker_start(engine: Engine, worker_id: str, host: str, max_age: float) -> bool:
     """In one write transaction: if no worker beat within `max_age` s, register `worker_id` as
     starting and return True. Callers racing here start exactly one worker between them."""
-    now = time.time()
+    now = db_now()
     with session_scope(engine) as session:
+        if engine.dialect.name == "postgresql":  # READ COMMITTED: serialise the check and insert
+            session.execute(text("SELECT pg_advisory_xact_lock(724002)"))
         alive = session.scalar(select(func.count(WorkerRow.id)).where(
             WorkerRow.stopped_at.is_(None), WorkerRow.heartbeat_at > now - max_age))
         if alive:
@@ -45,20 +47,20 @@ def claim_worker_start(engine: Engine, worker_id: str, host: str, max_age: float
 def heartbeat_worker(engine: Engine, worker_id: str) -> None:
     with session_scope(engine) as session:
         session.execute(update(WorkerRow).where(WorkerRow.id == worker_id)
-                        .values(heartbeat_at=time.time()))
+                        .values(heartbeat_at=db_now()))
 
 
 def stop_worker(engine: Engine, worker_id: str) -> None:
     """The worker signs off: it no longer counts as alive."""
     with session_scope(engine) as session:
         session.execute(update(WorkerRow).where(WorkerRow.id == worker_id)
-                        .values(stopped_at=time.time()))
+                        .values(stopped_at=db_now()))
 
 
 def live_workers(engine: Engine, max_age: float) -> pd.DataFrame:
     """Workers that have not signed off and beat within `max_age` seconds."""
     query = select(*[getattr(WorkerRow, c) for c in WORKER_COLUMNS]).where(
-        WorkerRow.stopped_at.is_(None), WorkerRow.heartbeat_at > time.time() - max_age)
+        WorkerRow.stopped_at.is_(None), WorkerRow.heartbeat_at > db_now() - max_age)
     with session_scope(engine, write=False) as session:
         return pd.DataFrame(session.execute(query).mappings().all(), columns=WORKER_COLUMNS)
 

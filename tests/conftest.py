@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 
 import pytest
 from sqlalchemy import update
@@ -26,11 +27,48 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
+def pytest_generate_tests(metafunc):
+    """Tests marked `both_backends` run once on SQLite and once on PostgreSQL."""
+    if "engine" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+            "both_backends"):
+        metafunc.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server for the whole session (tests/postgres.py). It is never
+    skipped: if it cannot start, every test that needs it fails with the reason."""
+    from tests.postgres import PostgresServer, PostgresUnavailable
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        server.stop()
+        pytest.fail(f"PostgreSQL could not be started for the tests: {exc}")
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def engine(home):
+def engine(request, home, monkeypatch):
+    """The test's database: a SQLite file in `home`, or (parametrized "postgresql") a fresh
+    database on the session's PostgreSQL server, which every process started by the test uses
+    too (ABLATION_DATABASE_URL)."""
     from storage.engine import get_engine
 
-    return get_engine(f"sqlite:///{home / 'ablation.db'}")
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        yield get_engine(f"sqlite:///{home / 'ablation.db'}")
+        return
+    server = request.getfixturevalue("postgres")
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    url = server.create(name)
+    monkeypatch.setenv("ABLATION_DATABASE_URL", url)
+    engine = get_engine(url)
+    yield engine
+    engine.dispose()
+    server.drop(name)
 
 
 @pytest.fixture
@@ -84,7 +122,7 @@ def make_run(engine):
 
 
 @pytest.fixture
-def workers(home):
+def workers(home, engine):
     """`workers(*flags, env={...})` starts a worker process on `home` (its output in
     home/worker-N.out, or `out_dir`); every one still alive is killed, with the training
     processes it left, at the end."""

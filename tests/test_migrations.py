@@ -75,3 +75,31 @@ def test_processes_starting_together_upgrade_once_and_all_open_the_database(tmp_
     assert [p.returncode for p in procs] == [0] * 4, [err[-800:] for _, err in results]
     assert [out.strip() for out, _ in results] == ["running"] * 4
     assert schema_differences(url) == []
+
+
+def test_an_old_postgresql_database_is_upgraded_with_nothing_lost(postgres):
+    from sqlalchemy import text
+
+    url = postgres.create("migrate_old")
+    try:
+        with create_engine(url).connect() as conn:
+            command.upgrade(_alembic_config(conn), "0001")
+            conn.commit()
+            for run_id in (1, 2):
+                conn.execute(text(
+                    "INSERT INTO runs (id, name, config_json, config_hash, variant_hash, label, "
+                    "dataset, preset, seed, epochs, status, created_at, cancel_requested) VALUES "
+                    "(:id, 'old', '{}', 'h', 'v', 'l', 'synthetic', 'seed', 0, 2, 'completed', "
+                    "1.0, false)"), {"id": run_id})
+                conn.execute(text("INSERT INTO epoch_metrics (run_id, epoch, loss, seconds, "
+                                  "recorded_at) VALUES (:id, 1, 0.5, 1.0, 1.0)"), {"id": run_id})
+            conn.execute(text("SELECT setval('runs_id_seq', 2)"))
+            conn.commit()
+        engine = get_engine(url)
+        assert epochs_frame(engine, [1, 2])["run_id"].tolist() == [1, 2]
+        assert schema_differences(url) == []
+        delete_run(engine, 2)
+        assert submit(engine, [RunConfig(dataset="synthetic")]) == [3]  # a sequence: no reuse
+        engine.dispose()
+    finally:
+        postgres.drop("migrate_old")

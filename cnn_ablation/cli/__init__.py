@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "worker", cmd_worker, "claim and train queued runs in the background")
     p.add_argument("--gpus", default="all", help="all | none | 0,1 (one slot per GPU)")
     p.add_argument("--once", action="store_true", help="drain the queue, then exit")
+    p.add_argument("--runs-per-gpu", type=int, default=1, metavar="K",
+                   help="K runs share each GPU (each with memory growth and 1/K of its memory); "
+                        "with no GPU, K runs share the CPU")
+    p.add_argument("--gpu-memory-mb", type=int, default=None, metavar="MB",
+                   help="each run's GPU memory limit (default with K > 1: the GPU's memory / K)")
     p.add_argument("--worker-id", default=None, help=argparse.SUPPRESS)
     p = _command(sub, "runs", cmd_runs, "list runs", as_json=True)
     p.add_argument("--status", default=None, choices=[s.value for s in RunStatus],

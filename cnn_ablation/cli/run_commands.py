@@ -95,7 +95,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from cnn_ablation.worker import Worker, make_slots
 
     try:
-        slots = make_slots(args.gpus)
+        slots = make_slots(args.gpus, args.runs_per_gpu, args.gpu_memory_mb)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

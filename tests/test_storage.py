@@ -1,0 +1,146 @@
+"""Every state change of a run, on SQLite and on a real PostgreSQL server: conditional updates that
+a racing writer cannot undo, times from the database's clock, workers started exactly once."""
+
+import threading
+import time
+
+import pytest
+
+from cnn_ablation.config import RunConfig
+from cnn_ablation.launch import submit
+from storage import clock, lifecycle, workers
+from storage.records import RunLost, RunNotFound
+from storage.runs import delete_run, find_run
+from storage.status import RunStatus
+
+pytestmark = pytest.mark.both_backends
+QUICK = RunConfig(dataset="synthetic:100", epochs=2, batch_size=16)
+
+
+def test_a_claim_takes_the_oldest_queued_run_once(engine):
+    ids = submit(engine, [QUICK.with_changes(seed=s) for s in range(3)])
+    first = lifecycle.claim(engine, "w1", "h", "cpu", 5.0)
+    second = lifecycle.claim(engine, "w2", "h", "cpu", 5.0)
+    assert (first.id, second.id) == (ids[0], ids[1])
+    assert first.status == RunStatus.RUNNING and first.worker_id == "w1"
+    assert lifecycle.claim(engine, "w3", "h", "cpu", 5.0).id == ids[2]
+    assert lifecycle.claim(engine, "w4", "h", "cpu", 5.0) is None
+
+
+def test_parallel_claims_never_give_one_run_twice(engine):
+    ids = submit(engine, [QUICK.with_changes(seed=s) for s in range(40)])
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claimer(name):
+        while (run := lifecycle.claim(engine, name, "h", "cpu", 5.0)) is not None:
+            with lock:
+                claimed.append(run.id)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == ids
+
+
+def test_times_come_from_the_database_clock(engine):
+    (run_id,) = submit(engine, [QUICK])
+    before = clock.now(engine)
+    lifecycle.claim(engine, "w", "h", "cpu", 5.0)
+    run = find_run(engine, run_id)
+    after = clock.now(engine)
+    assert before - 1 <= run.created_at <= run.started_at <= after + 1
+    assert run.heartbeat_at == pytest.approx(run.started_at, abs=1)
+    assert abs(after - time.time()) < 60  # this host's clock is right, so they agree here
+
+
+def test_cancel_of_a_queued_run_and_of_a_running_one(engine):
+    queued, running = submit(engine, [QUICK, QUICK.with_changes(seed=1)])
+    assert lifecycle.claim(engine, "w", "h", "cpu", 5.0).id == queued
+    # the first was claimed: cancel only asks it to stop; the second never starts
+    assert lifecycle.request_cancel(engine, queued) == RunStatus.RUNNING
+    assert lifecycle.request_cancel(engine, running, now=True) == RunStatus.CANCELLED
+    assert find_run(engine, queued).cancel_mode == "after_epoch"
+    assert lifecycle.beat(engine, queued, "w") == "after_epoch"
+    assert lifecycle.claim(engine, "w", "h", "cpu", 5.0) is None
+    with pytest.raises(RunNotFound):
+        lifecycle.request_cancel(engine, 999)
+
+
+def test_a_cancel_racing_claims_never_leaves_a_cancelled_run_in_training(engine):
+    ids = submit(engine, [QUICK.with_changes(seed=s) for s in range(30)])
+    owners: dict[int, str] = {}
+
+    def claimer(name):
+        while (run := lifecycle.claim(engine, name, "h", "cpu", 5.0)) is not None:
+            owners[run.id] = name
+
+    def canceller():
+        for run_id in ids[::2]:
+            lifecycle.request_cancel(engine, run_id)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(3)]
+    threads.append(threading.Thread(target=canceller))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for run_id in ids:
+        run = find_run(engine, run_id)
+        if run.status == RunStatus.CANCELLED:  # cancelled before any claim: nobody trains it
+            assert run_id not in owners and run.started_at is None
+        else:  # claimed: its trainer may write, and is told to stop if it was cancelled
+            assert run.status == RunStatus.RUNNING and owners[run_id] == run.worker_id
+            lifecycle.record_epoch(engine, run_id, run.worker_id, 1, {"loss": 1.0}, 1.0)
+
+
+def test_a_process_whose_run_was_taken_away_cannot_write_to_it(engine):
+    (run_id,) = submit(engine, [QUICK])
+    lifecycle.claim(engine, "w", "h", "cpu", 5.0)
+    assert lifecycle.finish(engine, run_id, RunStatus.FAILED, error="reaped")
+    with pytest.raises(RunLost):
+        lifecycle.beat(engine, run_id, "w")
+    with pytest.raises(RunLost):
+        lifecycle.report_progress(engine, run_id, "w", "training", 1, 3, 10)
+    with pytest.raises(RunLost):
+        lifecycle.record_epoch(engine, run_id, "w", 1, {"loss": 1.0}, 1.0)
+    assert not lifecycle.finish(engine, run_id, RunStatus.COMPLETED, worker_id="w")
+    run = find_run(engine, run_id)
+    assert run.status == RunStatus.FAILED and run.error == "reaped"
+
+
+def test_another_worker_cannot_finish_or_requeue_a_run_it_does_not_own(engine):
+    (run_id,) = submit(engine, [QUICK])
+    lifecycle.claim(engine, "owner", "h", "cpu", 5.0)
+    assert not lifecycle.finish(engine, run_id, RunStatus.COMPLETED, worker_id="other")
+    assert not lifecycle.requeue(engine, run_id, "other", "/x.keras", 1, "note")
+    assert lifecycle.requeue(engine, run_id, "owner", "/x.keras", 1, "worker stopped")
+    run = find_run(engine, run_id)
+    assert run.status == RunStatus.QUEUED and run.resume_epoch == 1 and run.worker_id is None
+    assert "worker stopped" in run.notes
+    assert lifecycle.claim(engine, "next", "h", "cpu", 5.0).checkpoint_path == "/x.keras"
+
+
+def test_a_running_run_cannot_be_deleted_a_finished_one_can(engine):
+    (run_id,) = submit(engine, [QUICK])
+    lifecycle.claim(engine, "w", "h", "cpu", 5.0)
+    with pytest.raises(ValueError, match="running"):
+        delete_run(engine, run_id)
+    lifecycle.finish(engine, run_id, RunStatus.CANCELLED, error="x")
+    delete_run(engine, run_id)
+    assert find_run(engine, run_id) is None
+    assert submit(engine, [QUICK]) == [run_id + 1]  # the id is never given out again
+
+
+def test_many_dashboards_racing_start_exactly_one_worker(engine):
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(
+        workers.claim_worker_start(engine, f"local-{i}", "h", max_age=30)))
+        for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
