@@ -1,8 +1,12 @@
-"""What recording costs: the same training with and without RecordingCallback, one process.
+"""What recording costs: the production setup trained with and without its RecordingCallback.
 
-Same data, same model and seed; A (no callbacks) and B (RecordingCallback writing every epoch,
-progress every second and per-layer norms to a SQLite file) run in A B B A order. Epoch 1 of each
-fit includes tracing, so each fit runs 2 epochs and the second epoch's time is compared.
+Each fit is set up by `training.prepare_training`, exactly as `train_run` sets up a run (its
+data split, model, RecordingCallback with per-layer diagnostics, writing to a SQLite file);
+side A fits without the recorder, side B with it (`TrainingSetup.fit`), in A B, B A, ... order,
+2 epochs each, and the second epoch is compared (epoch 1 includes tracing). The epoch timer
+brackets the recorder: it starts before the recorder's epoch-begin hook and stops after its
+epoch-end hook (the epoch row, the per-layer norms on a fixed 64-image batch, the database
+write), so everything recording adds to an epoch is inside the timed epoch.
 
 On a shared 2-core machine epoch times drift by more than 10 % between fits, far more than the
 1 % being measured, so the script also times the recording work itself: the time spent inside
@@ -28,75 +32,66 @@ os.environ.setdefault("ABLATION_HOME", tempfile.mkdtemp())
 
 import keras  # noqa: E402
 
-from cnn_ablation import datasets  # noqa: E402
 from cnn_ablation.config import RunConfig  # noqa: E402
 from cnn_ablation.launch import new_run  # noqa: E402
-from cnn_ablation.recording import (  # noqa: E402
-    DIAGNOSTIC_BATCH,
-    RecordingCallback,
-    RunControl,
-    layer_norms,
-)
-from cnn_ablation.training import as_tensor, compiled_model, split  # noqa: E402
-from storage import lifecycle  # noqa: E402
+from cnn_ablation.recording import RecordingCallback, RunControl  # noqa: E402
+from cnn_ablation.training import prepare_training  # noqa: E402
+from storage import lifecycle, runs  # noqa: E402
 from storage.engine import get_engine  # noqa: E402
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Epoch wall times only (no batch hooks), on both sides alike."""
+class EpochStart(keras.callbacks.Callback):
+    """First in the callback list: the epoch's clock starts before any other hook runs."""
 
     def __init__(self):
         super().__init__()
-        self.times: list[float] = []
+        self.started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._t = time.perf_counter()
+        self.started = time.perf_counter()
+
+
+class EpochEnd(keras.callbacks.Callback):
+    """Last in the list: the epoch's clock stops after every other hook has run."""
+
+    def __init__(self, start: EpochStart):
+        super().__init__()
+        self.start, self.times = start, []
 
     def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._t)
+        self.times.append(time.perf_counter() - self.start.started)
 
 
-class TimedRecording(RecordingCallback):
-    """RecordingCallback with a stopwatch around each hook (the work it adds to an epoch)."""
+def timed(recorder: RecordingCallback) -> RecordingCallback:
+    """The run's own recorder, with a stopwatch around each of its hooks."""
+    recorder.blocking = [0.0, 0.0]  # type: ignore[attr-defined]  # per epoch: epoch hooks
+    recorder.batch_hook = [0.0, 0.0]  # type: ignore[attr-defined]  # per epoch: batch hooks
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.blocking = [0.0, 0.0]  # per epoch: seconds inside epoch begin + end hooks
-        self.batch_hook = [0.0, 0.0]  # per epoch: seconds inside batch hooks (callback thread)
+    def wrap(name, bucket, epoch_of):
+        hook = getattr(recorder, name)
 
-    def _timed(self, bucket, epoch, fn, *args):
-        start = time.perf_counter()
-        fn(*args)
-        bucket[min(epoch, 1)] += time.perf_counter() - start
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            hook(*args, **kwargs)
+            getattr(recorder, bucket)[min(epoch_of(args), 1)] += time.perf_counter() - start
+        setattr(recorder, name, run)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._timed(self.blocking, epoch, super().on_epoch_begin, epoch, logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._timed(self.blocking, epoch, super().on_epoch_end, epoch, logs)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._timed(self.batch_hook, self._epoch - 1, super().on_train_batch_end, batch, logs)
+    wrap("on_epoch_begin", "blocking", lambda a: a[0])
+    wrap("on_epoch_end", "blocking", lambda a: a[0])
+    wrap("on_train_batch_end", "batch_hook", lambda a: recorder._epoch - 1)
+    return recorder
 
 
-def one_fit(config, data, engine, record: bool):
-    keras.utils.set_random_seed(config.seed)
-    (x, y), val = split(config, data)
-    model = compiled_model(config, data.info)
-    timer = EpochTimer()
-    callbacks = [timer]
-    recorder = None
-    if record:
-        run_id = lifecycle.start_foreground(engine, new_run(config), "bench", "bench", "cpu",
-                                            60.0)
-        diag = layer_norms(model, x[:DIAGNOSTIC_BATCH], y[:DIAGNOSTIC_BATCH])
-        batches = -(-len(x) // config.batch_size)
-        recorder = TimedRecording(engine, run_id, "bench", batches, RunControl(), diag)
-        callbacks.insert(0, recorder)
-    val = (as_tensor(val[0]), val[1]) if val else None
-    model.fit(as_tensor(x), y, batch_size=config.batch_size, epochs=2, validation_data=val,
-              shuffle=True, verbose=0, callbacks=callbacks)
-    return timer.times[1], recorder
+def one_fit(config: RunConfig, engine, record: bool):
+    run_id = lifecycle.start_foreground(engine, new_run(config), "bench", "bench", "cpu", 60.0)
+    setup = prepare_training(engine, runs.find_run_or_raise(engine, run_id), "bench",
+                             RunControl())
+    start = EpochStart()
+    end = EpochEnd(start)
+    recorder = timed(setup.recorder) if record else None
+    setup.fit([start, recorder, end] if recorder else [start, end])
+    lifecycle.finish(engine, run_id, "cancelled", error="benchmark fit")
+    return end.times[1], recorder
 
 
 def main() -> None:
@@ -104,27 +99,32 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--images", type=int, default=5_000)
     args = parser.parse_args()
-    config = RunConfig(dataset=f"synthetic:{args.images}", epochs=2)
-    data = datasets.load(config.dataset)
+    config = RunConfig(dataset=f"synthetic:{args.images}", epochs=2)  # val_split 0.1
     engine = get_engine(f"sqlite:///{tempfile.mkdtemp()}/overhead.db")
+    print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
     plain, recorded, blocking, batch_hook = [], [], [], []
     for i in range(args.pairs):
         order = (False, True) if i % 2 == 0 else (True, False)  # A B, then B A
         for record in order:
-            seconds, recorder = one_fit(config, data, engine, record)
+            seconds, recorder = one_fit(config, engine, record)
             (recorded if record else plain).append(seconds)
             if recorder:
-                blocking.append(recorder.blocking[1] / seconds)
-                batch_hook.append(recorder.batch_hook[1] / seconds)
+                blocking.append(recorder.blocking[1] / seconds)  # type: ignore[attr-defined]
+                batch_hook.append(recorder.batch_hook[1] / seconds)  # type: ignore[attr-defined]
         print(f"pair {i + 1}: without {plain[-1]:.2f} s   with recording {recorded[-1]:.2f} s   "
               f"recording work: {100 * blocking[-1]:.2f} % blocking + "
               f"{100 * batch_hook[-1]:.2f} % on the callback thread", flush=True)
     a, b = statistics.median(plain), statistics.median(recorded)
-    print(f"\nmedian epoch: without {a:.2f} s, with recording {b:.2f} s: "
-          f"{100 * (b - a) / a:+.2f} % (A/B, within the drift above)")
+    print(f"\nload average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"median epoch: without {a:.2f} s, with recording {b:.2f} s: "
+          f"{100 * (b - a) / a:+.2f} % (A/B, within the drift above; "
+          f"spread without {min(plain):.2f}-{max(plain):.2f} s, "
+          f"with {min(recorded):.2f}-{max(recorded):.2f} s)")
     print(f"recording work, median share of the epoch: {100 * statistics.median(blocking):.2f} % "
           f"in epoch hooks (blocking) + {100 * statistics.median(batch_hook):.2f} % in batch "
-          f"hooks (callback thread) (bar < 1 %)")
+          f"hooks (callback thread) (bar < 1 %); spread {100 * min(blocking):.2f}-"
+          f"{100 * max(blocking):.2f} % and {100 * min(batch_hook):.2f}-"
+          f"{100 * max(batch_hook):.2f} %")
 
 
 if __name__ == "__main__":

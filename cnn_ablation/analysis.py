@@ -27,7 +27,7 @@ from itertools import product
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import stats  # type: ignore[import-untyped]
 
 from cnn_ablation.config import METRICS
 from cnn_ablation.study_spec import level_text
@@ -38,6 +38,7 @@ POWER = 0.80
 BEYOND, WITHIN, TOO_FEW, NO_SPREAD, PROVISIONAL = (
     "beyond noise", "within noise", "too few seeds to tell", "no seed-to-seed spread",
     "provisional")
+NO_SPREAD_BELOW = 1e-12  # a spread this small is rounding: the values are equal
 EFFECT_COLUMNS = ["effect", "ci_low", "ci_high", "n", "paired", "p", "sd"]
 
 
@@ -87,7 +88,7 @@ def mean_interval(values) -> tuple[float, float, float, float, int]:
     if n < 2:
         return mean, math.nan, math.nan, math.nan, n
     std = float(x.std(ddof=1))
-    if std == 0:
+    if std <= NO_SPREAD_BELOW:
         return mean, 0.0, mean, mean, n
     ci = stats.ttest_1samp(x, 0.0).confidence_interval(CONFIDENCE)
     return mean, std, float(ci.low), float(ci.high), n
@@ -103,7 +104,7 @@ def paired_difference(diffs) -> Estimate:
     if n < 2:
         return Estimate(mean, math.nan, math.nan, n, True)
     sd = float(x.std(ddof=1))
-    if sd == 0:  # every seed moved by exactly as much: no interval can be had from spread
+    if sd <= NO_SPREAD_BELOW:  # every seed moved by as much: no interval can be had from spread
         return Estimate(mean, math.nan, math.nan, n, True, math.nan, 0.0)
     test = stats.ttest_1samp(x, 0.0)
     ci = test.confidence_interval(CONFIDENCE)
@@ -118,11 +119,36 @@ def welch_difference(a, b) -> Estimate:
     if len(a) < 2 or len(b) < 2:
         return Estimate(diff, math.nan, math.nan, n, False)
     sd = math.sqrt(a.var(ddof=1) + b.var(ddof=1))
-    if sd == 0:
+    if sd <= NO_SPREAD_BELOW:
         return Estimate(diff, math.nan, math.nan, n, False, math.nan, 0.0)
     test = stats.ttest_ind(b, a, equal_var=False)
     ci = test.confidence_interval(CONFIDENCE)
     return Estimate(diff, float(ci.low), float(ci.high), n, False, float(test.pvalue), sd)
+
+
+def welch_contrast(groups: list[tuple[float, object]]) -> Estimate:
+    """Σ coef·mean(group) over independent groups with Welch's interval (Welch–Satterthwaite
+    degrees of freedom, scipy's t quantile). Two groups with coefficients -1, +1 are exactly
+    `ttest_ind(b, a, equal_var=False)`, which is what is called then. `sd`: the spread of one
+    seed's contrast, sqrt(Σ coef²·var), for the power calculation."""
+    clean = [(float(c), _clean(v)) for c, v in groups]
+    n = sum(len(v) for _, v in clean)
+    if any(len(v) == 0 for _, v in clean):
+        return Estimate(math.nan, math.nan, math.nan, n, False)
+    value = float(sum(c * v.mean() for c, v in clean))
+    if [c for c, _ in clean] == [-1.0, 1.0]:
+        return welch_difference(clean[0][1], clean[1][1])
+    if any(len(v) < 2 for _, v in clean):
+        return Estimate(value, math.nan, math.nan, n, False)
+    parts = [c * c * v.var(ddof=1) / len(v) for c, v in clean]
+    se2 = float(sum(parts))
+    sd = math.sqrt(sum(c * c * v.var(ddof=1) for c, v in clean))
+    if sd <= NO_SPREAD_BELOW:
+        return Estimate(value, math.nan, math.nan, n, False, math.nan, 0.0)
+    df = se2**2 / sum(p**2 / (len(v) - 1) for p, (_, v) in zip(parts, clean, strict=True))
+    half = float(stats.t.ppf(1 - ALPHA / 2, df)) * math.sqrt(se2)
+    p = float(2 * stats.t.sf(abs(value) / math.sqrt(se2), df))
+    return Estimate(value, value - half, value + half, n, False, p, sd)
 
 
 def compare(a: pd.Series, b: pd.Series) -> Estimate:
@@ -139,15 +165,17 @@ def compare(a: pd.Series, b: pd.Series) -> Estimate:
 def seed_means(runs: pd.DataFrame, metric: str, factors=()) -> pd.DataFrame:
     """One row per (cell, seed): the mean of `metric` over that seed's runs (repeats of the same
     config and seed are averaged first), how many runs it holds (`repeats`), factor levels."""
+    factors = list(factors)
     columns = ["cell", "seed", *factors, "value", "repeats"]
-    if runs.empty:
+    rows = runs.dropna(subset=[metric]) if len(runs) else runs
+    if rows.empty:
         return pd.DataFrame(columns=columns)
-    rows = runs.dropna(subset=[metric])
-    grouped = rows.groupby(["cell", "seed"], sort=False)
-    out = grouped[metric].agg(value="mean", repeats="count").reset_index()
+    out = rows.groupby(["cell", "seed"], sort=False)[metric].agg(
+        value="mean", repeats="count").reset_index()
     if factors:
-        levels = grouped[list(factors)].first().reset_index()
-        out = out.merge(levels, on=["cell", "seed"])
+        levels = rows.drop_duplicates("cell").set_index("cell")[factors]
+        for factor in factors:  # a cell's levels are the same for every run of it
+            out[factor] = out["cell"].map(levels[factor])
     return out[columns]
 
 
@@ -175,20 +203,27 @@ def cell_summary(runs: pd.DataFrame, cells: list[str]) -> pd.DataFrame:
 
 
 # --- effects ------------------------------------------------------------------------------------
-def _side(means: pd.DataFrame, factor: str, level: object, combos: list[dict]) -> pd.Series:
-    """Per seed: the mean over `combos` (of the other factors) of the cell values at
-    factor=level; only seeds that have every combination."""
-    per_combo = []
-    for combo in combos:
-        mask = means[factor] == level
-        for name, value in combo.items():
-            mask &= means[name] == value
-        rows = means[mask]
-        per_combo.append(pd.Series(rows["value"].to_numpy(dtype=float),
-                                   index=rows["seed"].to_numpy()))
-    if not per_combo:
-        return pd.Series(dtype=float)
-    return pd.concat(per_combo, axis=1, join="inner").mean(axis=1)
+SeedValues = dict[int, float]  # one cell's value per seed
+
+
+def _by_levels(means: pd.DataFrame, factors: list[str]) -> dict[tuple, SeedValues]:
+    """Per-seed values of each cell (from `seed_means`), keyed by its factor levels in order."""
+    out: dict[tuple, SeedValues] = {}
+    keys = zip(*(means[f] for f in factors), strict=True) if factors else ((),) * len(means)
+    for key, seed, value in zip(keys, means["seed"], means["value"], strict=True):
+        out.setdefault(tuple(key), {})[int(seed)] = float(value)
+    return out
+
+
+def contrast(cells: list[tuple[float, SeedValues]]) -> Estimate:
+    """Σ coef·cell over cells given as per-seed values: computed within each seed and the
+    interval taken over seeds (paired) where at least two seeds have every cell; otherwise
+    Welch's interval for the same contrast of cell means (`welch_contrast`)."""
+    shared = set.intersection(*(set(values) for _, values in cells)) if cells else set()
+    if len(shared) >= 2:
+        return paired_difference([sum(coef * values[s] for coef, values in cells)
+                                  for s in sorted(shared)])
+    return welch_contrast([(coef, list(values.values())) for coef, values in cells])
 
 
 def _combos(factors: dict[str, tuple], others: list[str]) -> list[dict]:
@@ -202,7 +237,12 @@ def main_effects(runs: pd.DataFrame, factors: dict[str, tuple], reference: dict[
     only that factor moves, averaged over the other factors' combinations within each seed, with
     the interval over seeds (Welch's where seeds do not pair). `runs`: the design's cells of a
     full factorial study. Sorted by the size of the effect."""
-    means = seed_means(runs, metric, list(factors))
+    names = list(factors)
+    cells = _by_levels(seed_means(runs, metric, names), names)
+
+    def at(levels: dict[str, object]) -> SeedValues:
+        return cells.get(tuple(levels[f] for f in names), {})
+
     rows = []
     for factor, levels in factors.items():
         combos = _combos(factors, [f for f in factors if f != factor])
@@ -210,8 +250,9 @@ def main_effects(runs: pd.DataFrame, factors: dict[str, tuple], reference: dict[
         for level in levels:
             if level == ref_level:
                 continue
-            est = compare(_side(means, factor, ref_level, combos),
-                          _side(means, factor, level, combos))
+            weight = 1 / len(combos)
+            est = contrast([(-weight, at({**combo, factor: ref_level})) for combo in combos]
+                           + [(weight, at({**combo, factor: level})) for combo in combos])
             rows.append({"factor": factor,
                          "change": f"{level_text(ref_level)} → {level_text(level)}", **est.row()})
     return _sorted(pd.DataFrame(rows, columns=["factor", "change", *EFFECT_COLUMNS]))
@@ -233,25 +274,25 @@ def interaction(runs: pd.DataFrame, f1: str, f2: str, factors: dict[str, tuple],
     interaction: how much the effect of f2 changes when f1 moves from its reference level,
     (y11 - y10) - (y01 - y00) per seed, paired over the seeds that have all four. Only for two
     factors of two levels each in a full factorial design (None otherwise)."""
-    means = seed_means(runs, metric, list(factors))
-    others = [f for f in factors if f not in (f1, f2)]
-    combos = _combos(factors, others)
+    names = list(factors)
+    by_levels = _by_levels(seed_means(runs, metric, names), names)
+    combos = _combos(factors, [f for f in factors if f not in (f1, f2)])
     l1 = sorted(factors[f1], key=lambda v: v != reference[f1])
     l2 = sorted(factors[f2], key=lambda v: v != reference[f2])
-    per_seed = {}
-    for a in l1:
-        for b in l2:
-            sub = means[(means[f1] == a) & (means[f2] == b)]
-            per_seed[a, b] = _side(sub, f1, a, combos) if len(sub) else pd.Series(dtype=float)
-    table = pd.DataFrame({level_text(b): [per_seed[a, b].mean() for a in l1] for b in l2},
+    cells = {(a, b): [by_levels.get(tuple({**combo, f1: a, f2: b}[f] for f in names), {})
+                      for combo in combos] for a in l1 for b in l2}
+    table = pd.DataFrame({level_text(b): [float(np.mean([np.mean(list(v.values()))
+                                                         for v in cells[a, b]]))
+                                          if all(cells[a, b]) else math.nan
+                                          for a in l1] for b in l2},
                          index=pd.Index([level_text(a) for a in l1], name=f1))
     table.columns.name = f2
     if len(l1) != 2 or len(l2) != 2:
         return table, None
-    joined = pd.concat([per_seed[l1[1], l2[1]], per_seed[l1[1], l2[0]], per_seed[l1[0], l2[1]],
-                        per_seed[l1[0], l2[0]]], axis=1, join="inner")
-    diffs = (joined.iloc[:, 0] - joined.iloc[:, 1]) - (joined.iloc[:, 2] - joined.iloc[:, 3])
-    return table, paired_difference(diffs.tolist())
+    weight = 1 / len(combos)
+    signs = {(l1[1], l2[1]): 1, (l1[1], l2[0]): -1, (l1[0], l2[1]): -1, (l1[0], l2[0]): 1}
+    return table, contrast([(sign * weight, values) for key, sign in signs.items()
+                            for values in cells[key]])
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -280,7 +321,7 @@ def with_verdicts(effects: pd.DataFrame, complete: bool = True) -> pd.DataFrame:
 
 def holm(pvalues: list[float]) -> list[float]:
     """Holm-adjusted p-values (statsmodels' multipletests); NaN stays NaN."""
-    from statsmodels.stats.multitest import multipletests
+    from statsmodels.stats.multitest import multipletests  # type: ignore[import-untyped]
 
     known = [i for i, p in enumerate(pvalues) if not pd.isna(p)]
     out = [math.nan] * len(pvalues)
@@ -299,15 +340,45 @@ def seeds_needed(sd: float, target: float) -> float:
         return math.nan
     if sd == 0:
         return 2.0
-    from statsmodels.stats.power import TTestPower
+    import warnings
 
-    try:
-        n = TTestPower().solve_power(effect_size=target / sd, nobs=None, alpha=ALPHA,
-                                     power=POWER, alternative="two-sided")
-    except (ValueError, RuntimeError):
-        return math.nan
-    n = float(np.asarray(n).item())
-    return float(max(2, math.ceil(n))) if math.isfinite(n) else math.nan
+    from statsmodels.stats.power import TTestPower  # type: ignore[import-untyped]
+    from statsmodels.tools import sm_exceptions  # type: ignore[import-untyped]  # noqa: F401
+    # (imported first: it installs an "always" filter that would override the one below)
+
+    effect_size = target / sd
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no convergence: NaN, handled below
+        try:
+            n = float(np.asarray(TTestPower().solve_power(
+                effect_size=effect_size, nobs=None, alpha=ALPHA, power=POWER,
+                alternative="two-sided")).item())
+        except (ValueError, RuntimeError):
+            n = math.nan
+    if math.isfinite(n):
+        return float(max(2, math.ceil(n)))
+    # statsmodels' noncentral t is NaN for large effect sizes (a few seeds suffice): count up
+    for seeds in range(2, 10_001):
+        if _paired_power(effect_size, seeds) >= POWER:
+            return float(seeds)
+    return math.nan
+
+
+def _paired_power(effect_size: float, n: int) -> float:
+    """Power of the two-sided one-sample t-test, by integrating over the chi-square part of the
+    t statistic (numerically stable where scipy's noncentral t is not)."""
+    from scipy import integrate
+
+    df = n - 1
+    crit = float(stats.t.ppf(1 - ALPHA / 2, df))
+    shift = effect_size * math.sqrt(n)
+
+    def given(v: float) -> float:
+        scale = crit * math.sqrt(v / df)
+        return float((stats.norm.cdf(shift - scale) + stats.norm.cdf(-shift - scale))
+                     * stats.chi2.pdf(v, df))
+
+    return float(integrate.quad(given, 0, math.inf, limit=200)[0])
 
 
 def with_power(effects: pd.DataFrame, target: float) -> pd.DataFrame:

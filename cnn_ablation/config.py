@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -17,6 +18,9 @@ from cnn_ablation.architecture import PRESETS
 from cnn_ablation.settings import settings
 
 BUILTIN_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "synthetic")
+NETWORK_KEY = re.compile(r"^(file:[A-Za-z0-9][A-Za-z0-9_.-]*|builder:[A-Za-z_]\w*:[A-Za-z_]\w*)"
+                         r"@[0-9a-f]{12}$")
+LAYER_NAME = re.compile(r"^[A-Za-z0-9_./-]{1,120}$")
 MAX_SEEDS = 50  # seeds per variant or study cell: enough for a tight interval, bounded queue
 MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
 MAX_NAME = 200  # characters in a run or study name
@@ -53,10 +57,23 @@ class RunConfig:
     val_split: float = 0.1  # fraction of the training images held out for val_* curves
     limit_train: int | None = None  # use only the first N training images (quick runs)
     image_size: tuple[int, int] | None = None  # folder: datasets only, (height, width) to resize to
+    # Your own network (cnn_ablation/networks.py): its key with content hash, the BatchNorm
+    # layers switched off (by name), and each Dropout layer's rate. Unset for the presets.
+    network: str | None = None
+    bn_off: tuple[str, ...] = ()
+    layer_dropout: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_network()
+        if self.network is not None:
+            return self._check_common()
         if self.preset not in PRESETS:
             raise ConfigError("preset", self.preset, " | ".join(PRESETS))
+        if self.bn_off or self.layer_dropout:
+            raise ConfigError("bn_off" if self.bn_off else "layer_dropout",
+                              self.bn_off or self.layer_dropout,
+                              "nothing for a preset (use bn and dropout); these name the layers "
+                              "of your own network (network)")
         positions = PRESETS[self.preset].bn_positions
         given = _default_bn(self.preset) if self.bn is None else self.bn
         bn = parse_bn(given, self.preset) if isinstance(given, str) else tuple(given)
@@ -68,6 +85,31 @@ class RunConfig:
             )
             raise ConfigError("bn", ",".join(str(int(v)) for v in bn) if bn else bn, allowed)
         object.__setattr__(self, "bn", tuple(bool(v) for v in bn))
+        self._check_common()
+
+    def _check_network(self) -> None:
+        if self.network is None:
+            return
+        if not isinstance(self.network, str) or not NETWORK_KEY.match(self.network):
+            raise ConfigError("network", self.network,
+                              "a preset name, or file:NAME@HASH / builder:MODULE:FUNC@HASH")
+        object.__setattr__(self, "preset", "custom")
+        object.__setattr__(self, "bn", ())
+        names = tuple(self.bn_off)
+        if not all(isinstance(n, str) and LAYER_NAME.match(n) for n in names):
+            raise ConfigError("bn_off", ",".join(map(str, names)), "layer names of the network")
+        object.__setattr__(self, "bn_off", tuple(sorted(set(names))))
+        rates = []
+        for item in self.layer_dropout:
+            name, rate = item
+            if not (isinstance(name, str) and LAYER_NAME.match(name)) or not _is_number(rate) \
+                    or not 0 <= rate < 1:
+                raise ConfigError("layer_dropout", f"{name}={rate}",
+                                  "LAYER=RATE with a Dropout layer's name and a rate in [0, 1)")
+            rates.append((name, float(rate)))
+        object.__setattr__(self, "layer_dropout", tuple(sorted(dict(rates).items())))
+
+    def _check_common(self) -> None:
         if not isinstance(self.dataset, str) or not (
             self.dataset in BUILTIN_DATASETS
             or self.dataset.startswith("synthetic:")
@@ -134,6 +176,12 @@ class RunConfig:
         data["bn"] = [int(v) for v in self.switches]
         if self.image_size is not None:
             data["image_size"] = list(self.image_size)
+        if self.network is None:  # the presets' configs (and hashes) are as they always were
+            for key in ("network", "bn_off", "layer_dropout"):
+                data.pop(key)
+        else:
+            data["bn_off"] = list(self.bn_off)
+            data["layer_dropout"] = [[name, rate] for name, rate in self.layer_dropout]
         return data
 
     def to_json(self) -> str:
@@ -150,6 +198,10 @@ class RunConfig:
             data["bn"] = tuple(data["bn"])
         if data.get("image_size") is not None:
             data["image_size"] = tuple(data["image_size"])
+        if data.get("bn_off") is not None:
+            data["bn_off"] = tuple(data["bn_off"])
+        if data.get("layer_dropout") is not None:
+            data["layer_dropout"] = tuple(tuple(item) for item in data["layer_dropout"])
         return cls(**data)
 
     @classmethod
@@ -170,7 +222,13 @@ class RunConfig:
 
     @property
     def label(self) -> str:
-        """Short human label, e.g. `BN 1·1·0·0·1 · drop 0.5`."""
+        """Short human label, e.g. `BN 1·1·0·0·1 · drop 0.5`, or for your own network
+        `resnet · BN off bn_2 · dropout_1 0.3`."""
+        if self.network is not None:
+            name = self.network.split(":", 1)[1].rsplit("@", 1)[0].replace(":", ".")
+            parts = [name, "BN off " + ",".join(self.bn_off) if self.bn_off else "all BN on"]
+            parts += [f"{layer} {rate:g}" for layer, rate in self.layer_dropout]
+            return " · ".join(parts)
         parts = []
         if self.bn:
             parts.append("BN " + "·".join(str(int(v)) for v in self.bn))

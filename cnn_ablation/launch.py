@@ -20,6 +20,16 @@ def prepare(config: RunConfig) -> tuple[RunConfig, int]:
         info = check_fits(config)
     except DatasetUnavailable as exc:
         raise ConfigError("dataset", config.dataset, f"a dataset that exists here ({exc})") from exc
+    if config.network is not None:  # your own network: Keras knows, in a helper process
+        from cnn_ablation import networks
+
+        networks.resolve(config.network)
+        answer = networks.probe(config.network, info.shape, info.num_classes, config.bn_off,
+                                config.layer_dropout)
+        if not answer["ok"]:
+            raise ConfigError(answer["field"], config.network, answer["error"].split(
+                "allowed: ", 1)[-1])
+        return config, int(answer["params"])
     return config, count_params(config.preset, config.switches, info.shape, info.num_classes)
 
 

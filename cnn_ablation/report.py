@@ -1,13 +1,15 @@
-"""Runs as text and JSON for the command line (the pages draw the same frames as tables)."""
+"""Runs as text and JSON for the command line (the pages draw the same rows as tables).
+
+Plain Python on rows as dicts (`storage.read_models.run_rows`, `epoch_rows`): the CLI starts
+without pandas. Tables print as pandas' `DataFrame.to_string(index=False)` would print them."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
-
-import pandas as pd
 
 from storage.records import Run
 from storage.status import RunStatus
@@ -71,33 +73,59 @@ def pct(value, missing: str = "") -> str:
     return missing if not _present(value) else f"{100 * value:.1f} %"
 
 
-def print_runs(frame: pd.DataFrame) -> None:
-    if frame.empty:
+def text_table(columns: dict[str, Sequence[Any]],
+               float_format: Callable[[float], str] | None = None) -> str:
+    """Columns as a text table, as `pandas.DataFrame.to_string(index=False)` prints them: cells
+    and headers right-aligned to the column's width, one space between columns; a column of
+    numbers is one wider than its header (pandas keeps room for a sign). Missing numbers print
+    as `NaN` (`None` in a column without any number)."""
+    justified = []
+    for name, values in columns.items():
+        kinds = {type(v) for v in values}
+        numeric = bool(kinds & {int, float}) and kinds <= {int, float, type(None)}
+        if kinds <= {str, int}:  # the common case: nothing missing, nothing to format
+            cells = [str(v) for v in values]
+        else:
+            missing = "NaN" if numeric else "None"
+            cells = [missing if v is None or (isinstance(v, float) and math.isnan(v))
+                     else float_format(v) if float_format and isinstance(v, float) else str(v)
+                     for v in values]
+        width = max([len(name) + numeric, *map(len, cells)])
+        justified.append([name.rjust(width), *(c.rjust(width) for c in cells)])
+    return "\n".join(" ".join(line) for line in zip(*justified, strict=True))
+
+
+def print_runs(rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
         print("no runs yet: `python -m cnn_ablation submit --dataset synthetic --epochs 2` "
               "queues one")
         return
-    table = pd.DataFrame({
-        "id": frame["id"],
-        "name": frame["name"],
-        "config": frame["label"],
-        "dataset": frame["dataset"],
-        "status": frame["status"],
-        "epoch": [epoch_progress(r) for r in frame.to_dict("records")],
-        "best val": frame["best_val_accuracy"].map(pct),
-        "test acc": frame["test_accuracy"].map(pct),
-        "time": [format_duration(duration_s(r)) for r in frame.to_dict("records")],
-        "device": frame["device"].fillna(""),
-    })
-    print(table.to_string(index=False))
+    print(text_table({
+        "id": [r["id"] for r in rows],
+        "name": [r["name"] for r in rows],
+        "config": [r["label"] for r in rows],
+        "dataset": [r["dataset"] for r in rows],
+        "status": [str(r["status"]) for r in rows],
+        "epoch": [epoch_progress(r) for r in rows],
+        "best val": [pct(r.get("best_val_accuracy")) for r in rows],
+        "test acc": [pct(r.get("test_accuracy")) for r in rows],
+        "time": [format_duration(duration_s(r)) for r in rows],
+        "device": [r.get("device") or "" for r in rows],
+    }))
 
 
-def print_run(run: Run, epochs: pd.DataFrame, as_json: bool = False) -> None:
+EPOCH_TABLE = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+def print_run(run: Run, epochs: Sequence[dict[str, Any]], as_json: bool = False) -> None:
+    """One run: its record, config and test report, and `epochs` (dicts as
+    `storage.read_models.epoch_rows` gives them), as text or JSON."""
     record = {k: v for k, v in run.__dict__.items() if k not in ("config_json", "test_report_json")}
     record["config"] = run.config
     record["test_report"] = run.test_report
     record["duration_s"] = duration_s(run.__dict__)
     record["epoch_metrics"] = [{k: _clean(v) for k, v in e.items() if k != "run_id"}
-                               for e in epochs.to_dict("records")]
+                               for e in epochs]
     if as_json:
         print(json.dumps(record, indent=1))
         return
@@ -107,8 +135,9 @@ def print_run(run: Run, epochs: pd.DataFrame, as_json: bool = False) -> None:
     print("            " + json.dumps(run.config, sort_keys=True))
     print(f"  device    {run.device or '-'} on {run.host or '-'}   params {run.params or 0:,}")
     print(f"  time      {format_duration(record['duration_s']) or '-'}")
-    if not epochs.empty:
+    if epochs:
         print()
-        print(epochs.drop(columns="run_id").to_string(index=False, float_format="%.4f"))
+        print(text_table({c: [e.get(c) for e in epochs] for c in EPOCH_TABLE},
+                         float_format=lambda v: f"{v:.4f}"))
     if run.test_accuracy is not None:
         print(f"\n  test      accuracy {run.test_accuracy:.4f}   loss {run.test_loss:.4f}")

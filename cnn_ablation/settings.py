@@ -45,6 +45,8 @@ VARIABLES: tuple[Variable, ...] = (
              "the dashboard's password (required when it listens beyond loopback)"),
     Variable("ABLATION_DATA_ROOTS", "$ABLATION_HOME/folders",
              "folders (separated by `:`) under which the New run page accepts `folder:` datasets"),
+    Variable("ABLATION_NETWORK_PATHS", None,
+             "folders (separated by `:`) of Python modules whose `build_*` functions are networks"),
     Variable("KERAS_HOME", "~/.keras", "Keras' cache; datasets are looked for in its `datasets/`"),
     Variable("CUDA_VISIBLE_DEVICES", None,
              "GPUs a worker may use; unset: every GPU that `nvidia-smi` lists"),
@@ -85,6 +87,7 @@ class Settings:
     password: str | None
     data_roots: tuple[Path, ...]
     gpu_memory_mb: int | None = None
+    network_paths: tuple[Path, ...] = ()
 
     @property
     def logs(self) -> Path:
@@ -150,6 +153,9 @@ def _parse(values: dict[str, str | None]) -> Settings:
         data_roots=tuple(
             Path(p.replace("$ABLATION_HOME", str(home))).expanduser().resolve()
             for p in get("ABLATION_DATA_ROOTS").split(os.pathsep) if p.strip()),
+        network_paths=tuple(Path(p).expanduser().resolve() for p in
+                            (values.get("ABLATION_NETWORK_PATHS") or "").split(os.pathsep)
+                            if p.strip()),
         gpu_memory_mb=(_whole("ABLATION_GPU_MEMORY_MB", values["ABLATION_GPU_MEMORY_MB"] or "")
                        if values.get("ABLATION_GPU_MEMORY_MB") else None),
     )

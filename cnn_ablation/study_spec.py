@@ -98,14 +98,15 @@ class AdaptiveRule:
     def to_dict(self) -> dict[str, Any]:
         return {"half_width": self.half_width, "max_seeds": self.max_seeds, "step": self.step,
                 "metric": self.metric, "stopped": self.stopped,
-                "history": [list(h) for h in self.history]}
+                "history": [[s, None if math.isnan(w) else w] for s, w in self.history]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdaptiveRule:
         return cls(half_width=data["half_width"], max_seeds=data["max_seeds"],
                    step=data.get("step", 1), metric=data.get("metric", "final_val_accuracy"),
                    stopped=data.get("stopped", ""),
-                   history=tuple(tuple(h) for h in data.get("history", [])))
+                   history=tuple((s, math.nan if w is None else w)
+                                 for s, w in data.get("history", [])))
 
 
 @dataclass(frozen=True)

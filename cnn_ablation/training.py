@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,13 @@ log = logging.getLogger(__name__)
 
 
 def split(config: RunConfig, data: datasets.Dataset):
-    """Training limit, then a seeded shuffle split into fit and validation parts (still uint8)."""
+    """Training limit, then a seeded shuffle split into fit and validation parts (still uint8).
+
+    The images are not copied for the fit part: the rows it keeps are moved up, in their
+    order, within the training array itself (`data.x_train` is reordered: a run loads its
+    dataset once and splits it once), so the fit part is a view of its start, aligned and
+    contiguous for `as_tensor`. Only the validation rows are copied out first (val_split of
+    the images). The parts hold the same rows in the same order as copying them would."""
     x, y = data.x_train, data.y_train
     if config.limit_train:
         x, y = x[: config.limit_train], y[: config.limit_train]
@@ -53,7 +60,19 @@ def split(config: RunConfig, data: datasets.Dataset):
         return (x, y), None  # no copy: the arrays go to fit as they are
     order = np.random.default_rng(config.seed).permutation(len(x))
     fit_idx, val_idx = np.sort(order[n_val:]), np.sort(order[:n_val])
-    return (_take(x, fit_idx), y[fit_idx]), (_take(x, val_idx), y[val_idx])
+    validation = (_take(x, val_idx), y[val_idx])
+    if not (x.flags.writeable and x.flags.c_contiguous):  # cannot reorder in place: copy
+        return (_take(x, fit_idx), y[fit_idx]), validation
+    _move_up(x, fit_idx)
+    return (x[: len(fit_idx)], y[fit_idx]), validation
+
+
+def _move_up(x: np.ndarray, idx: np.ndarray, chunk: int = 4096) -> None:
+    """x[:len(idx)] = x[idx] in place, for ascending `idx` (so idx[i] >= i): each chunk's rows
+    are gathered before they are written, and no later chunk reads a row written earlier."""
+    for start in range(0, len(idx), chunk):
+        stop = min(start + chunk, len(idx))
+        x[start:stop] = x[idx[start:stop]]
 
 
 def _take(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -81,8 +100,14 @@ def as_tensor(x: np.ndarray):
 
 
 def compiled_model(config: RunConfig, info: datasets.DatasetInfo) -> keras.Model:
-    """The chapter's compile: Adam at the config's rate, cross-entropy, accuracy."""
-    model = build_model(config, info.shape, info.num_classes)
+    """The chapter's compile: Adam at the config's rate, cross-entropy, accuracy (your own
+    network too: its variant is built by `surgery.build_custom`)."""
+    if config.network is not None:
+        from cnn_ablation.surgery import build_custom
+
+        model = build_custom(config, info.shape, info.num_classes)
+    else:
+        model = build_model(config, info.shape, info.num_classes)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
         # Integer labels: the same loss as the chapter's one-hot categorical cross-entropy,
@@ -135,8 +160,38 @@ def train_run(engine: Engine, run_id: int, echo: Callable[[str], None] | None = 
         return RunStatus.FAILED
 
 
-def _train(engine: Engine, run: Run, worker_id: str, echo: Callable[[str], None] | None,
-           interval: float, control: RunControl, started_at: float | None) -> RunStatus:
+@dataclass
+class TrainingSetup:
+    """Everything one run's `fit` needs, set up as the run sets it up (`prepare_training`):
+    its data split, its model (compiled, or resumed from a checkpoint), and the recording
+    callback with its per-layer diagnostics. The benchmarks call the same function."""
+
+    config: RunConfig
+    data: datasets.Dataset
+    model: keras.Model
+    x_fit: Any  # a tensor sharing memory with the uint8 images (`as_tensor`)
+    y_fit: np.ndarray
+    validation: tuple[Any, np.ndarray] | None
+    recorder: RecordingCallback
+    initial_epoch: int  # epochs a resumed checkpoint already holds
+    batches: int  # training steps per epoch
+    phases: dict[str, float]  # when start-up phases ended (the `startup` log line)
+
+    def fit(self, callbacks: list[keras.callbacks.Callback] | None = None) -> Any:
+        """`model.fit` as a run calls it. `callbacks` replaces `[self.recorder]` (benchmarks
+        wrap the recorder in timers, or leave it out to measure what it costs)."""
+        return self.model.fit(
+            self.x_fit, self.y_fit, batch_size=self.config.batch_size, epochs=self.config.epochs,
+            initial_epoch=self.initial_epoch, validation_data=self.validation, shuffle=True,
+            verbose=0, callbacks=[self.recorder] if callbacks is None else callbacks)
+
+
+def prepare_training(engine: Engine, run: Run, worker_id: str, control: RunControl,
+                     echo: Callable[[str], None] | None = None,
+                     interval: float = PROGRESS_INTERVAL_S,
+                     started_at: float | None = None) -> TrainingSetup:
+    """Seed, load the dataset, split it, build and compile the model (or load the run's
+    checkpoint), and make the recording callback with its per-layer diagnostics."""
     config = RunConfig.from_json(run.config_json)
     keras.utils.set_random_seed(config.seed)
     phases = {"start": time.time()}
@@ -146,6 +201,8 @@ def _train(engine: Engine, run: Run, worker_id: str, echo: Callable[[str], None]
     (x_fit, y_fit), validation = split(config, data)
     resume = run.resume_epoch or 0
     if resume and run.checkpoint_path and Path(run.checkpoint_path).exists():
+        if config.network is not None:
+            import cnn_ablation.surgery  # noqa: F401 (registers SwitchedOff for loading)
         model = keras.models.load_model(run.checkpoint_path)  # weights and optimizer state
         lifecycle.add_note(engine, run.id, f"resumed at epoch {resume + 1} on "
                                            f"{socket.gethostname()} from its checkpoint")
@@ -155,25 +212,32 @@ def _train(engine: Engine, run: Run, worker_id: str, echo: Callable[[str], None]
     batches = math.ceil(len(x_fit) / config.batch_size)
     diag = layer_norms(model, x_fit[:DIAGNOSTIC_BATCH], y_fit[:DIAGNOSTIC_BATCH])
     phases["model_built"] = time.time()
-    callback = RecordingCallback(engine, run.id, worker_id, batches, control, diag, echo,
+    recorder = RecordingCallback(engine, run.id, worker_id, batches, control, diag, echo,
                                  interval)
     if echo:
-        callback.on_first_step = lambda at: echo(_startup_line(phases, at, started_at))
-    if lifecycle.beat(engine, run.id, worker_id) == CancelMode.NOW:
-        control.cancel.set()
+        recorder.on_first_step = lambda at: echo(_startup_line(phases, at, started_at))
     if validation is not None:
         validation = (as_tensor(validation[0]), validation[1])
-    model.fit(as_tensor(x_fit), y_fit, batch_size=config.batch_size, epochs=config.epochs,
-              initial_epoch=resume, validation_data=validation, shuffle=True, verbose=0,
-              callbacks=[callback])
+    return TrainingSetup(config, data, model, as_tensor(x_fit), y_fit, validation, recorder,
+                         resume, batches, phases)
+
+
+def _train(engine: Engine, run: Run, worker_id: str, echo: Callable[[str], None] | None,
+           interval: float, control: RunControl, started_at: float | None) -> RunStatus:
+    setup = prepare_training(engine, run, worker_id, control, echo, interval, started_at)
+    config, data, callback = setup.config, setup.data, setup.recorder
+    if lifecycle.beat(engine, run.id, worker_id) == CancelMode.NOW:
+        control.cancel.set()
+    setup.fit()
     if callback.outcome is not None:
-        return _ended_early(engine, run, worker_id, model, callback.outcome, callback)
+        return _ended_early(engine, run, worker_id, setup.model, callback.outcome, callback)
     lifecycle.report_progress(engine, run.id, worker_id, "testing", config.epochs, 0,
                               len(data.y_test))
-    loss, accuracy, report = test_metrics(model, data, TestProgress(engine, run.id, worker_id))
+    loss, accuracy, report = test_metrics(setup.model, data,
+                                          TestProgress(engine, run.id, worker_id))
     if not lifecycle.finish(engine, run.id, RunStatus.COMPLETED, worker_id=worker_id,
                             test_loss=loss, test_accuracy=accuracy,
-                            test_report_json=json.dumps(report), progress_batch=batches,
+                            test_report_json=json.dumps(report), progress_batch=setup.batches,
                             progress_epoch=config.epochs):
         return _lost(engine, run.id)
     _remove_checkpoint(run.id)

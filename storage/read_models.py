@@ -1,11 +1,31 @@
-"""Read models: the frames that pages and the CLI show, built in SQL with the columns they need."""
+"""Read models: what pages and the CLI show, built in SQL with only the columns they show.
+
+Listings never load ORM objects. A run's epoch aggregates (epochs done, best validation
+accuracy, the last epoch's values) are computed in SQL from its epochs through the
+(run_id, epoch) unique index: for a page of runs, only that page's runs are aggregated; sorting
+by an aggregate aggregates every run that passes the filters, once, in the same statement.
+Filters, sort and paging run in SQL (`runs_page`), so a page costs the same at 10 runs or 10,000
+(benchmarks/dashboard_scale.py measures it).
+
+Pages poll with `change_token` (one indexed question: has anything a listing shows changed?)
+and read curves through `EPOCH_CACHE`, one size-bounded cache shared by every session of the
+process, keyed by run and last epoch, that reads only epochs it does not hold yet.
+
+pandas is imported only by the functions that return frames: the CLI lists and shows runs
+without it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import pandas as pd
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Engine, Select, and_, case, func, or_, select
+from sqlalchemy.orm import aliased
 
 from storage.engine import session_scope
 from storage.models import EpochMetricRow, LayerStatRow, RunRow
@@ -13,77 +33,404 @@ from storage.records import RUN_FIELDS, Run
 from storage.runs import list_runs
 from storage.status import ACTIVE, RunStatus
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 EPOCH_COLUMNS = ["run_id", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
 LAYER_STAT_COLUMNS = ["run_id", "epoch", "layer", "grad_norm", "weight_norm"]
+AGGREGATE_COLUMNS = ["epochs_done", "best_val_accuracy", "last_epoch", "final_val_accuracy",
+                     "final_accuracy", "final_val_loss"]
+# What the Runs table, its picker and `python -m cnn_ablation runs` show of each run (never the
+# config, notes, traceback or confusion matrix: those are read for the one run on screen).
+LIST_COLUMNS = ["id", "name", "label", "dataset", "preset", "seed", "status", "epochs",
+                "study_id", "params", "device", "host", "error", "created_at", "started_at",
+                "finished_at", "cancel_requested", "cancel_mode", "phase", "progress_epoch",
+                "progress_batch", "progress_batches", "test_accuracy", "test_loss"]
+PAGE_SIZE = 50
+# Sorts a listing offers: name -> (column, descending). Ties go newest first.
+SORTS = {"newest first": ("id", True), "oldest first": ("id", False),
+         "best val acc": ("best_val_accuracy", True),
+         "final val acc": ("final_val_accuracy", True), "test acc": ("test_accuracy", True)}
+
+
+# --- listings -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing holds; every field narrows it (empty or None: no narrowing)."""
+
+    statuses: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+    study_id: int | None = None
+    ids: tuple[int, ...] | None = None
+    config_hashes: tuple[str, ...] | None = None
+    text: str = ""  # in the name or the config label, any case
+
+    def clauses(self) -> list[Any]:
+        where: list[Any] = []
+        if self.statuses:
+            where.append(RunRow.status.in_([str(s) for s in self.statuses]))
+        if self.datasets:
+            where.append(RunRow.dataset.in_(self.datasets))
+        if self.study_id is not None:
+            where.append(RunRow.study_id == self.study_id)
+        if self.ids is not None:
+            where.append(RunRow.id.in_(self.ids))
+        if self.config_hashes is not None:
+            where.append(RunRow.config_hash.in_(self.config_hashes))
+        if self.text.strip():
+            needle = self.text.strip()
+            where.append(or_(RunRow.name.icontains(needle, autoescape=True),
+                             RunRow.label.icontains(needle, autoescape=True)))
+        return where
+
+
+def _filter(statuses: Iterable[str] | None = None, datasets: Iterable[str] | None = None,
+            study_id: int | None = None, ids: Iterable[int] | None = None,
+            config_hashes: Iterable[str] | None = None, text: str = "") -> RunFilter:
+    return RunFilter(tuple(statuses or ()), tuple(datasets or ()), study_id,
+                     None if ids is None else tuple(ids),
+                     None if config_hashes is None else tuple(config_hashes), text)
+
+
+def _listing(columns: Sequence[str], restrict: Any = None) -> tuple[Select[Any], Any, Any]:
+    """SELECT `columns` of runs with their epoch aggregates (AGGREGATE_COLUMNS). `restrict`:
+    a selectable of run ids whose epochs alone are aggregated (None: every run's)."""
+    epochs = EpochMetricRow
+    agg = select(epochs.run_id.label("run_id"), func.count().label("epochs_done"),
+                 func.max(epochs.val_accuracy).label("best_val_accuracy"),
+                 func.max(epochs.epoch).label("last_epoch")).group_by(epochs.run_id)
+    if restrict is not None:
+        agg = agg.where(epochs.run_id.in_(restrict))
+    agg_sq = agg.subquery("agg")
+    last = aliased(EpochMetricRow, name="last_row")
+    query = select(
+        *[getattr(RunRow, c) for c in columns],
+        func.coalesce(agg_sq.c.epochs_done, 0).label("epochs_done"),
+        agg_sq.c.best_val_accuracy, agg_sq.c.last_epoch,
+        last.val_accuracy.label("final_val_accuracy"), last.accuracy.label("final_accuracy"),
+        last.val_loss.label("final_val_loss"),
+    ).select_from(RunRow).outerjoin(agg_sq, agg_sq.c.run_id == RunRow.id).outerjoin(
+        last, and_(last.run_id == RunRow.id, last.epoch == agg_sq.c.last_epoch))
+    return query, agg_sq, last
+
+
+def _order(sort: str, agg: Any = None, last: Any = None) -> list[Any]:
+    """ORDER BY for `sort` (SORTS): NULLs last either way, ties newest first. `agg` and `last`
+    (from `_listing`) are needed only to sort by an aggregate."""
+    column, descending = SORTS[sort]
+    if column == "id":
+        return [RunRow.id.desc() if descending else RunRow.id.asc()]
+    target = {"best_val_accuracy": agg.c.best_val_accuracy if agg is not None else None,
+              "final_val_accuracy": last.val_accuracy if last is not None else None
+              }.get(column, getattr(RunRow, column, None))
+    if target is None:
+        raise ValueError(f"sorting by {column} needs the aggregates of _listing")
+    return [target.desc().nulls_last() if descending else target.asc().nulls_last(),
+            RunRow.id.desc()]
+
+
+def _needs_aggregates(sort: str) -> bool:
+    return SORTS[sort][0] in AGGREGATE_COLUMNS
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    """One page of a listing: its rows (dicts with the columns asked for and AGGREGATE_COLUMNS),
+    the page number (1-based, clamped to the pages there are), and how many runs match."""
+
+    rows: list[dict[str, Any]]
+    page: int
+    pages: int
+    total: int
+    per_page: int = PAGE_SIZE
+
+    @property
+    def first(self) -> int:
+        """1-based position of the first row shown (0 when none)."""
+        return (self.page - 1) * self.per_page + 1 if self.rows else 0
+
+
+def runs_page(engine: Engine, filters: RunFilter = RunFilter(), sort: str = "newest first",
+              page: int = 1, per_page: int = PAGE_SIZE,
+              columns: Sequence[str] = LIST_COLUMNS) -> RunsPage:
+    """The `page`-th `per_page` runs that pass `filters`, sorted by `sort` (SORTS): one COUNT
+    for the pager, one SELECT for the rows, aggregates for the shown runs only (or, sorting by
+    an aggregate, for every run that passes the filters)."""
+    where = filters.clauses()
+    with session_scope(engine, write=False) as session:
+        total = int(session.scalar(select(func.count(RunRow.id)).where(*where)) or 0)
+        pages = max(1, math.ceil(total / per_page))
+        page = min(max(1, int(page)), pages)
+        offset = (page - 1) * per_page
+        if _needs_aggregates(sort):
+            query, agg, last = _listing(columns)
+            query = query.where(*where).order_by(*_order(sort, agg, last))
+        else:
+            shown = select(RunRow.id).where(*where).order_by(*_order(sort))
+            shown_ids = shown.limit(per_page).offset(offset).scalar_subquery()
+            query, agg, last = _listing(columns, restrict=shown_ids)
+            query = query.where(RunRow.id.in_(shown_ids)).order_by(*_order(sort, agg, last))
+            offset = 0
+        rows = _dicts(session, query.limit(per_page).offset(offset))
+    return RunsPage(rows, page, pages, total, per_page)
+
+
+def run_rows(engine: Engine, filters: RunFilter = RunFilter(), sort: str = "oldest first",
+             columns: Sequence[str] = LIST_COLUMNS) -> list[dict[str, Any]]:
+    """Every run that passes `filters` as a dict (`columns` and AGGREGATE_COLUMNS), in one
+    SELECT; no pandas (what `python -m cnn_ablation runs` prints)."""
+    where = filters.clauses()
+    restrict = select(RunRow.id).where(*where).scalar_subquery() if where else None
+    query, agg, last = _listing(columns, restrict)
+    query = query.where(*where).order_by(*_order(sort, agg, last))
+    with session_scope(engine, write=False) as session:
+        return _dicts(session, query)
+
+
+def _dicts(session: Any, query: Any) -> list[dict[str, Any]]:
+    """Rows of a Core SELECT as dicts (through the session's connection: no ORM loading)."""
+    result = session.connection().execute(query)
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def runs_frame(engine: Engine, **filters: Any) -> pd.DataFrame:
-    """One row per run (filters as `runs.list_runs`) with its epoch aggregates: epochs_done,
-    best_val_accuracy, last_epoch and the last epoch's values (final_val_accuracy, ...)."""
-    runs = list_runs(engine, **filters)
-    frame = pd.DataFrame([r.__dict__ for r in runs], columns=RUN_FIELDS)
-    run_ids = frame["id"].tolist()
-    agg = select(
-        EpochMetricRow.run_id,
-        func.count(EpochMetricRow.id).label("epochs_done"),
-        func.max(EpochMetricRow.val_accuracy).label("best_val_accuracy"),
-        func.max(EpochMetricRow.epoch).label("last_epoch"),
-    ).where(EpochMetricRow.run_id.in_(run_ids)).group_by(EpochMetricRow.run_id)
+    """One row per run (every stored column; filters as `RunFilter`), in id order, with its
+    epoch aggregates: epochs_done, best_val_accuracy, last_epoch and the last epoch's values
+    (final_val_accuracy, final_accuracy, final_val_loss)."""
+    import pandas as pd
 
-    with session_scope(engine, write=False) as session:
-        aggs = pd.DataFrame(session.execute(agg).mappings().all(),
-                            columns=["run_id", "epochs_done", "best_val_accuracy", "last_epoch"])
-        last = _last_epoch_values(session, run_ids)
-    frame = frame.merge(aggs, how="left", left_on="id", right_on="run_id").drop(columns="run_id")
-    frame = frame.merge(last, how="left", left_on="id", right_on="run_id").drop(columns="run_id")
-    frame["epochs_done"] = frame["epochs_done"].fillna(0).astype(int)
-    return frame
+    rows = run_rows(engine, _filter(**filters), columns=RUN_FIELDS)
+    return pd.DataFrame(rows, columns=RUN_FIELDS + AGGREGATE_COLUMNS)
 
 
-def _last_epoch_values(session: Any, run_ids: list[int]) -> pd.DataFrame:
-    latest = (
-        select(EpochMetricRow.run_id, func.max(EpochMetricRow.epoch).label("epoch"))
-        .group_by(EpochMetricRow.run_id)
-        .subquery()
-    )
+# --- small questions pages ask often ---------------------------------------------------------------
+class ChangeToken(NamedTuple):
+    """What changes whenever anything a listing shows may have changed: a new epoch (the epoch
+    table's highest id), a run added or deleted (count and highest id of runs), and any change
+    to a queued or running run (how many, which, their progress beats and cancel requests).
+    Finished runs change only by leaving the active set or by being deleted, both counted."""
+
+    last_epoch_row: int
+    runs: int
+    last_run: int
+    active: int
+    active_ids: int
+    active_beats: float
+    active_cancels: int
+
+    @property
+    def runs_version(self) -> tuple[int, int]:
+        """Changes when runs are added or deleted (what option lists depend on)."""
+        return self.runs, self.last_run
+
+
+def change_token(engine: Engine) -> ChangeToken:
+    """One cheap, indexed query (the epoch table's primary key, the runs' status index): pages
+    ask it every second and redraw only when its answer changed."""
+    active = RunRow.status.in_([str(s) for s in ACTIVE])
     query = select(
-        EpochMetricRow.run_id,
-        EpochMetricRow.val_accuracy.label("final_val_accuracy"),
-        EpochMetricRow.accuracy.label("final_accuracy"),
-        EpochMetricRow.val_loss.label("final_val_loss"),
-    ).join(latest, and_(EpochMetricRow.run_id == latest.c.run_id,
-                        EpochMetricRow.epoch == latest.c.epoch)
-           ).where(EpochMetricRow.run_id.in_(run_ids))
-    return pd.DataFrame(session.execute(query).mappings().all(),
-                        columns=["run_id", "final_val_accuracy", "final_accuracy", "final_val_loss"])
-
-
-def epochs_frame(
-    engine: Engine, run_ids: list[int], after: dict[int, int] | None = None
-) -> pd.DataFrame:
-    """Epoch rows of `run_ids`; with `after`, only epochs newer than `after[run_id]`."""
-    query = select(*[getattr(EpochMetricRow, c) for c in EPOCH_COLUMNS]).where(
-        EpochMetricRow.run_id.in_(run_ids)
+        select(func.max(EpochMetricRow.id)).scalar_subquery(),
+        select(func.count(RunRow.id)).scalar_subquery(),
+        select(func.max(RunRow.id)).scalar_subquery(),
+        select(func.count(RunRow.id)).where(active).scalar_subquery(),
+        select(func.sum(RunRow.id)).where(active).scalar_subquery(),
+        select(func.sum(func.coalesce(RunRow.progress_at, 0.0))).where(active).scalar_subquery(),
+        select(func.sum(case((RunRow.cancel_requested, 1), else_=0))).where(active)
+        .scalar_subquery(),
     )
+    with session_scope(engine, write=False) as session:
+        epoch_id, runs, last_run, active_n, ids, beats, cancels = session.execute(query).one()
+    return ChangeToken(int(epoch_id or 0), int(runs or 0), int(last_run or 0), int(active_n or 0),
+                       int(ids or 0), float(beats or 0.0), int(cancels or 0))
+
+
+def datasets_in_use(engine: Engine) -> list[str]:
+    """Every dataset some run names, sorted (the Runs page's filter)."""
+    with session_scope(engine, write=False) as session:
+        return list(session.scalars(select(RunRow.dataset).distinct().order_by(RunRow.dataset)))
+
+
+def run_labels(engine: Engine) -> list[tuple[int, str, str]]:
+    """(id, name, config label) of every run, in id order: a picker's options."""
+    with session_scope(engine, write=False) as session:
+        rows = session.execute(select(RunRow.id, RunRow.name, RunRow.label).order_by(RunRow.id))
+        return [(int(i), name or "", label) for i, name, label in rows]
+
+
+def variants(engine: Engine) -> list[dict[str, Any]]:
+    """One row per variant (config without the seed): variant_hash, label, dataset, runs."""
+    query = select(RunRow.variant_hash, func.min(RunRow.label).label("label"),
+                   func.min(RunRow.dataset).label("dataset"),
+                   func.count(RunRow.id).label("runs")).group_by(RunRow.variant_hash) \
+        .order_by(func.min(RunRow.id))
+    with session_scope(engine, write=False) as session:
+        return [dict(r) for r in session.execute(query).mappings()]
+
+
+def variant_run_ids(engine: Engine, variant_hash: str) -> list[int]:
+    with session_scope(engine, write=False) as session:
+        return list(session.scalars(select(RunRow.id).where(RunRow.variant_hash == variant_hash)
+                                    .order_by(RunRow.id)))
+
+
+def latest_ids(engine: Engine, status: str | None = None, n: int = 2) -> list[int]:
+    """The `n` newest run ids (of `status`), oldest of them first."""
+    query = select(RunRow.id).order_by(RunRow.id.desc()).limit(n)
+    if status is not None:
+        query = query.where(RunRow.status == status)
+    with session_scope(engine, write=False) as session:
+        return sorted(session.scalars(query))
+
+
+def last_epochs(engine: Engine, run_ids: Sequence[int]) -> dict[int, int]:
+    """The last recorded epoch of each run that has one (from the (run_id, epoch) index alone)."""
+    if not run_ids:
+        return {}
+    query = select(EpochMetricRow.run_id, func.max(EpochMetricRow.epoch)).where(
+        EpochMetricRow.run_id.in_(run_ids)).group_by(EpochMetricRow.run_id)
+    with session_scope(engine, write=False) as session:
+        return {int(rid): int(last) for rid, last in session.execute(query)}
+
+
+def epoch_counts(engine: Engine, run_ids: Sequence[int]) -> dict[int, int]:
+    """How many epochs each run has recorded (runs with none are left out)."""
+    if not run_ids:
+        return {}
+    query = select(EpochMetricRow.run_id, func.count()).where(
+        EpochMetricRow.run_id.in_(run_ids)).group_by(EpochMetricRow.run_id)
+    with session_scope(engine, write=False) as session:
+        return {int(rid): int(n) for rid, n in session.execute(query)}
+
+
+# --- epochs and per-layer norms --------------------------------------------------------------------
+def _epochs_query(run_ids: Sequence[int], after: dict[int, int] | None = None) -> Select[Any]:
+    query = select(*[getattr(EpochMetricRow, c) for c in EPOCH_COLUMNS]).where(
+        EpochMetricRow.run_id.in_(run_ids))
     if after:
         query = query.where(or_(*[
             and_(EpochMetricRow.run_id == rid, EpochMetricRow.epoch > after.get(rid, 0))
             for rid in run_ids
         ]))
-    query = query.order_by(EpochMetricRow.run_id, EpochMetricRow.epoch)
+    return query.order_by(EpochMetricRow.run_id, EpochMetricRow.epoch)
+
+
+def epoch_rows(engine: Engine, run_ids: Sequence[int],
+               after: dict[int, int] | None = None) -> list[dict[str, Any]]:
+    """Epoch rows of `run_ids` as dicts (EPOCH_COLUMNS), by run and epoch; with `after`, only
+    epochs newer than `after[run_id]`. No pandas."""
     with session_scope(engine, write=False) as session:
-        rows = session.execute(query).mappings().all()
-    return pd.DataFrame(rows, columns=EPOCH_COLUMNS)
+        return _dicts(session, _epochs_query(run_ids, after))
+
+
+def epochs_frame(
+    engine: Engine, run_ids: Sequence[int], after: dict[int, int] | None = None
+) -> pd.DataFrame:
+    """Epoch rows of `run_ids`; with `after`, only epochs newer than `after[run_id]`."""
+    import pandas as pd
+
+    return pd.DataFrame(epoch_rows(engine, run_ids, after), columns=EPOCH_COLUMNS)
 
 
 def layer_stats_frame(engine: Engine, run_ids: list[int]) -> pd.DataFrame:
     """Per-layer gradient and weight norms of `run_ids`, by run and epoch."""
+    import pandas as pd
+
     query = select(*[getattr(LayerStatRow, c) for c in LAYER_STAT_COLUMNS]).where(
         LayerStatRow.run_id.in_(run_ids)).order_by(LayerStatRow.run_id, LayerStatRow.epoch)
     with session_scope(engine, write=False) as session:
         return pd.DataFrame(session.execute(query).mappings().all(), columns=LAYER_STAT_COLUMNS)
 
 
+@dataclass
+class _Held:
+    last_epoch: int
+    frame: Any  # pd.DataFrame of EPOCH_COLUMNS, epochs 1..last_epoch as recorded
+
+
+@dataclass
+class EpochCache:
+    """Epochs of runs, shared by every page session of a process and bounded in size.
+
+    Entries are keyed by (database, run id) and hold the run's epochs up to its last epoch. A
+    read asks the database once for the last epoch of every run wanted (an index-only query),
+    returns held epochs where they are current, and reads only the epochs newer than those held
+    (a live run adds one row per refresh). The least recently used runs are dropped once more
+    than `max_rows` epoch rows are held, so memory stays bounded however many sessions read.
+    """
+
+    max_rows: int = 100_000
+    _held: OrderedDict[tuple[str, int], _Held] = field(default_factory=OrderedDict, repr=False)
+    _rows: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def read(self, engine: Engine, run_ids: Sequence[int]) -> tuple[pd.DataFrame, int]:
+        """(epochs of `run_ids` in that order, epoch rows read from the database for it)."""
+        import pandas as pd
+
+        db = engine.url.render_as_string(hide_password=False)
+        current = last_epochs(engine, run_ids)
+        after: dict[int, int] = {}
+        with self._lock:
+            held = {rid: self._held.get((db, rid)) for rid in run_ids}
+        for rid in run_ids:
+            entry, last = held[rid], current.get(rid, 0)
+            if entry is None or entry.last_epoch > last:  # not held, or epochs went away
+                held[rid] = None
+                after[rid] = 0
+            elif entry.last_epoch < last:
+                after[rid] = entry.last_epoch
+        fresh = epochs_frame(engine, list(after), after={r: a for r, a in after.items() if a}) \
+            if after else pd.DataFrame(columns=EPOCH_COLUMNS)
+        for rid in after:
+            new = fresh[fresh["run_id"] == rid].reset_index(drop=True)
+            old = held[rid]
+            frame = new if old is None or old.frame.empty else \
+                pd.concat([old.frame, new], ignore_index=True)
+            held[rid] = _Held(current.get(rid, 0), frame)
+        with self._lock:
+            for rid in run_ids:
+                entry = held[rid]
+                self._store((db, rid), entry if entry is not None and len(entry.frame) else None)
+            self._evict()
+        frames = [h.frame for h in held.values() if h is not None and len(h.frame)]
+        out = pd.concat(frames, ignore_index=True) if frames else \
+            pd.DataFrame(columns=EPOCH_COLUMNS)
+        return out, len(fresh)
+
+    def forget(self, engine: Engine, run_id: int) -> None:
+        """Drop what is held for a run (it was deleted)."""
+        key = (engine.url.render_as_string(hide_password=False), run_id)
+        with self._lock:
+            entry = self._held.pop(key, None)
+            if entry is not None:
+                self._rows -= len(entry.frame)
+
+    @property
+    def rows_held(self) -> int:
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def _store(self, key: tuple[str, int], entry: _Held | None) -> None:
+        old = self._held.pop(key, None)
+        if old is not None:
+            self._rows -= len(old.frame)
+        if entry is not None:
+            self._held[key] = entry  # at the end: the most recently used
+            self._rows += len(entry.frame)
+
+    def _evict(self) -> None:
+        while self._rows > self.max_rows and self._held:
+            _, entry = self._held.popitem(last=False)
+            self._rows -= len(entry.frame)
+
+
+EPOCH_CACHE = EpochCache()  # the one every page of this process reads curves through
+
+
+# --- other questions --------------------------------------------------------------------------------
 def any_active(engine: Engine, config_hashes: list[str] | None = None) -> bool:
     """Whether any run (of these configs, if given) is queued or running: pages poll while so."""
     query = select(RunRow.id).where(RunRow.status.in_(ACTIVE))
@@ -112,28 +459,3 @@ def finished_run_times(engine: Engine, preset: str, dataset: str,
     with session_scope(engine, write=False) as session:
         return [(end - start, config) for start, end, config in session.execute(query)
                 if start and end]
-
-
-class EpochsReader:
-    """All epochs of some runs, reading from the database only those newer than it already holds
-    (a live page refreshes every few seconds; each refresh reads only the new epochs)."""
-
-    def __init__(self) -> None:
-        self._held: dict[int, pd.DataFrame] = {}
-        self.rows_read_last = 0  # epoch rows the last `read` fetched: what a refresh cost
-
-    def read(self, engine: Engine, run_ids: list[int]) -> pd.DataFrame:
-        after = {rid: int(self._held[rid]["epoch"].max()) for rid in run_ids
-                 if rid in self._held and len(self._held[rid])}
-        fresh = epochs_frame(engine, run_ids, after=after or None)
-        self.rows_read_last = len(fresh)
-        for rid in run_ids:
-            new = fresh[fresh["run_id"] == rid]
-            old = self._held.get(rid)
-            self._held[rid] = new if old is None else pd.concat([old, new], ignore_index=True)
-        frames = [self._held[rid] for rid in run_ids if len(self._held[rid])]
-        return pd.concat(frames, ignore_index=True) if frames else fresh.iloc[0:0]
-
-    def forget(self, run_id: int) -> None:
-        """Drop what is held for a run (it was deleted; its id must not show old epochs)."""
-        self._held.pop(run_id, None)

@@ -139,7 +139,7 @@ def handover_seconds(engine: Engine, worker_ids: list[str]) -> list[float]:
     gaps = []
     for previous, current in zip(rows, rows[1:], strict=False):
         if (previous[0], previous[1]) == (current[0], current[1]):
-            gap = current[2] - previous[3]
+            gap = float(current[2] or 0) - float(previous[3] or 0)
             if 0 <= gap <= 60:
                 gaps.append(float(gap))
     return gaps

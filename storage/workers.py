@@ -4,14 +4,17 @@ worker owns each running run (what reaping judges liveness by)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import Engine, func, select, text, update
 
 from storage.clock import db_now
 from storage.engine import session_scope
 from storage.models import RunRow, WorkerRow
 from storage.status import RunStatus
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WORKER_COLUMNS = ["id", "host", "pid", "slots", "started_at", "heartbeat_at"]
 
@@ -59,6 +62,8 @@ def stop_worker(engine: Engine, worker_id: str) -> None:
 
 def live_workers(engine: Engine, max_age: float) -> pd.DataFrame:
     """Workers that have not signed off and beat within `max_age` seconds."""
+    import pandas as pd  # here: the CLI's quick commands use this module without pandas
+
     query = select(*[getattr(WorkerRow, c) for c in WORKER_COLUMNS]).where(
         WorkerRow.stopped_at.is_(None), WorkerRow.heartbeat_at > db_now() - max_age)
     with session_scope(engine, write=False) as session:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from cnn_ablation.config import RunConfig
 from cnn_ablation.launch import submit
-from cnn_ablation.worker import Slot, child_env, make_slots
+from cnn_ablation.slots import Slot, child_env, make_slots
 from storage import lifecycle
 from storage.engine import session_scope
 from storage.models import EpochMetricRow

@@ -1,21 +1,30 @@
-"""Studies: grid expansion, fill missing, statistics with known answers, and a real small study."""
+"""Studies: grid expansion, fill missing, cancel and delete, adaptive seeds, the time estimate,
+`study show --json` against scipy/statsmodels on the stored per-run values, and a real adaptive
+study through a worker. The statistics themselves: tests/test_statistics.py."""
 
+import json
 import math
 import os
+import socket
 import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
+from scipy import stats
+from sqlalchemy import update
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
 
-from cnn_ablation import analysis, studies
+from cnn_ablation import studies
 from cnn_ablation.config import ConfigError, RunConfig
-from cnn_ablation.study_spec import StudySpec, study_preset
+from cnn_ablation.study_spec import AdaptiveRule, StudySpec, study_preset
 from storage import lifecycle
+from storage.engine import session_scope
+from storage.models import EpochMetricRow
 from storage.read_models import layer_stats_frame
-from storage.runs import find_run
-from tests.support import ROOT
+from storage.runs import find_run, list_runs
+from tests.support import ROOT, TEST_WORKER
 
 BASE = RunConfig(dataset="synthetic:100", epochs=1, batch_size=16)
 
@@ -31,35 +40,50 @@ def test_full_factorial_expands_every_combination_times_seeds():
     off = next(c for c in cells if c.label == "bn_conv_2=off, bn_conv_3=on, dropout=0.25")
     assert off.config.bn == (True, False, True, True, True) and off.config.dropout == 0.25
     assert sorted({c.seed for _, c in spec.runs()}) == [0, 1]
+    assert spec.base_cell().label == "bn_conv_2=on, bn_conv_3=on, dropout=0.5"
+    assert spec.interaction_pairs() == [("bn_conv_2", "bn_conv_3")]  # dropout has 3 levels
 
 
-def test_one_factor_at_a_time_is_the_base_plus_each_change_alone():
+def test_one_factor_at_a_time_is_the_base_plus_each_change_alone_and_has_no_interactions():
     spec = StudySpec(BASE, {"bn_conv_1": (True, False), "dropout": (0.25, 0.5, 0.75)}, "ofat", 3)
     assert [c.label for c in spec.cells()] == ["base", "bn_conv_1=off", "dropout=0.25",
                                                "dropout=0.75"]
     assert len(spec.runs()) == 4 * 3
+    assert spec.base_cell().label == "base" and spec.interaction_pairs() == []
 
 
 def test_presets():
     assert [c.label for c in study_preset("chapter", BASE, 2).cells()] == [
         "all BN on", "BN on conv_1 only"]
     bn = study_preset("bn_one_at_a_time", BASE, 1).cells()
-    assert len(bn) == 7 and bn[-1].config.bn == (False,) * 5
+    assert len(bn) == 7 and bn[-1].config.bn == (False,) * 5 and bn[-1].extra
     assert [c.config.dropout for c in study_preset("dropout_sweep", BASE, 1).cells()] == [
         0.0, 0.25, 0.5, 0.75]
 
 
-def test_bad_factors_are_refused_with_the_allowed_names():
+def test_bad_factors_and_rules_are_refused_with_the_allowed_values():
     with pytest.raises(ConfigError, match="factor: 'bn_conv_9'.*bn_conv_1"):
         StudySpec(BASE, {"bn_conv_9": (True, False)})
     with pytest.raises(ConfigError, match="dropout: 1.5"):
         StudySpec(BASE, {"dropout": (0.5, 1.5)})
+    with pytest.raises(ConfigError, match=r"target half-width \(pp\): 0 is not allowed"):
+        AdaptiveRule(half_width=0, max_seeds=5)
+    with pytest.raises(ConfigError, match="max seeds: 51"):
+        AdaptiveRule(half_width=0.01, max_seeds=51)
+    with pytest.raises(ConfigError, match="max seeds: 3 .*>= the starting seeds per cell \\(4\\)"):
+        StudySpec(BASE, {"bn_conv_2": (True, False)}, seeds=4,
+                  adaptive=AdaptiveRule(half_width=0.01, max_seeds=3))
 
 
-def test_spec_json_round_trip():
-    spec = study_preset("bn_one_at_a_time", BASE, 2)
-    again = StudySpec.from_dict(spec.to_dict())
+def test_spec_json_round_trip_with_an_adaptive_rule_and_its_state():
+    rule = AdaptiveRule(0.01, 8, 2, "test_accuracy", "", ((2, 0.03), (4, math.nan)))
+    spec = study_preset("bn_one_at_a_time", BASE.with_changes(limit_train=50, val_split=0.2), 2,
+                        rule)
+    again = StudySpec.from_dict(json.loads(spec.to_json()))
     assert [c.config_hash for _, c in again.runs()] == [c.config_hash for _, c in spec.runs()]
+    assert again.adaptive.history[0] == (2, 0.03) and math.isnan(again.adaptive.history[1][1])
+    assert again.adaptive.round == 3 and again.base.limit_train == 50
+    assert "NaN" not in spec.to_json()  # strict JSON, for `study show --json`
 
 
 # --- fill missing ---------------------------------------------------------------------------
@@ -81,112 +105,368 @@ def test_fill_missing_queues_exactly_the_missing_and_reuses_completed_runs(engin
     assert find_run(engine, again[0]).config_hash == find_run(engine, queued[0]).config_hash
 
 
-# --- statistics with known answers ----------------------------------------------------------
-def test_t_quantiles():
-    assert analysis.t975(2) == 4.303 and analysis.t975(30) == 2.042
-    assert analysis.t975(100) == pytest.approx(1.984, abs=0.001)
-    assert analysis.t975(2.5) == pytest.approx((4.303 + 3.182) / 2)
+# --- cancel and delete ----------------------------------------------------------------------
+def test_cancel_a_study_then_delete_it_keeping_or_removing_its_runs(engine, make_run, cli):
+    spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=2,
+                     adaptive=AdaptiveRule(0.01, 4))
+    outside = make_run(spec.runs()[0][1], "completed", accuracies=[0.6])  # not the study's own
+    study_id, queued = studies.create(engine, spec, "to cancel")
+    assert len(queued) == 3
+    running = lifecycle.claim(engine, TEST_WORKER, socket.gethostname(), "cpu", 60.0)
+    assert running.id == queued[0]
+
+    refused = cli("study", "delete", str(study_id))
+    assert refused.returncode == 2 and "cancel the study first" in refused.stderr
+    out = cli("study", "cancel", str(study_id))
+    assert out.returncode == 0, out.stderr
+    assert "cancelled 2 queued run(s); 1 running run(s) stopping after their current epoch" \
+        in out.stdout
+    assert [find_run(engine, i).status for i in queued] == ["running", "cancelled", "cancelled"]
+    assert find_run(engine, queued[0]).cancel_requested
+    assert find_run(engine, outside).status == "completed"
+    assert studies.load(engine, study_id).spec.adaptive.stopped == "cancelled by user"
+    assert studies.advance(engine) == []  # a cancelled adaptive study adds no rounds
+
+    lifecycle.finish(engine, running.id, "cancelled", worker_id=TEST_WORKER)
+    kept = cli("study", "delete", str(study_id))
+    assert kept.returncode == 0 and "its runs are kept" in kept.stdout
+    assert len(list_runs(engine)) == 4 and all(r.study_id is None for r in list_runs(engine))
+    assert cli("study", "show", str(study_id)).returncode == 2
+
+    other, ids = studies.create(engine, StudySpec(BASE, {"dropout": (0.1, 0.2)}, seeds=1), "x")
+    studies.cancel(engine, other)
+    gone = cli("study", "delete", str(other), "--with-runs")
+    assert gone.returncode == 0 and "with 2 run(s)" in gone.stdout, gone.stderr
+    assert all(find_run(engine, i) is None for i in ids) and len(list_runs(engine)) == 4
 
 
-def test_paired_difference_by_hand():
-    diffs = [-0.05, -0.04, -0.08]
-    mean = sum(diffs) / 3
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
-    est = analysis.paired_difference(diffs)
-    assert est.value == pytest.approx(mean)
-    assert est.low == pytest.approx(mean - 4.303 * sd / math.sqrt(3))
-    assert est.high == pytest.approx(mean + 4.303 * sd / math.sqrt(3))
-    assert est.high < 0 and est.verdict == "beyond noise"
+# --- adaptive seeds -------------------------------------------------------------------------
+def finish_queued(engine, value_of, rng):
+    """Claim and complete every queued run, its final val accuracy `value_of(cell_bn, seed)`
+    plus noise: what a worker does, without training."""
+    while (run := lifecycle.claim(engine, TEST_WORKER, socket.gethostname(), "cpu", 60.0)):
+        value = value_of(run.config["bn"][1] == 1, run.seed) + rng.normal(0, 1) * 1e-3
+        lifecycle.record_epoch(engine, run.id, TEST_WORKER, 1, {
+            "loss": 1.0, "accuracy": value, "val_loss": 1.0, "val_accuracy": value}, seconds=1.0)
+        lifecycle.finish(engine, run.id, "completed", worker_id=TEST_WORKER,
+                         test_accuracy=value)
 
 
-def test_welch_difference_by_hand():
-    a, b = [0.70, 0.72, 0.74, 0.71], [0.60, 0.75, 0.69]
-    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 3
-    df = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 2)
-    half = analysis.t975(df) * math.sqrt(va + vb)
-    est = analysis.welch_difference(a, b)
-    assert est.value == pytest.approx(np.mean(b) - np.mean(a))
-    assert (est.low, est.high) == pytest.approx((est.value - half, est.value + half))
-    assert not est.paired and est.verdict == "within noise"
+def test_adaptive_seeds_add_rounds_until_the_seed_limit_when_precision_is_not_reached(engine):
+    rng = np.random.default_rng(3)
+    spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=2,
+                     adaptive=AdaptiveRule(half_width=0.001, max_seeds=5, step=2))
+    study_id, queued = studies.create(engine, spec, "adaptive")
+    assert len(queued) == 4 and studies.advance(engine) == []  # round 1 still queued
+    noisy = lambda on, seed: 0.7 + (0.02 if on else 0) + rng.normal(0, 0.01)  # noqa: E731
+    finish_queued(engine, noisy, rng)
+    stale = studies.load(engine, study_id)
+    second = studies.advance(engine)
+    assert len(second) == 4  # 2 cells x seeds 2 and 3
+    assert sorted(find_run(engine, i).seed for i in second) == [2, 2, 3, 3]
+    assert all(find_run(engine, i).study_id == study_id for i in second)
+    assert studies._advance_one(engine, stale) == []  # a stale caller queues nothing twice
+    assert studies.advance(engine) == []
+    view = studies.load(engine, study_id)
+    assert view.spec.seeds == 4 and view.spec.adaptive.round == 2
+    assert "Round 2 (4 seeds per cell): running." in studies.adaptive_text(
+        view, studies.attempts(engine, view))
+    finish_queued(engine, noisy, rng)
+    third = studies.advance(engine)
+    assert len(third) == 2  # the step is cut at the limit: only seed 4
+    finish_queued(engine, noisy, rng)
+    assert studies.advance(engine) == []
+    view = studies.load(engine, study_id)
+    rule = view.spec.adaptive
+    assert rule.stopped.startswith("seed limit reached after round 3: 5 seeds per cell")
+    assert [s for s, _ in rule.history] == [2, 4, 5]
+    result = studies.results(engine, view)
+    assert result["complete"] and result["total"] == 10
+    half = (result["effects"]["ci_high"] - result["effects"]["ci_low"]) / 2
+    assert rule.history[-1][1] == pytest.approx(float(half.max()))
+    assert f"Stopped: {rule.stopped}." in studies.adaptive_text(view)
 
 
-def two_by_two() -> pd.DataFrame:
-    """bn on->off costs 0.10, dropout 0.5->0 adds 0.02, seed noise s*0.01, no interaction."""
-    rows = []
-    for bn in (True, False):
-        for dropout in (0.5, 0.0):
-            for seed in range(3):
-                acc = 0.8 - (0 if bn else 0.10) + (0.02 if dropout == 0.0 else 0) + 0.01 * seed
-                rows.append({"cell": f"{bn}-{dropout}", "seed": seed, "bn_conv_2": bn,
-                             "dropout": dropout, "final_val_accuracy": acc})
-    return pd.DataFrame(rows)
+def test_adaptive_seeds_stop_once_every_interval_is_narrow_enough(engine):
+    rng = np.random.default_rng(4)
+    spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=3,
+                     adaptive=AdaptiveRule(half_width=0.01, max_seeds=10, step=2))
+    study_id, _ = studies.create(engine, spec, "precise")
+    finish_queued(engine, lambda on, seed: 0.7 + (0.02 if on else 0) + 0.01 * seed, rng)
+    assert studies.advance(engine) == []
+    rule = studies.load(engine, study_id).spec.adaptive
+    assert rule.stopped.startswith("precision reached after round 1: every 95 % interval is "
+                                   "narrower than ±1 pp")
+    assert rule.history[0][0] == 3 and rule.history[0][1] < 0.01
 
 
-def test_main_effects_paired_by_seed_sorted_by_size():
-    effects = analysis.main_effects(two_by_two(), {"bn_conv_2": (True, False),
-                                                   "dropout": (0.5, 0.0)},
-                                    {"bn_conv_2": True, "dropout": 0.5})
-    assert list(effects["factor"]) == ["bn_conv_2", "dropout"]
-    assert effects.loc[0, "effect"] == pytest.approx(-0.10)
-    assert effects.loc[1, "effect"] == pytest.approx(0.02)
-    assert effects.loc[0, "n"] == 6 and effects["paired"].all()
-    words = analysis.plain_words(effects)
-    assert "bn_conv_2 (on → off)** lowered" in words and "by 10.0 points" in words
+def test_an_adaptive_round_with_a_failed_run_waits_instead_of_judging(engine, make_run):
+    spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=2,
+                     adaptive=AdaptiveRule(half_width=0.01, max_seeds=4))
+    study_id, queued = studies.create(engine, spec, "waits")
+    rng = np.random.default_rng(5)
+    lifecycle.request_cancel(engine, queued[-1])
+    finish_queued(engine, lambda on, seed: 0.7, rng)
+    assert studies.advance(engine) == []
+    view = studies.load(engine, study_id)
+    assert not view.spec.adaptive.stopped and view.spec.seeds == 2
+    assert "waiting" in studies.adaptive_text(view, studies.attempts(engine, view))
 
 
-def test_interaction_is_zero_when_effects_add():
-    table, est = analysis.interaction(two_by_two(), "bn_conv_2", "dropout")
-    assert table.shape == (2, 2)
-    assert est.value == pytest.approx(0.0, abs=1e-12)
+# --- time estimate --------------------------------------------------------------------------
+def timed_run(engine, make_run, config, started, epochs, finished):
+    """A completed run with the given times: `epochs` as (seconds, recorded_at)."""
+    run_id = make_run(config, "completed", accuracies=[0.5] * len(epochs), started_at=started,
+                      finished_at=finished)
+    with session_scope(engine) as session:
+        for epoch, (seconds, at) in enumerate(epochs, start=1):
+            session.execute(update(EpochMetricRow).where(
+                EpochMetricRow.run_id == run_id, EpochMetricRow.epoch == epoch).values(
+                seconds=seconds, recorded_at=at))
+    return run_id
 
 
-def test_cell_summary_interval():
-    runs = pd.DataFrame({"cell": ["a"] * 3, "seed": [0, 1, 2],
-                         "final_val_accuracy": [0.70, 0.72, 0.74],
-                         "best_val_accuracy": [0.71, 0.73, 0.75], "test_accuracy": [0.7] * 3})
-    row = analysis.cell_summary(runs, ["a", "b"]).set_index("cell")
-    assert row.loc["a", "final_val_accuracy_mean"] == pytest.approx(0.72)
-    assert row.loc["a", "final_val_accuracy_ci_high"] == pytest.approx(0.72 + 4.303 * 0.02 / 3 ** 0.5)
-    assert row.loc["b", "n"] == 0 and math.isnan(row.loc["b", "final_val_accuracy_mean"])
+def test_time_estimate_adds_start_up_epochs_and_test_time_of_comparable_runs(engine, make_run):
+    config = RunConfig(dataset="synthetic:2000", epochs=2)  # 1,800 fit images per epoch
+    # start-up 2 s (1000 -> first epoch began at 1002), epochs 3 s then 1 s, test 0.5 s
+    timed_run(engine, make_run, config, 1000.0, [(3.0, 1005.0), (1.0, 1006.0)], 1006.5)
+    spec = StudySpec(config.with_changes(epochs=3), {"bn_conv_2": (True, False)}, seeds=2)
+    seconds, basis = studies.estimate_seconds(engine, spec)
+    assert seconds == pytest.approx(4 * (2 + 3 + 2 * 1 + 0.5))
+    assert "start-up 2.0 s, test 0.5 s" in basis and "1 slot(s)" in basis
+
+    half = spec.base.with_changes(limit_train=1000)  # 900 fit images: epochs take half as long
+    seconds, basis = studies.estimate_seconds(engine, StudySpec(half, spec.factors, seeds=2))
+    assert seconds == pytest.approx(4 * (2 + 1.5 + 2 * 0.5 + 0.5))
+    assert "scaled by training images for 4 run(s)" in basis
+
+    done = spec.runs()[0][1]  # a completed run of one of the study's configs: not counted again
+    timed_run(engine, make_run, done, 2000.0, [(3.0, 2005.0), (1.0, 2006.0), (1.0, 2007.0)],
+              2007.5)
+    seconds, _ = studies.estimate_seconds(engine, spec)
+    assert seconds == pytest.approx(3 * (2 + 3 + 2 * 1 + 0.5))
+
+    other = StudySpec(RunConfig(dataset="synthetic:3000"), {"dropout": (0.1, 0.2)})
+    assert studies.estimate_seconds(engine, other) == (None, pytest.approx(
+        "no estimate yet: no finished seed run on synthetic:3000 on this machine; the first one "
+        "gives the estimate"))
 
 
-# --- a real small study ---------------------------------------------------------------------
-@pytest.mark.slow
-def test_small_real_study_runs_to_the_end_with_summary_and_effects(engine, home):
+# --- every number of `study show --json` ----------------------------------------------------
+def simulated_study(make_run, spec, value_of, skip=(), repeat=()):
+    """Completed runs of `spec` with final val accuracy `value_of(cell, seed)`; `skip`: (cell,
+    seed) left queued; `repeat`: (cell, seed) run twice. Returns {(cell, seed): [values]}."""
+    values: dict = {}
+    for cell, config in spec.runs():
+        key = (cell.label, config.seed)
+        for extra in range(2 if key in repeat else 1):
+            if key in skip:
+                make_run(config, "queued")
+                continue
+            value = round(value_of(cell, config.seed) + 0.001 * extra, 6)
+            make_run(config, "completed", accuracies=[value + 0.05])  # val = acc - 0.05
+            values.setdefault(key, []).append(value)
+    return values
+
+
+def seed_means(values, cell, seeds):
+    return np.array([np.mean(values[(cell, s)]) for s in seeds])
+
+
+def test_show_json_gives_every_number_as_scipy_and_statsmodels_give_it(engine, make_run, cli):
+    rng = np.random.default_rng(21)
+    spec = StudySpec(BASE, {"bn_conv_2": (True, False), "dropout": (0.5, 0.0)}, "full", seeds=4)
+    shift = rng.normal(0, 0.01, 4)
+
+    def value_of(cell, seed):
+        bn, dropout = cell.levels["bn_conv_2"], cell.levels["dropout"]
+        return (0.7 - (0 if bn else 0.03) + (0.01 if dropout == 0.0 else 0)
+                + (0.02 if not bn and dropout == 0.0 else 0) + shift[seed] + rng.normal(0, 0.005))
+
+    repeat = {("bn_conv_2=on, dropout=0.5", 2)}
+    values = simulated_study(make_run, spec, value_of, repeat=repeat)
+    study_id = studies.create(engine, spec, "json")[0]
+    out = cli("study", "show", str(study_id), "--json", "--power-pp", "0.5")
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["status"] == {"state": "complete", "completed_runs": 16, "total_runs": 16,
+                               "text": "complete: 16 of 16 runs"}
+    seeds = range(4)
+    cells = {c.label: c for c in spec.cells()}
+    base = "bn_conv_2=on, dropout=0.5"
+    for row in shown["summary"]:
+        x = seed_means(values, row["cell"], seeds)
+        ci = stats.ttest_1samp(x, 0.0).confidence_interval(0.95)
+        assert row["n"] == 4 and row["runs"] == 4 + ((row["cell"], 2) in repeat)
+        assert row["final_val_accuracy_mean"] == pytest.approx(x.mean(), abs=1e-9)
+        assert row["final_val_accuracy_std"] == pytest.approx(x.std(ddof=1), abs=1e-9)
+        assert (row["final_val_accuracy_ci_low"], row["final_val_accuracy_ci_high"]) == \
+            pytest.approx((ci.low, ci.high), abs=1e-9)
+        if row["cell"] == base:
+            assert row["is_base"] and row["delta"] is None
+            continue
+        test = stats.ttest_rel(x, seed_means(values, base, seeds))
+        ci = test.confidence_interval(0.95)
+        assert row["delta"] == pytest.approx(np.mean(x - seed_means(values, base, seeds)),
+                                             abs=1e-9)
+        assert (row["delta_ci_low"], row["delta_ci_high"]) == pytest.approx((ci.low, ci.high),
+                                                                            abs=1e-9)
+        assert row["delta_p"] == pytest.approx(test.pvalue, rel=1e-6)
+    deltas = [r for r in shown["summary"] if not r["is_base"]]
+    holm = multipletests([r["delta_p"] for r in deltas], method="holm")[1]
+    assert [r["delta_p_holm"] for r in deltas] == pytest.approx(list(holm), rel=1e-9)
+
+    def side(bn=None, dropout=None):
+        chosen = [c for c in cells.values()
+                  if (bn is None or c.levels["bn_conv_2"] == bn)
+                  and (dropout is None or c.levels["dropout"] == dropout)]
+        return np.mean([seed_means(values, c.label, seeds) for c in chosen], axis=0)
+
+    effects = {e["factor"]: e for e in shown["effects"]}
+    assert shown["effects_kind"] == "main effects"
+    expected_p = []
+    for factor, on, off in (("bn_conv_2", side(bn=True), side(bn=False)),
+                            ("dropout", side(dropout=0.5), side(dropout=0.0))):
+        test = stats.ttest_rel(off, on)
+        ci = test.confidence_interval(0.95)
+        e = effects[factor]
+        assert e["effect"] == pytest.approx(np.mean(off - on), abs=1e-9)
+        assert (e["ci_low"], e["ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-9)
+        assert e["p"] == pytest.approx(test.pvalue, rel=1e-6) and e["n"] == 4 and e["paired"]
+        need = TTestPower().solve_power(effect_size=0.005 / np.std(off - on, ddof=1),
+                                        alpha=0.05, power=0.8)
+        assert e["seeds_needed"] == max(2, math.ceil(need))
+        expected_p.append((factor, test.pvalue))
+    holm = dict(zip([f for f, _ in expected_p],
+                    multipletests([p for _, p in expected_p], method="holm")[1], strict=True))
+    for factor, e in effects.items():
+        assert e["p_holm"] == pytest.approx(holm[factor], rel=1e-6)
+        assert e["verdict_holm"] == ("beyond noise" if holm[factor] < 0.05 else "within noise")
+    assert shown["power"]["target_pp"] == 0.5 and shown["power"]["seeds_needed"] == max(
+        e["seeds_needed"] for e in effects.values())
+
+    (inter,) = shown["interactions"]
+    diff = ((seed_means(values, "bn_conv_2=off, dropout=0", seeds)
+             - seed_means(values, "bn_conv_2=off, dropout=0.5", seeds))
+            - (seed_means(values, "bn_conv_2=on, dropout=0", seeds)
+               - seed_means(values, base, seeds)))
+    ci = stats.ttest_1samp(diff, 0.0).confidence_interval(0.95)
+    assert (inter["effect"], inter["ci_low"], inter["ci_high"]) == pytest.approx(
+        (diff.mean(), ci.low, ci.high), abs=1e-9)
+    assert "(" in shown["words"] and "Provisional" not in shown["words"]
+
+
+def test_an_incomplete_study_is_provisional_on_the_page_and_in_the_cli(engine, make_run, cli):
     from streamlit.testing.v1 import AppTest
 
-    spec = StudySpec(BASE, {"bn_conv_2": (True, False), "dropout": (0.5, 0.0)}, "full", seeds=2)
-    study_id, queued = studies.create(engine, spec, "tiny real study")
-    assert len(queued) == 8
-    env = {**os.environ, "ABLATION_HOME": str(home), "ABLATION_HEARTBEAT_SECONDS": "2"}
-    worker = subprocess.run([sys.executable, "-m", "cnn_ablation", "worker", "--once", "--gpus",
-                             "none"], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=900)
-    assert worker.returncode == 0, worker.stdout[-2000:]
-    view = studies.load(engine, study_id)
-    assert int(studies.grid(engine, view)["done"].sum()) == 8
-    result = studies.results(engine, view)
-    assert (result["summary"]["n"] == 2).all()
-    assert result["summary"]["final_val_accuracy_mean"].notna().all()
-    assert set(result["effects"]["factor"]) == {"bn_conv_2", "dropout"}
-    assert result["effects"]["n"].tolist() == [4, 4] and result["effects"]["paired"].all()
-    stats = layer_stats_frame(engine, result["completed"]["run_id"].tolist())
-    assert len(stats) == 8 * 6  # every run, every weighted layer, its one epoch
+    spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "ofat", seeds=3)
+    rng = np.random.default_rng(22)
+    simulated_study(make_run, spec, lambda cell, seed: 0.7 - 0.1 * (cell.label != "base")
+                    + rng.normal(0, 0.001), skip={("bn_conv_2=off", 2)})
+    study_id = studies.create(engine, spec, "half done")[0]
+    text = cli("study", "show", str(study_id))
+    assert text.returncode == 0, text.stderr
+    assert "provisional: 5 of 6 runs" in text.stdout
+    assert "Provisional: 5 of 6 runs. No verdict until every cell has all its seeds" in text.stdout
+    for claim in ("beyond noise", "lowered", "mattered"):
+        assert claim not in text.stdout
+    shown = json.loads(cli("study", "show", str(study_id), "--json").stdout)
+    assert shown["status"]["state"] == "provisional" and shown["interactions"] == []
+    assert shown["effects_kind"] == "each cell vs the base"
+    assert [e["verdict"] for e in shown["effects"]] == ["provisional"]
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.switch_page("cnn_ablation/ui/studies.py").run()
     assert not at.exception, at.exception
-    grid, summary, effects = (frame.value for frame in at.dataframe[:3])  # in page order
-    assert list(grid["done"]) == [2, 2, 2, 2]
-    assert list(summary["runs"]) == [2, 2, 2, 2]
-    assert set(effects["factor"]) == {"bn_conv_2", "dropout"}
+    assert any("Provisional: 5 of 6 runs" in w.value for w in at.warning)
+    page = " ".join(m.value for m in at.markdown)
+    assert "beyond noise" not in page and "lowered" not in page
+    effects = at.dataframe[2].value  # grid, per cell, effects: in page order
+    assert list(effects["verdict"]) == ["provisional"]
+
+
+# --- a real adaptive study ------------------------------------------------------------------
+@pytest.mark.slow
+def test_an_adaptive_study_runs_to_its_stopping_rule_through_a_real_worker(engine, home, cli):
+    """Two cells, 1 seed in round 1 (no interval yet, so it goes on), one more a round, at most
+    2: the target (±0.01 pp) is not met with 2 seeds, so it stops at the seed limit after round
+    2. The worker is the real one (`worker --once`); the study queues its next round itself
+    (`advance`), as it does when the worker, a page refresh or `study show` calls it."""
+    from streamlit.testing.v1 import AppTest
+
+    spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=1,
+                     adaptive=AdaptiveRule(half_width=0.0001, max_seeds=2, step=1))
+    study_id, queued = studies.create(engine, spec, "adaptive real")
+    assert len(queued) == 2
+    env = {**os.environ, "ABLATION_HOME": str(home), "ABLATION_HEARTBEAT_SECONDS": "2"}
+    rounds = 0
+    while True:
+        worker = subprocess.run([sys.executable, "-m", "cnn_ablation", "worker", "--once",
+                                 "--gpus", "none"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=600)
+        assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
+        rounds += 1
+        ended = list_runs(engine)
+        assert {r.status for r in ended} == {"completed"}, [(r.id, r.status, r.error)
+                                                            for r in ended]
+        if not studies.advance(engine):
+            break
+        assert rounds < 3
+    view = studies.load(engine, study_id)
+    rule = view.spec.adaptive
+    assert rounds == 2 and view.spec.seeds == 2 and len(list_runs(engine, study_id=study_id)) == 4
+    assert rule.stopped.startswith("seed limit reached after round 2: 2 seeds per cell")
+    assert [s for s, _ in rule.history] == [1, 2] and math.isnan(rule.history[0][1])
+    result = studies.results(engine, view)
+    assert result["complete"] and result["done"] == 4
+    assert (result["summary"]["n"] == 2).all()
+    assert result["effects"]["n"].tolist() == [2] and result["effects"]["paired"].all()
+    stats_frame = layer_stats_frame(engine, result["completed"]["run_id"].tolist())
+    assert len(stats_frame) == 4 * 6  # every run, every weighted layer, its one epoch
+
+    shown = cli("study", "show", str(study_id))
+    assert "Adaptive seeds: add 1 seed(s) per cell" in shown.stdout
+    assert "Stopped: seed limit reached after round 2" in shown.stdout
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("cnn_ablation/ui/studies.py").run()
+    assert not at.exception, at.exception
+    assert list(at.dataframe[0].value["done"]) == [2, 2]  # grid, per cell: in page order
+    assert list(at.dataframe[1].value["seeds"]) == [2, 2]
+    assert any("Stopped: seed limit reached after round 2" in i.value for i in at.info)
     assert any("noise" in m.value for m in at.markdown)
+    assert find_run(engine, queued[0]).environment is not None
 
 
-def test_time_estimate_scales_with_training_images_of_finished_runs(engine, make_run):
-    config = RunConfig(dataset="synthetic", epochs=2, val_split=0.0)  # 2 x 1000 images
-    make_run(config, "completed", started_at=1000.0, finished_at=1020.0)  # 10 ms per image
-    spec = StudySpec(config.with_changes(limit_train=500), {"dropout": (0.25, 0.5)}, "full", 3)
-    seconds, basis = studies.estimate_seconds(engine, spec)
-    assert seconds == pytest.approx(6 * 2 * 500 * 0.010)  # 6 runs x 2 epochs x 500 images
-    assert "10.00 ms per training image" in basis
+def test_the_page_cancels_then_deletes_a_study_keeping_its_runs(engine):
+    from streamlit.testing.v1 import AppTest
+
+    study_id, queued = studies.create(engine, StudySpec(BASE, {"dropout": (0.1, 0.2)}, seeds=2),
+                                      "from the page")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("cnn_ablation/ui/studies.py").run()
+    assert not at.exception, at.exception
+    assert any("provisional: 0 of 4 runs" in str(p.text) for p in at.get("progress"))
+    at.button(key="delete_confirm").click().run()
+    assert any("cancel the study first" in e.value for e in at.error)
+    at.button(key="cancel_confirm").click().run()
+    assert not at.exception, at.exception
+    assert {find_run(engine, i).status for i in queued} == {"cancelled"}
+    at.button(key="delete_confirm").click().run()
+    assert not at.exception, at.exception
+    assert any(f"Study #{study_id} deleted." in s.value for s in at.success)
+    assert "No studies yet" in at.info[0].value
+    assert len(list_runs(engine)) == 4 and all(r.study_id is None for r in list_runs(engine))
+
+
+@pytest.mark.parametrize("flags,says", [
+    (["--max-seeds", "5"], "max_seeds: 5 is not allowed; allowed: only with --target-pp"),
+    (["--target-pp", "1"], "max_seeds: None is not allowed; allowed: a whole number"),
+    (["--target-pp", "0", "--max-seeds", "5"], "target_pp: 0.0 is not allowed"),
+    (["--target-pp", "1", "--max-seeds", "2", "--seeds", "3"],
+     "max seeds: 2 is not allowed; allowed: a whole number >= the starting seeds per cell (3)"),
+])
+def test_bad_adaptive_flags_are_refused_before_anything_is_written(home, cli, flags, says):
+    out = cli("study", "create", "--dataset", "synthetic:100", "--factor", "bn_conv_2", *flags)
+    assert out.returncode == 2 and says in out.stderr, out.stderr
+    assert list(home.iterdir()) == []

@@ -120,16 +120,16 @@ def test_runs_page_shows_runs_and_reads_only_new_epochs_on_refresh(home, engine,
     running = make_run(RunConfig(dataset="synthetic", seed=1), accuracies=[0.3], status="running")
     at = app(PAGES[1])
     table = at.dataframe[0].value
-    assert list(table["run"]) == [done, running]
-    assert list(table["status"]) == ["completed", "running"]
+    assert list(table["run"]) == [running, done]  # newest first
+    assert list(table["status"]) == ["running", "completed"]
     assert at.session_state["run_choice"] == running
-    assert at.session_state["epoch_cache"].rows_read_last == 1
+    assert at.session_state["epoch_rows_read"] == 1
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert values(figure["data"][0]["x"]) == [1]
     new_epoch = {"loss": 1.2, "accuracy": 0.5, "val_loss": 1.3, "val_accuracy": 0.45}
     lifecycle.record_epoch(engine, running, TEST_WORKER, 2, new_epoch, seconds=1.0)
     at.run()  # what the 2 s timer does in a browser
-    assert at.session_state["epoch_cache"].rows_read_last == 1  # only the new epoch was read
+    assert at.session_state["epoch_rows_read"] == 1  # only the new epoch was read
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert values(figure["data"][0]["x"]) == [1, 2]
 

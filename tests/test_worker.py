@@ -134,7 +134,7 @@ def test_sigterm_requeues_with_a_checkpoint_and_the_next_worker_resumes_it(engin
 
 
 def test_another_hosts_run_is_reaped_only_after_its_worker_is_silent_past_the_margin(engine):
-    from cnn_ablation.worker import lost_after_s, reap_lost_runs
+    from cnn_ablation.liveness import lost_after_s, reap_lost_runs
 
     (run_id,) = submit(engine, [QUICK])
     register_worker(engine, "far", "another-host", 4242, "cpu")
@@ -150,7 +150,7 @@ def test_another_hosts_run_is_reaped_only_after_its_worker_is_silent_past_the_ma
 def test_a_run_whose_worker_process_is_gone_on_this_host_is_reaped_at_once(engine):
     import socket
 
-    from cnn_ablation.worker import reap_lost_runs
+    from cnn_ablation.liveness import reap_lost_runs
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

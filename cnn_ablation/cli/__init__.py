@@ -32,7 +32,6 @@ from cnn_ablation.cli.study_commands import (
     cmd_study_show,
 )
 from cnn_ablation.config import METRICS, ConfigError
-from cnn_ablation.datasets import DatasetUnavailable
 from cnn_ablation.settings import SettingsError, database_error
 from cnn_ablation.study_spec import STUDY_PRESETS
 from storage.records import NotFound
@@ -81,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "with no GPU, K runs share the CPU")
     p.add_argument("--gpu-memory-mb", type=int, default=None, metavar="MB",
                    help="each run's GPU memory limit (default with K > 1: the GPU's memory / K)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: training processes on this host (default); ray: each run is a "
+                        "Ray task on whichever node of a Ray cluster has room")
+    p.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
+                   help="with --executor ray: the cluster's head (auto: the cluster started with "
+                        "`ray start` on this host; default: that one if there is one, else a Ray "
+                        "instance of this worker's own)")
+    p.add_argument("--slots", type=int, default=None, metavar="N",
+                   help="with --executor ray: runs in flight at once (default: the cluster's "
+                        "GPUs x K, or its CPUs)")
     p.add_argument("--worker-id", default=None, help=argparse.SUPPRESS)
     p = _command(sub, "runs", cmd_runs, "list runs", as_json=True)
     p.add_argument("--status", default=None, choices=[s.value for s in RunStatus],
@@ -100,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _study_parser(study: argparse.ArgumentParser) -> None:
+    from cnn_ablation.cli.study_commands import (
+        cmd_study_cancel,
+        cmd_study_delete,
+        cmd_study_report,
+        power_pp,
+    )
+
     sub = study.add_subparsers(dest="study_command", required=True)
     p = _command(sub, "create", cmd_study_create,
                  "queue a study: a preset, or factors and a design")
@@ -111,19 +127,45 @@ def _study_parser(study: argparse.ArgumentParser) -> None:
                         "batch_size=...; repeat for several factors")
     p.add_argument("--design", choices=["full", "ofat"], default="full",
                    help="full factorial, or one factor at a time against the base")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (0..N-1)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="seeds per cell (0..N-1); with --target-pp the first round's")
+    p.add_argument("--target-pp", type=float, default=None,
+                   help="adaptive seeds: add seeds a round at a time until every effect's 95 %% "
+                        "interval is narrower than +-this many percentage points")
+    p.add_argument("--max-seeds", type=int, default=None,
+                   help="adaptive seeds: stop at this many seeds per cell at the latest")
+    p.add_argument("--seed-step", type=int, default=None,
+                   help="adaptive seeds: seeds added per cell each round (default 2)")
+    p.add_argument("--metric", default="final_val_accuracy", choices=list(METRICS),
+                   help="what the adaptive rule judges precision on")
     _command(sub, "list", cmd_study_list, "all studies with their progress")
     for name, func, text in (("show", cmd_study_show, "grid, per-cell summary and effects"),
                              ("fill", cmd_study_fill, "queue cells/seeds never run"),
                              ("rerun-failed", cmd_study_fill,
                               "queue again cells/seeds whose runs all failed"),
-                             ("export", cmd_study_export, "per-run and per-cell CSV files")):
+                             ("export", cmd_study_export, "per-run and per-cell CSV files"),
+                             ("report", cmd_study_report, "tables (Markdown, LaTeX), forest "
+                              "plot (PNG, SVG) and verdict"),
+                             ("cancel", cmd_study_cancel, "cancel the study's queued runs and "
+                              "stop its running ones (after their current epoch)"),
+                             ("delete", cmd_study_delete, "delete the study (its runs are kept "
+                              "unless --with-runs)")):
         p = _command(sub, name, func, text, as_json=name == "show")
         p.add_argument("study_id", type=record_id)
-        if name in ("show", "export"):
+        if name in ("show", "export", "report"):
             p.add_argument("--metric", default="final_val_accuracy", choices=list(METRICS))
-        if name == "export":
-            p.add_argument("--out", default=".", help="folder for the two CSV files")
+        if name in ("show", "report"):
+            p.add_argument("--power-pp", type=power_pp, default=1.0,
+                           help="seeds needed to detect a change of this many percentage "
+                                "points with 80 %% power (default 1)")
+        if name in ("export", "report"):
+            p.add_argument("--out", default=".", help="folder for the files")
+        if name == "cancel":
+            p.add_argument("--now", action="store_true",
+                           help="stop running runs at once; their partial epochs are not kept")
+        if name == "delete":
+            p.add_argument("--with-runs", action="store_true",
+                           help="also delete the runs the study queued (none may be running)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,11 +175,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SettingsError, NotFound) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except DatasetUnavailable as exc:  # commands name the dataset themselves; this is the net
-        print(f"error: dataset: {exc}", file=sys.stderr)
-        return 2
     except SQLAlchemyError as exc:
         print(f"error: {database_error(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not _dataset_unavailable(exc):
+            raise
+        print(f"error: dataset: {exc}", file=sys.stderr)  # commands name the dataset
+        return 2  # themselves; this is the net
+
+
+def _dataset_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` is a `datasets.DatasetUnavailable`. It can be one only if a command loaded
+    that module, so the module is not imported to ask: commands that read no dataset (runs,
+    show, cancel) start without NumPy."""
+    datasets = sys.modules.get("cnn_ablation.datasets")
+    return datasets is not None and isinstance(exc, datasets.DatasetUnavailable)
 
 

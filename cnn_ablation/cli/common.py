@@ -24,7 +24,14 @@ def config_flags(p: argparse.ArgumentParser, with_seeds: bool = False) -> None:
                         "chapter's input shape)")
     p.add_argument("--bn", default=None, help="BatchNorm per position as 0/1, e.g. 1,0,0,0,1 "
                                               "(conv_1..conv_4, dense_1); default all on")
-    p.add_argument("--dropout", type=float, default=d.dropout, help="in [0, 1)")
+    p.add_argument("--dropout", type=dropout_value, default=d.dropout,
+                   help="in [0, 1); for your own network, per Dropout layer: NAME=RATE,...")
+    p.add_argument("--network", default=None,
+                   help="your own network: a .keras file's name in $ABLATION_HOME/networks, "
+                        "a builder MODULE:build_x from ABLATION_NETWORK_PATHS, or a key "
+                        "(file:NAME@HASH); default: --preset")
+    p.add_argument("--bn-off", default="", help="your own network: BatchNorm layers to switch "
+                                                "off, by name, e.g. bn_3,bn_7")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.learning_rate, help="Adam learning rate")
@@ -38,6 +45,23 @@ def config_flags(p: argparse.ArgumentParser, with_seeds: bool = False) -> None:
                        help="queue N repeats with seeds 0..N-1 (default 1: just --seed)")
 
 
+def dropout_value(text: str) -> float | tuple[tuple[str, float], ...]:
+    """`--dropout 0.3` (the chapter's network), or `dropout_1=0.3,dropout_2=0.1` (your own)."""
+    if "=" not in text:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    pairs = []
+    for item in text.split(","):
+        name, _, rate = item.partition("=")
+        try:
+            pairs.append((name.strip(), float(rate)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid NAME=RATE value: {item!r}") from None
+    return tuple(pairs)
+
+
 def config_from_args(args: argparse.Namespace, default_dataset: str = "cifar10") -> RunConfig:
     """The RunConfig the flags describe (ConfigError naming the flag's field if invalid)."""
     size = None
@@ -47,8 +71,24 @@ def config_from_args(args: argparse.Namespace, default_dataset: str = "cifar10")
             size = (height, width)
         except ValueError:
             raise ConfigError("image_size", args.image_size, "HxW, e.g. 64x64") from None
+    dataset = default_dataset if args.dataset is None else args.dataset
+    if args.network is not None:
+        from cnn_ablation.networks import find
+
+        if args.bn is not None:
+            raise ConfigError("bn", args.bn, "nothing with --network: use --bn-off NAME,...")
+        rates = args.dropout if isinstance(args.dropout, tuple) else ()
+        return RunConfig(
+            network=find(args.network).key, dataset=dataset,
+            bn_off=tuple(n.strip() for n in args.bn_off.split(",") if n.strip()),
+            layer_dropout=rates, epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.lr, seed=args.seed, val_split=args.val_split,
+            limit_train=args.limit_train, image_size=size)
+    if args.bn_off or isinstance(args.dropout, tuple):
+        raise ConfigError("bn_off" if args.bn_off else "dropout", args.bn_off or args.dropout,
+                          "--bn-off and --dropout NAME=RATE name layers of --network only")
     return RunConfig(
-        preset=args.preset, dataset=default_dataset if args.dataset is None else args.dataset,
+        preset=args.preset, dataset=dataset,
         bn=None if args.bn is None else parse_bn(args.bn, args.preset),
         dropout=args.dropout, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.lr, seed=args.seed, val_split=args.val_split,
@@ -61,7 +101,7 @@ def quiet_keras_import() -> None:
     """TensorFlow prints start-up lines on stderr before its log level applies; hide just those."""
     if "keras" in sys.modules:
         return
-    from cnn_ablation.worker import detect_gpus
+    from cnn_ablation.slots import detect_gpus
 
     if not detect_gpus():  # CPU-only: skip TensorFlow's failing CUDA probe and its error line
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")

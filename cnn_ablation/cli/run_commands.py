@@ -27,12 +27,19 @@ def cmd_summary(args: argparse.Namespace) -> int:
             raise ConfigError("dataset", config.dataset,
                               f"a dataset that exists here ({exc})") from exc
         shape, classes = info.shape, info.num_classes
+    elif config.network is not None:
+        shape, classes = (32, 32, 3), 10  # synthetic's; name --dataset for another
     else:
         shape, classes = PRESETS[config.preset].input_shape, 10
     quiet_keras_import()
-    from cnn_ablation.model import build_model
+    if config.network is not None:
+        from cnn_ablation.surgery import build_custom
 
-    model = build_model(config, shape, classes)
+        model = build_custom(config, shape, classes)
+    else:
+        from cnn_ablation.model import build_model
+
+        model = build_model(config, shape, classes)
     print(f"Model {config.preset!r}: {config.label}, input {shape[0]}x{shape[1]}x{shape[2]}, "
           f"{classes} classes")
     print(f"{'layer':<16}{'type':<20}{'output shape':<22}{'params':>10}")
@@ -49,7 +56,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cnn_ablation.launch import new_run
-    from cnn_ablation.worker import detect_gpus
+    from cnn_ablation.slots import detect_gpus
     from storage import lifecycle, runs
 
     config = config_from_args(args)
@@ -92,8 +99,30 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from cnn_ablation import log
-    from cnn_ablation.worker import Worker, make_slots
+    from cnn_ablation.slots import make_slots
+    from cnn_ablation.worker import Worker
 
+    if args.executor == "ray":  # the same worker, each run a Ray task (Ray is imported only then)
+        from cnn_ablation.ray_executor import RayUnavailable, RayWorker, check_options
+
+        try:  # what was typed, then the database, then Ray: each refused before the next
+            check_options(args.gpus, args.runs_per_gpu, args.gpu_memory_mb, args.slots,
+                          args.ray_address)
+            engine = open_engine()
+            log.setup("worker")
+            worker: Worker = RayWorker(engine, args.ray_address, args.runs_per_gpu,
+                                       args.gpu_memory_mb, args.slots, args.gpus,
+                                       once=args.once, worker_id=args.worker_id)
+        except (ValueError, RayUnavailable) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        worker.run()
+        return 0
+    for flag, value in (("--ray-address", args.ray_address), ("--slots", args.slots)):
+        if value is not None:
+            print(f"error: {flag}: {value!r} is not allowed with --executor local; allowed: "
+                  "only with --executor ray", file=sys.stderr)
+            return 2
     try:
         slots = make_slots(args.gpus, args.runs_per_gpu, args.gpu_memory_mb)
     except ValueError as exc:
@@ -105,29 +134,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from cnn_ablation.liveness import reap_lost_runs
     from cnn_ablation.report import print_runs, run_dict
-    from cnn_ablation.worker import reap_lost_runs
     from storage import read_models
 
     engine = open_engine()
     reap_lost_runs(engine)
-    frame = read_models.runs_frame(engine, statuses=[args.status] if args.status else None)
+    rows = read_models.run_rows(engine, read_models.RunFilter(
+        statuses=(args.status,) if args.status else ()))
     if args.json:
-        print(json.dumps([run_dict(row) for row in frame.to_dict("records")], indent=1))
+        print(json.dumps([run_dict(row) for row in rows], indent=1))
     else:
-        print_runs(frame)
+        print_runs(rows)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from cnn_ablation.liveness import reap_lost_runs
     from cnn_ablation.report import print_run
-    from cnn_ablation.worker import reap_lost_runs
     from storage import read_models, runs
 
     engine = open_engine()
     reap_lost_runs(engine)
     run = runs.find_run_or_raise(engine, args.run_id)
-    print_run(run, read_models.epochs_frame(engine, [run.id]), as_json=args.json)
+    print_run(run, read_models.epoch_rows(engine, [run.id]), as_json=args.json)
     return 0
 
 

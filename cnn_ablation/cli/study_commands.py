@@ -1,19 +1,55 @@
-"""`study create|list|show|fill|rerun-failed|export`."""
+"""`study create|list|show|fill|rerun-failed|export|report|cancel|delete`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from cnn_ablation.cli.common import config_from_args, open_engine
+from cnn_ablation.config import ConfigError
 from cnn_ablation.study_spec import parse_factor
 
 if TYPE_CHECKING:  # studies imports pandas: only the commands that need it load it
     from cnn_ablation.studies import StudyView
+    from cnn_ablation.study_spec import AdaptiveRule
+
+
+def power_pp(text: str) -> float:
+    """`--power-pp`: the change (percentage points) the "seeds needed" figure is for."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 100:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: a number of "
+                                         "percentage points > 0 and < 100")
+    return value
+
+
+def _adaptive_rule(args: argparse.Namespace) -> AdaptiveRule | None:
+    """The adaptive-seeds rule the flags ask for (ConfigError naming the flag if not valid)."""
+    from cnn_ablation.study_spec import AdaptiveRule
+
+    if args.target_pp is None:
+        for flag, value in (("max_seeds", args.max_seeds), ("seed_step", args.seed_step)):
+            if value is not None:
+                raise ConfigError(flag, value, "only with --target-pp (adaptive seeds)")
+        return None
+    if args.max_seeds is None:
+        raise ConfigError("max_seeds", None, "a whole number: adaptive seeds (--target-pp) stop "
+                                             "at this many seeds per cell at the latest")
+    target = args.target_pp
+    if not (isinstance(target, float) and math.isfinite(target) and 0 < target < 100):
+        raise ConfigError("target_pp", target, "a number of percentage points > 0 and < 100")
+    return AdaptiveRule(half_width=target / 100, max_seeds=args.max_seeds,
+                        step=args.seed_step if args.seed_step is not None else 2,
+                        metric=args.metric)
 
 
 # --- study commands -------------------------------------------------------------------------------
@@ -24,21 +60,26 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     from cnn_ablation.study_spec import StudySpec, study_preset
 
     base = config_from_args(args)
+    rule = _adaptive_rule(args)
     if args.study_preset:
-        spec = study_preset(args.study_preset, base, args.seeds)
+        spec = study_preset(args.study_preset, base, args.seeds, rule)
     else:
-        spec = StudySpec(base, dict(parse_factor(f) for f in args.factor), args.design, args.seeds)
+        spec = StudySpec(base, dict(parse_factor(f) for f in args.factor), args.design, args.seeds,
+                         adaptive=rule)
     name = check_name(args.name or args.study_preset or "study")
     # Every cell checked (and named as studies.create names its runs) before the database is
     # opened: a refused study writes nothing. Seeds differ only in the seed, always valid.
     for cell in spec.cells():
         new_run(cell.config, name=f"{name}: {cell.label}")
     engine = open_engine()
+    seconds, basis = studies.estimate_seconds(engine, spec)
     study_id, queued = studies.create(engine, spec, name)
     print(f"study {study_id}: {len(spec.cells())} cells x {spec.seeds} seeds; queued "
           f"{len(queued)} runs" + (f" ({queued[0]}..{queued[-1]})" if queued else ""))
-    seconds, basis = studies.estimate_seconds(engine, spec)
-    print(f"estimate: {seconds / 60:.1f} min ({basis})" if seconds else f"estimate: {basis}")
+    if rule is not None:
+        print(f"adaptive seeds: {rule.text()}; round 1 has {spec.seeds} seeds per cell")
+    print(f"estimate: {studies.minutes_text(seconds)} ({seconds:.0f} s; {basis})"
+          if seconds is not None else f"estimate: {basis}")
     return 0
 
 
@@ -47,11 +88,18 @@ def cmd_study_list(args: argparse.Namespace) -> int:
     from storage.studies import list_studies
 
     engine = open_engine()
+    studies.advance(engine)
     for study in list_studies(engine):
         view = studies.load(engine, study.id)
         grid = studies.grid(engine, view)
+        done, total = studies.progress(view, grid)
+        state = "complete" if done == total else "provisional"
+        rule = view.spec.adaptive
+        extra = ""
+        if rule is not None:
+            extra = f", adaptive round {rule.round}" + (" (stopped)" if rule.stopped else "")
         print(f"{study.id:4d}  {study.name:30s} {len(grid)} cells x {view.spec.seeds} seeds, "
-              f"{int(grid['done'].sum())}/{len(grid) * view.spec.seeds} done")
+              f"{state}: {done} of {total} runs{extra}")
     return 0
 
 
@@ -86,26 +134,71 @@ def cmd_study_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_report(args: argparse.Namespace) -> int:
+    from cnn_ablation import studies
+    from cnn_ablation.study_report import write_report
+
+    engine, view = _study(args)
+    result = studies.results(engine, view, args.metric, power_pp=args.power_pp)
+    for path in write_report(Path(args.out), view, result):
+        print(f"wrote {path}")
+    print(studies.status_line(result))
+    return 0
+
+
+def cmd_study_cancel(args: argparse.Namespace) -> int:
+    from cnn_ablation import studies
+
+    engine, view = _study(args)
+    outcome = studies.cancel(engine, view.id, now=args.now)
+    how = "at once; their partial epochs are not kept" if args.now else \
+        "after their current epoch, which is kept (--now stops at once)"
+    print(f"study {view.id}: cancelled {len(outcome.cancelled)} queued run(s); "
+          f"{len(outcome.stopping)} running run(s) stopping {how}")
+    return 0
+
+
+def cmd_study_delete(args: argparse.Namespace) -> int:
+    from cnn_ablation import studies
+
+    engine, view = _study(args)
+    try:
+        deleted = studies.delete(engine, view.id, with_runs=args.with_runs)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    kept = "" if args.with_runs else "; its runs are kept (--with-runs deletes them)"
+    print(f"study {view.id}: deleted" + (f" with {len(deleted)} run(s)" if args.with_runs
+                                          else kept))
+    return 0
+
+
 def cmd_study_show(args: argparse.Namespace) -> int:
     from cnn_ablation import studies
     from cnn_ablation.analysis import readable_effects, readable_summary
 
     engine, view = _study(args)
-    result = studies.results(engine, view, args.metric)
-    grid = studies.grid(engine, view, result["runs"])
+    if view.spec.adaptive is not None:
+        studies.advance(engine)
+        view = studies.load(engine, view.id)
+    result = studies.results(engine, view, args.metric, power_pp=args.power_pp)
+    left = studies.remaining(engine, view)
     if args.json:
-        print(json.dumps({"id": view.id, "name": view.name, "spec": view.spec.to_dict(),
-                          "grid": grid.to_dict("records"),
-                          "summary": json.loads(result["summary"].to_json(orient="records")),
-                          "effects": json.loads(result["effects"].to_json(orient="records")),
-                          "words": result["words"]}, indent=1))
+        print(json.dumps({**studies.result_json(view, result), "remaining": left}, indent=1))
         return 0
-    print(f"study {view.id}: {view.name}\n")
-    print(grid.to_string(index=False))
+    print(f"study {view.id}: {view.name} ({studies.status_line(result)})")
+    if left["runs"]:
+        print(studies.remaining_text(left))
+    print()
+    if view.spec.adaptive is not None:
+        print(studies.adaptive_text(view, result["runs"]) + "\n")
+    print(result["grid"].to_string(index=False))
     print("\n" + readable_summary(result["summary"]).to_string(index=False))
-    print(f"\neffects on {args.metric}:")
+    print(f"({studies.REPEATS_NOTE})")
+    print(f"\n{result['effects_kind']} on {args.metric}:")
     print(readable_effects(result["effects"]).to_string(index=False))
+    for row in result["interactions"].to_dict("records"):
+        print("interaction: " + studies.interaction_text(row))
+    print("\n" + studies.power_text(result))
     print("\n" + result["words"].replace("**", ""))
     return 0
-
-

@@ -15,19 +15,56 @@ import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from cnn_ablation.liveness import reap_lost_runs
 from cnn_ablation.report import duration_s, epoch_progress, format_duration
 from cnn_ablation.report import pct as report_pct
 from cnn_ablation.settings import database_error, settings, shown_url, storage_problem
-from cnn_ablation.worker import ensure_local_worker, reap_lost_runs
-from storage import get_engine, workers
+from cnn_ablation.worker import ensure_local_worker
+from storage import get_engine, read_models, workers
+from storage.read_models import RunFilter, RunsPage
 from storage.status import RunStatus
 
 REFRESH_S = 2.0  # live parts of a page re-read the database this often while runs are active
+LIVE_S = 1.0  # the Runs page asks "anything new?" (one indexed query) this often meanwhile
 
 
 @st.cache_resource
 def _engine(url: str) -> Engine:
     return get_engine(url)
+
+
+# --- caches shared by every session (bounded; keyed by what their answer depends on) ------------
+def database_key(engine: Engine) -> str:
+    """The engine's URL, in full: what the shared caches below are keyed by."""
+    return engine.url.render_as_string(hide_password=False)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def runs_page(url: str, token: tuple, filters: tuple, sort: str, page: int) -> RunsPage:
+    """A page of the Runs listing (read_models.runs_page), shared by the sessions that show the
+    same page while the database's change token stays the same."""
+    return read_models.runs_page(_engine(url), RunFilter(*filters), sort, page)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def datasets_in_use(url: str, runs_version: tuple[int, int]) -> list[str]:
+    return read_models.datasets_in_use(_engine(url))
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def run_labels(url: str, runs_version: tuple[int, int]) -> dict[int, str]:
+    """`#id name-or-label` of every run (a picker's options); one shared, read-only dict."""
+    return {i: f"#{i} {name or label}" for i, name, label in read_models.run_labels(_engine(url))}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def variants(url: str, runs_version: tuple[int, int]) -> list[dict]:
+    return read_models.variants(_engine(url))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def layer_stats(url: str, run_id: int, last_epoch: int) -> pd.DataFrame:
+    return read_models.layer_stats_frame(_engine(url), [run_id])
 
 
 def engine_or_stop() -> Engine:

@@ -6,45 +6,53 @@ import pandas as pd
 import streamlit as st
 
 from cnn_ablation.config import RunConfig, config_diff
+from cnn_ablation.ui import common
 from cnn_ablation.ui.common import engine_or_stop, worker_banner
 from cnn_ablation.ui.figures import curves_figure
-from storage.read_models import epochs_frame, runs_frame
+from storage import read_models
+from storage.read_models import EPOCH_CACHE, RunFilter
 from storage.status import RunStatus
 
 engine = engine_or_stop()
 worker_banner(engine)
 st.title("Compare runs")
 
-frame = runs_frame(engine)
-if frame.empty:
+url = common.database_key(engine)
+token = read_models.change_token(engine)
+if token.runs == 0:
     st.info("No runs to compare yet. Launch two variants on the **New run** page.")
     st.page_link("cnn_ablation/ui/new_run.py", label="New run", icon=":material/science:")
     st.stop()
 
-records = {r["id"]: r for r in frame.to_dict("records")}
-variants = frame.groupby("variant_hash", sort=False).agg(
-    label=("label", "first"), dataset=("dataset", "first"), ids=("id", list))
+# The pickers' options come from caches shared by every session, read again only when runs are
+# added or deleted; only the chosen runs are read in full, and only their epochs.
+options = common.run_labels(url, token.runs_version)
+variants = {v["variant_hash"]: v for v in common.variants(url, token.runs_version)}
 pick, group = st.columns([3, 2])
 with group:
     variant = st.selectbox(
-        "…or add all runs of one config", [""] + list(variants.index), key="variant",
+        "…or add all runs of one config", ["", *variants], key="variant",
         format_func=lambda v: "choose a config" if not v else
-        f"{variants.loc[v, 'label']} · {variants.loc[v, 'dataset']} ({len(variants.loc[v, 'ids'])} runs)")
+        f"{variants[v]['label']} · {variants[v]['dataset']} ({variants[v]['runs']} runs)")
     if st.button("Add its runs", disabled=not variant, key="add_variant"):
-        chosen = set(st.session_state.get("compare_ids", [])) | set(variants.loc[variant, "ids"])
+        chosen = set(st.session_state.get("compare_ids", [])) | set(
+            read_models.variant_run_ids(engine, variant))
         st.session_state["compare_ids"] = sorted(chosen)
 with pick:
-    default = frame[frame["status"] == RunStatus.COMPLETED]["id"].tolist()[-2:]
-    st.session_state.setdefault("compare_ids", default)
-    ids = st.multiselect("Runs", list(records), key="compare_ids",
-                         format_func=lambda i: f"#{i} {records[i]['name'] or records[i]['label']}",
+    if "compare_ids" not in st.session_state:
+        st.session_state["compare_ids"] = read_models.latest_ids(engine, RunStatus.COMPLETED)
+    st.session_state["compare_ids"] = [i for i in st.session_state["compare_ids"] if i in options]
+    ids = st.multiselect("Runs", list(options), key="compare_ids", format_func=lambda i: options[i],
                          placeholder="pick two or more runs")
 if not ids:
     st.info("Pick the runs to compare above.")
     st.stop()
 
+records = {r["id"]: r for r in read_models.run_rows(
+    engine, RunFilter(ids=tuple(ids)), columns=[*read_models.LIST_COLUMNS, "config_json"])}
+ids = [i for i in ids if i in records]  # a run deleted since the options were read
 labels = {i: f"#{i} {records[i]['label']}" for i in ids}
-epochs = epochs_frame(engine, ids)
+epochs, _ = EPOCH_CACHE.read(engine, ids)
 st.plotly_chart(curves_figure(epochs, labels, height=420), key="compare_curves",
                 config={"displaylogo": False})
 st.caption("Train dashed, validation solid; one colour per run.")
@@ -65,19 +73,16 @@ baseline = st.selectbox("Baseline run", ids, format_func=lambda i: labels[i], ke
 
 
 def results_table(run_ids: list[int], base: int) -> pd.DataFrame:
-    rows = []
-    for i in run_ids:
-        r = records[i]
-        e = epochs[epochs["run_id"] == i]
-        best = e.loc[e["val_accuracy"].idxmax()] if e["val_accuracy"].notna().any() else None
-        rows.append({
-            "run": labels[i], "status": r["status"],
-            "final val acc": r["final_val_accuracy"],
-            "best val acc": r["best_val_accuracy"],
-            "best epoch": None if best is None else int(best["epoch"]),
-            "test acc": r["test_accuracy"], "params": r["params"],
-        })
-    table = pd.DataFrame(rows)
+    valid = epochs.dropna(subset=["val_accuracy"])
+    best_rows = valid.loc[valid.groupby("run_id")["val_accuracy"].idxmax()] if len(valid) else valid
+    best_epoch = dict(zip(best_rows["run_id"], best_rows["epoch"], strict=True))
+    table = pd.DataFrame([{
+        "run": labels[i], "status": records[i]["status"],
+        "final val acc": records[i]["final_val_accuracy"],
+        "best val acc": records[i]["best_val_accuracy"],
+        "best epoch": int(best_epoch[i]) if i in best_epoch else None,
+        "test acc": records[i]["test_accuracy"], "params": records[i]["params"],
+    } for i in run_ids])
     base_row = table[table["run"] == labels[base]].iloc[0]
     for column in ("final val acc", "best val acc", "test acc"):
         delta = pd.to_numeric(table[column]) - pd.to_numeric(base_row[column])
@@ -97,7 +102,12 @@ st.dataframe(table, hide_index=True, placeholder="–", column_config={
 st.caption("Δ columns: this run minus the baseline, in percentage points. One run per variant "
            "is one sample: compare repeats (Seeds on New run, or a Study) before trusting a gap.")
 
-csv = epochs.merge(pd.DataFrame({"run_id": ids, "config": [records[i]["label"] for i in ids]}),
-                   on="run_id").to_csv(index=False)
-st.download_button("Download all epochs (CSV)", csv, file_name="epochs.csv", mime="text/csv",
-                   key="download_csv")
+
+def epochs_csv() -> str:
+    """Every epoch of the chosen runs, made only when the button is clicked."""
+    names = pd.DataFrame({"run_id": ids, "config": [records[i]["label"] for i in ids]})
+    return epochs.merge(names, on="run_id").to_csv(index=False)
+
+
+st.download_button("Download all epochs (CSV)", epochs_csv, file_name="epochs.csv",
+                   mime="text/csv", key="download_csv")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cnn_ablation import datasets
-from cnn_ablation.architecture import PRESETS, Conv, summary_rows
+from cnn_ablation import datasets, networks
+from cnn_ablation.architecture import PRESETS, Conv, LayerRow, summary_rows
 from cnn_ablation.config import (
     BUILTIN_DATASETS,
     MAX_SEEDS,
@@ -53,8 +53,27 @@ def dataset_label(name: str) -> str:
 
 
 top = st.columns([1, 1, 1])
-preset = top[0].selectbox("Network", list(PRESETS), format_func=lambda p: PRESETS[p].title,
-                          key="preset")
+known = {n.key: n for n in networks.list_networks()}
+uploaded = st.session_state.pop("uploaded_network", None)
+if uploaded in known:  # just uploaded: select it
+    st.session_state["preset"] = uploaded
+preset = top[0].selectbox("Network", list(known), key="preset",
+                          format_func=lambda k: known[k].title + ("" if known[k].kind == "preset"
+                                                                 else f" ({known[k].kind})"))
+network = known[preset]
+with top[0].expander("Your own network"):
+    st.caption(f"A Keras 3 `.keras` file (up to {networks.MAX_UPLOAD_BYTES // 2**20} MB), loaded "
+               "in safe mode: no code runs from the file. Its BatchNorm and Dropout layers become "
+               "switches. Python builders come from the folders in ABLATION_NETWORK_PATHS.")
+    upload = st.file_uploader("Upload a .keras file", type=["keras"], key="network_upload")
+    if upload is not None and st.button("Add this network", key="add_network"):
+        try:
+            added = networks.add_file(upload.name, upload.getvalue())
+        except ConfigError as exc:
+            st.error(plain(exc))
+        else:
+            st.session_state["uploaded_network"] = added.key
+            st.rerun()
 choices = [d for d in BUILTIN_DATASETS] + ["folder:…"]
 default_ds = "cifar10" if availability("cifar10").state == "ready" else "fashion_mnist"
 dataset_choice = top[1].selectbox("Dataset", choices, index=choices.index(default_ds),
@@ -101,16 +120,56 @@ if dataset_choice != "folder:…":
     else:
         (st.warning if state.state == "needs download" else st.error)(note)
 
-spec = PRESETS[preset]
+custom = network.kind != "preset"
+spec = PRESETS["seed" if custom else preset]
 left, right = st.columns([1, 1], gap="large")
+probe_shape = info.shape if info is not None else (32, 32, 3)
+probe_classes = info.num_classes if info is not None else 10
+bn_off: list[str] = []
+layer_rates: list[tuple[str, float]] = []
+network_problem: str | None = None
+base_probe: dict | None = None
+if custom:
+    with st.spinner("Reading the network's layers…"):
+        try:
+            base_probe = networks.probe(network.key, probe_shape, probe_classes)
+        except ConfigError as exc:
+            base_probe = {"ok": False, "error": str(exc)}
+    if not base_probe["ok"]:
+        network_problem = base_probe["error"]
 
 with left:
     st.subheader("Network")
     bn: list[bool] = []
     dropout = DEFAULTS.dropout
-    with st.container(border=True):
+    if custom:
+        with st.container(border=True):
+            st.markdown(f"**{plain(network.title)}** · {plain(network.kind)} "
+                        f"`{plain(network.key.rsplit('@', 1)[1])}` · input scaled to [0, 1]")
+        if network_problem is not None:
+            st.error(f"**This network cannot be used here.** {plain(network_problem)}")
+        else:
+            assert base_probe is not None
+            for layer in base_probe["batchnorm"]:
+                with st.container(border=True):
+                    text, switch = st.columns([2, 1], vertical_alignment="center")
+                    on = switch.toggle("BatchNorm", value=True, key=f"custom_bn_{layer['name']}",
+                                       help=f"BatchNorm {layer['name']} on or off")
+                    text.markdown(f"**{plain(layer['name'])}** · BatchNormalization, "
+                                  f"{layer['channels']} channels (−{4 * layer['channels']:,} "
+                                  "params when off)")
+                    if not on:
+                        bn_off.append(layer["name"])
+            for layer in base_probe["dropout"]:
+                with st.container(border=True):
+                    rate = st.slider(f"Dropout rate of {layer['name']}", 0.0, 0.95,
+                                     float(layer["rate"]), 0.05,
+                                     key=f"custom_drop_{layer['name']}")
+                    if abs(rate - layer["rate"]) > 1e-9:
+                        layer_rates.append((layer["name"], float(rate)))
+    with st.container(border=True) if not custom else st.empty():
         st.markdown("**Input** · uint8 image, rescaled to [0, 1] inside the model")
-    for layer in spec.hidden:
+    for layer in () if custom else spec.hidden:
         with st.container(border=True):
             if isinstance(layer, Conv):
                 what = (f"**{layer.name}** · Conv2D {layer.filters} filters "
@@ -130,8 +189,9 @@ with left:
                                     0.05, key="dropout",
                                     help="Fraction of dense_1's outputs zeroed at each step "
                                          "(the chapter uses 0.5). Allowed: [0, 1).")
-    with st.container(border=True):
-        st.markdown("**output** · Dense, one unit per class, softmax")
+    if not custom:
+        with st.container(border=True):
+            st.markdown("**output** · Dense, one unit per class, softmax")
 
 with right:
     st.subheader("Training")
@@ -173,19 +233,36 @@ with right:
     params: int | None = None
     if dataset_problem is not None:
         problem = dataset_problem
+    elif network_problem is not None:
+        problem = "the network cannot be used (see the Network column)"
     else:
         try:
             check_name(run_name)
-            draft = RunConfig(preset=preset, dataset=dataset, bn=tuple(bn), dropout=float(dropout),
-                              epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr),
-                              val_split=float(val_split), limit_train=int(limit) or None)
-            config, params = prepare(draft)
+            common = dict(dataset=dataset, epochs=int(epochs), batch_size=int(batch),
+                          learning_rate=float(lr), val_split=float(val_split),
+                          limit_train=int(limit) or None)
+            if custom:
+                draft = RunConfig(network=network.key, bn_off=tuple(bn_off),
+                                  layer_dropout=tuple(layer_rates), **common)  # type: ignore[arg-type]
+            else:
+                draft = RunConfig(preset=preset, bn=tuple(bn), dropout=float(dropout),
+                                  **common)  # type: ignore[arg-type]
+            with st.spinner("Counting parameters…"):
+                config, params = prepare(draft)
         except (ConfigError, datasets.DatasetUnavailable) as exc:
             problem = str(exc)
 
-    rows = summary_rows(preset, tuple(bn), shape, classes, dropout)
-    total = sum(r.params for r in rows)
-    all_on = sum(r.params for r in summary_rows(preset, (True,) * len(bn), shape, classes))
+    if custom:
+        variant = (networks.probe(network.key, probe_shape, probe_classes, tuple(bn_off),
+                                  tuple(layer_rates)) if network_problem is None else None)
+        layers = variant["layers"] if variant and variant["ok"] else []
+        rows = [LayerRow(n, kind, (), p) for n, kind, p in layers]
+        total = variant["params"] if variant and variant["ok"] else 0
+        all_on = base_probe["params"] if base_probe and base_probe.get("ok") else total
+    else:
+        rows = summary_rows(preset, tuple(bn), shape, classes, dropout)
+        total = sum(r.params for r in rows)
+        all_on = sum(r.params for r in summary_rows(preset, (True,) * len(bn), shape, classes))
     st.subheader("Model summary")
     m1, m2 = st.columns(2)
     m1.metric("Total parameters", f"{total:,}",
@@ -195,7 +272,8 @@ with right:
     table = pd.DataFrame({
         "layer": [r.name for r in rows],
         "type": [r.kind for r in rows],
-        "output shape": ["(" + ", ".join(map(str, r.output_shape)) + ")" for r in rows],
+        "output shape": ["(" + ", ".join(map(str, r.output_shape)) + ")" if r.output_shape
+                         else "" for r in rows],
         "params": [r.params for r in rows],
     })
     st.dataframe(table, hide_index=True, height=min(38 + 35 * len(table), 560),

@@ -1,21 +1,30 @@
 """Runs: every run with its status and progress; one run's live curves, config and actions.
 
+The table is a page of 50 runs, filtered, sorted and paged in SQL (storage.read_models), so the
+page costs the same with 10 runs or 10,000. While runs are active, the live part asks the
+database one indexed question every second (has anything changed?) and reads again only what
+did: the page of runs through a cache shared by every session, the chosen run's new epochs
+through the shared epoch cache.
+
 Stop now and Delete ask first, in a dialog. Which dialog is open lives in session_state
 (`runs_dialog`): a button sets it and reruns the app, the script opens the dialog while it is set,
-and confirming, "Keep ..." or dismissing it clears it. So the dialog survives the 2 s refresh and
+and confirming, "Keep ..." or dismissing it clears it. So the dialog survives the live refresh and
 any full rerun, and AppTest (which reruns the whole script on every click) can drive it too.
 """
 
 from __future__ import annotations
+
+from dataclasses import astuple
 
 import pandas as pd
 import streamlit as st
 
 from cnn_ablation.launch import retry
 from cnn_ablation.report import duration_s, format_duration
+from cnn_ablation.ui import common
 from cnn_ablation.ui.common import (
     CANCELLING,
-    REFRESH_S,
+    LIVE_S,
     TABLE_COLUMNS,
     engine_or_stop,
     pct,
@@ -26,16 +35,17 @@ from cnn_ablation.ui.common import (
     worker_banner,
 )
 from cnn_ablation.ui.figures import confusion_figure, curves_figure, layer_norms_figure
-from storage import lifecycle, runs
-from storage.read_models import EpochsReader, any_active, layer_stats_frame, runs_frame
+from storage import lifecycle, read_models, runs
+from storage.read_models import EPOCH_CACHE, SORTS, RunFilter, RunsPage
 from storage.records import Run, RunNotFound
-from storage.status import ACTIVE, CancelMode, RunStatus
+from storage.status import CancelMode, RunStatus
 
 DIALOG = "runs_dialog"  # ("stop_now" | "delete", run id) while a confirmation is open
 FLASH = "runs_flash"  # a message to toast on the next run (a toast before st.rerun is lost)
 DELETED = "run_deleted"  # the run just deleted: nothing is selected until the user picks one
 SELECT = "run_select"  # the run picker's key; `run_choice` mirrors it (and outlives it)
 FORCE = "run_force"  # a run to select on the next run (set by Retry and Delete)
+PAGE = "runs_page"  # the listing's page number (1-based)
 
 engine = engine_or_stop()
 worker_banner(engine)
@@ -43,55 +53,86 @@ st.title("Runs")
 if flash := st.session_state.pop(FLASH, None):
     st.toast(flash)
 
-everything = runs_frame(engine)
-if everything.empty:
+url = common.database_key(engine)
+token = read_models.change_token(engine)  # one indexed query: is there anything, what changed
+if token.runs == 0:
     st.info("No runs yet. Build a variant on the **New run** page and launch it; it shows up "
             "here and trains in the background.")
     st.page_link("cnn_ablation/ui/new_run.py", label="New run", icon=":material/science:")
     st.stop()
 
-f1, f2 = st.columns(2)
+
+def first_page() -> None:
+    st.session_state[PAGE] = 1
+
+
+f1, f2, f3, f4 = st.columns([2, 2, 2, 1.4])
 statuses = f1.multiselect("Status", list(RunStatus), key="filter_status",
-                          placeholder="all statuses")
-chosen_sets = f2.multiselect("Dataset", sorted(everything["dataset"].unique()),
-                             key="filter_dataset", placeholder="all datasets")
+                          placeholder="all statuses", on_change=first_page)
+chosen_sets = f2.multiselect("Dataset", common.datasets_in_use(url, token.runs_version),
+                             key="filter_dataset", placeholder="all datasets",
+                             on_change=first_page)
+text = f3.text_input("Find", key="filter_text", placeholder="in the name or config",
+                     on_change=first_page)
+sort = f4.selectbox("Sort", list(SORTS), key="runs_sort", on_change=first_page)
+filters = RunFilter(statuses=tuple(statuses), datasets=tuple(chosen_sets), text=text)
+active_now = token.active > 0
 
 
-epochs_reader: EpochsReader = st.session_state.setdefault("epoch_cache", EpochsReader())
-active_now = bool(everything["status"].isin(ACTIVE).any())
-
-
-@st.fragment(run_every=REFRESH_S if active_now else None)
+@st.fragment(run_every=LIVE_S if active_now else None)
 def live() -> None:
-    frame = runs_frame(engine, statuses=statuses or None, datasets=chosen_sets or None)
-    if active_now and not any_active(engine):
+    # Every second while runs are active: one indexed question. The page of runs comes from a
+    # cache shared by all sessions and keyed by its answer, so it is read again only when
+    # something changed; the run's curves read only epochs not yet held.
+    now = read_models.change_token(engine)
+    if active_now and now.active == 0:
         st.rerun()  # nothing left to watch: a full rerun turns the timer off
-    if frame.empty:
+    listing = common.runs_page(url, tuple(now), astuple(filters), sort,
+                               int(st.session_state.get(PAGE, 1)))
+    if not listing.rows:
         st.info("No run matches these filters.")
         return
-    st.dataframe(runs_table(frame), hide_index=True, column_config=TABLE_COLUMNS,
-                 placeholder="–")
-    options = frame["id"].tolist()
-    records = {r["id"]: r for r in frame.to_dict("records")}
+    st.dataframe(runs_table(pd.DataFrame(listing.rows)), hide_index=True,
+                 column_config=TABLE_COLUMNS, placeholder="–")
+    pager(listing)
+    records = {r["id"]: r for r in listing.rows}
     if FORCE in st.session_state:  # Retry or Delete chose (or cleared) the run
         st.session_state[SELECT] = st.session_state.pop(FORCE)
     # The picker's own state, else the last choice (a widget's state goes when another page
-    # shows), else the run in the URL (?run=N, links from New run), else the newest run.
+    # shows), else the run in the URL (?run=N, links from New run), else the newest run shown.
     chosen = st.session_state.get(SELECT, st.session_state.get("run_choice"))
     deleted = st.session_state.get(DELETED)
     wanted = st.query_params.get("run")
     if chosen is None and deleted is None and wanted and wanted.isdigit():
         chosen = int(wanted)
-    if chosen not in options:
-        chosen = None if deleted is not None else options[-1]
+    if chosen is not None and chosen not in records:  # on another page: still the choice
+        elsewhere = read_models.run_rows(engine, RunFilter(
+            statuses=filters.statuses, datasets=filters.datasets, text=filters.text,
+            ids=(int(chosen),)))
+        records = {**{r["id"]: r for r in elsewhere}, **records}
+    if chosen not in records:
+        chosen = None if deleted is not None else max(r["id"] for r in listing.rows)
     st.session_state[SELECT] = chosen
-    run_id = st.selectbox("Run", options, key=SELECT, format_func=lambda i: run_option(records[i]),
+    run_id = st.selectbox("Run", list(records), key=SELECT,
+                          format_func=lambda i: run_option(records[i]),
                           placeholder="Pick a run to see its curves and actions")
     st.session_state["run_choice"] = run_id
     if run_id is None:
         return
     st.session_state.pop(DELETED, None)
     show_run(records[run_id])
+
+
+def pager(listing: RunsPage) -> None:
+    """Which runs are shown: `runs 51–100 of 10,000`, and the page number to show."""
+    if listing.pages == 1:
+        st.caption(f"{listing.total:,} run{'s' if listing.total != 1 else ''}, {sort}")
+        return
+    st.session_state[PAGE] = listing.page  # clamped: the filters may have left fewer pages
+    left, right = st.columns([1, 5], vertical_alignment="bottom")
+    left.number_input(f"Page (of {listing.pages:,})", min_value=1, step=1, key=PAGE)
+    last = listing.first + len(listing.rows) - 1
+    right.caption(f"Runs {listing.first:,}–{last:,} of {listing.total:,}, {sort}")
 
 
 def phase_text(run: Run) -> str | None:
@@ -149,7 +190,7 @@ def show_run(row: dict) -> None:
                 st.code(run.traceback)
     if run.notes:
         st.caption("  \n".join(plain(line) for line in run.notes.splitlines() if line.strip()))
-    epochs = epochs_reader.read(engine, [run.id])
+    epochs, st.session_state["epoch_rows_read"] = EPOCH_CACHE.read(engine, [run.id])
     if len(epochs):
         st.plotly_chart(curves_figure(epochs, {run.id: run.label}), key="run_curves",
                         config={"displaylogo": False})
@@ -163,7 +204,7 @@ def show_run(row: dict) -> None:
                          + (f" · log {run.log_path}" if run.log_path else "")))
     if run.status == RunStatus.COMPLETED:
         report = run.test_report
-        stats = layer_stats_frame(engine, [run.id])
+        stats = common.layer_stats(url, run.id, int(row.get("last_epoch") or 0))
         with st.expander("Diagnostics: per-layer gradient and weight norms, confusion matrix"):
             if len(stats):
                 st.plotly_chart(layer_norms_figure(stats), key="run_norms")
@@ -231,8 +272,7 @@ def run_words(run: Run, epochs_done: int) -> str:
 
 
 def epochs_done_of(run_id: int) -> int:
-    frame = runs_frame(engine, ids=[run_id])
-    return int(frame["epochs_done"].iloc[0]) if len(frame) else 0
+    return read_models.epoch_counts(engine, [run_id]).get(run_id, 0)
 
 
 def gone(run_id: int, run: Run | None, what: str) -> None:
@@ -286,7 +326,7 @@ def confirm_delete(run_id: int) -> None:
         except (ValueError, RunNotFound) as exc:  # it started, or went, since the dialog opened
             st.error(plain(exc))
             return
-        epochs_reader.forget(run_id)
+        EPOCH_CACHE.forget(engine, run_id)
         st.session_state[FORCE] = None
         st.session_state[DELETED] = run_id
         st.session_state[FLASH] = f"Run #{run_id} deleted"

@@ -1,26 +1,47 @@
-"""Studies: an ablation as one object. Start one (presets or factors), watch its grid of cells x
-seeds, and read the result: per-cell mean ± spread, effects with 95 % intervals, plain words."""
+"""Studies: an ablation as one object. Start one (presets or factors, every run setting, a fixed
+number of seeds or adaptive seeds), watch its grid of cells x seeds, cancel or delete it, and read
+the result: per-cell mean ± spread, effects with 95 % intervals and Holm-adjusted verdicts (only
+once every run is in), seeds needed for a chosen effect size, and the report files."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
 
 from cnn_ablation import analysis, studies
 from cnn_ablation.architecture import PRESETS
-from cnn_ablation.config import BUILTIN_DATASETS, MAX_SEEDS, METRICS, ConfigError, RunConfig
+from cnn_ablation.config import (
+    BUILTIN_DATASETS,
+    MAX_SEEDS,
+    METRICS,
+    ConfigError,
+    RunConfig,
+    defaults,
+)
+from cnn_ablation.settings import settings
 from cnn_ablation.study_spec import (
     CHAPTER_TEST_ACCURACY,
     STUDY_PRESETS,
+    AdaptiveRule,
     StudySpec,
     parse_levels,
     study_preset,
 )
-from cnn_ablation.ui.common import REFRESH_S, engine_or_stop, plain, worker_banner
+from cnn_ablation.ui.common import (
+    REFRESH_S,
+    engine_or_stop,
+    folder_within_roots,
+    plain,
+    roots_text,
+    worker_banner,
+)
 from cnn_ablation.ui.figures import band_figure
 from storage.read_models import any_active, epochs_frame
 from storage.studies import list_studies
 
+DEFAULTS = defaults()
 engine = engine_or_stop()
 worker_banner(engine)
 st.title("Studies")
@@ -36,33 +57,94 @@ else:
 
 def estimate_text(spec: StudySpec) -> str:
     seconds, basis = studies.estimate_seconds(engine, spec)
-    when = (f"about {seconds / 60:.0f} min" if seconds and seconds < 5400
-            else f"about {seconds / 3600:.1f} h" if seconds else "no time estimate yet")
-    return f"{len(spec.cells())} cells × {spec.seeds} seeds = **{len(spec.runs())} runs**, {when} ({basis})."
+    text = (f"{len(spec.cells())} cells × {spec.seeds} seeds = **{len(spec.runs())} runs**, "
+            f"{studies.minutes_text(seconds)} ({plain(basis)}).")
+    rule = spec.adaptive
+    if rule is not None:
+        text += (f" That is round 1; adaptive seeds add {rule.step} seed(s) per cell a round at a "
+                 f"time, up to {rule.max_seeds} seeds per cell "
+                 f"({len(spec.cells()) * rule.max_seeds} runs at most).")
+    return text
+
+
+def dataset_choice(column) -> tuple[str, str | None]:
+    """The dataset picked (a built-in one, or a folder under ABLATION_DATA_ROOTS) and, if it
+    cannot be used, why not."""
+    choices = [*BUILTIN_DATASETS, "folder:…"]
+    choice = column.selectbox("Dataset", choices, key="study_dataset",
+                              index=choices.index("fashion_mnist"))
+    if choice != "folder:…":
+        return choice, None
+    roots = settings().data_roots
+    path = column.text_input("Image folder (with train/<class>/ and test/<class>/)",
+                             key="study_folder", help="A folder under " + plain(roots_text(roots))
+                             + " (ABLATION_DATA_ROOTS)")
+    if not path.strip():
+        return "folder:", "enter an image folder first"
+    folder, refusal = folder_within_roots(path, roots)
+    if folder is None:
+        return "folder:", refusal
+    return f"folder:{folder}", None
 
 
 with start_tab:
     c1, c2, c3, c4 = st.columns(4)
-    dataset = c1.selectbox("Dataset", list(BUILTIN_DATASETS), key="study_dataset",
-                           index=list(BUILTIN_DATASETS).index("fashion_mnist"))
+    dataset, dataset_problem = dataset_choice(c1)
     epochs = c2.number_input("Epochs per run", value=10, min_value=1, step=1, key="study_epochs")
     seeds = c3.number_input("Seeds per cell", value=3, min_value=1, max_value=MAX_SEEDS, step=1,
-                            key="study_seeds", help="3 or more give a confidence interval")
+                            key="study_seeds", help="3 or more give a confidence interval; "
+                                                    "with adaptive seeds, the first round's")
     name = c4.text_input("Name", key="study_name", placeholder="e.g. BN ablation, 10 epochs")
+    s1, s2, s3, s4 = st.columns(4)
+    batch = s1.number_input("Batch size", value=DEFAULTS.batch_size, min_value=1, step=8,
+                            key="study_batch_size")
+    lr = s2.number_input("Learning rate (Adam)", value=DEFAULTS.learning_rate, step=0.0001,
+                         format="%.5f", key="study_lr")
+    val_split = s3.number_input("Validation split", value=DEFAULTS.val_split, step=0.05,
+                                key="study_val_split", help="Fraction of training images held out")
+    limit = s4.number_input("Use only the first N training images (0 = all)", value=0, min_value=0,
+                            step=1000, key="study_limit_train")
+    adaptive = st.toggle("Adaptive seeds", key="study_adaptive",
+                         help="Instead of a fixed number of seeds: add seeds a round at a time "
+                              "until every effect is measured precisely enough")
+    rule: AdaptiveRule | None = None
+    if adaptive:
+        a1, a2, a3 = st.columns(3)
+        target = a1.number_input("Stop when every 95 % interval is narrower than ± (pp)",
+                                 value=1.0, min_value=0.01, max_value=99.0, step=0.1,
+                                 key="study_target_pp")
+        max_seeds = a2.number_input("… or at this many seeds per cell", value=10, min_value=2,
+                                    max_value=MAX_SEEDS, step=1, key="study_max_seeds")
+        step = a3.number_input("Seeds added per round", value=2, min_value=1, max_value=MAX_SEEDS,
+                               step=1, key="study_seed_step")
+        st.caption("The rule stops on precision only, never on significance: stopping as soon as "
+                   "an interval excludes zero would make chance differences look real (optional "
+                   "stopping).")
     try:
-        base = RunConfig(dataset=dataset, epochs=int(epochs))
+        if dataset_problem is not None:
+            raise ConfigError("dataset", dataset, dataset_problem)
+        base = RunConfig(dataset=dataset, epochs=int(epochs), batch_size=int(batch),
+                         learning_rate=float(lr), val_split=float(val_split),
+                         limit_train=int(limit) or None)
+        if adaptive:
+            rule = AdaptiveRule(half_width=float(target) / 100, max_seeds=int(max_seeds),
+                                step=int(step))
     except ConfigError as exc:
         st.error(plain(exc))
         st.stop()
 
     st.markdown("##### One click")
     for key, title in STUDY_PRESETS.items():
-        spec = study_preset(key, base, int(seeds))
         left, right = st.columns([1, 3])
+        try:
+            spec = study_preset(key, base, int(seeds), rule)
+        except ConfigError as exc:
+            right.error(plain(exc))
+            continue
         if left.button(title.split(":")[0], key=f"preset_{key}", width="stretch"):
             try:
                 study_id, queued = studies.create(engine, spec, name or title.split(":")[0])
-            except ConfigError as exc:  # a name too long or with control characters, say
+            except ConfigError as exc:  # a name too long, a dataset that is not here, ...
                 st.error(plain(exc))
             else:
                 st.session_state["study_choice"] = study_id
@@ -98,7 +180,7 @@ with start_tab:
         st.error(plain(problem))
     elif factors:
         try:
-            spec = StudySpec(base, factors, design, int(seeds))
+            spec = StudySpec(base, factors, design, int(seeds), adaptive=rule)
             st.markdown(estimate_text(spec))
             if st.button("Start this study", type="primary", key="start_custom"):
                 study_id, queued = studies.create(engine, spec, name or "custom study")
@@ -109,8 +191,62 @@ with start_tab:
     else:
         st.caption("Pick at least one switch or give dropout levels.")
 
+
+def report_file(view: studies.StudyView, result: dict, kind: str) -> Callable[[], bytes]:
+    """The report file `kind` (markdown, latex, png, svg), made when its button is clicked:
+    Matplotlib is loaded then, not with the page."""
+
+    def make() -> bytes:
+        from cnn_ablation import study_report
+
+        if kind in ("png", "svg"):
+            return study_report.forest_plot(view, result, kind)
+        if kind == "latex":
+            return study_report.latex(view, result).encode()
+        return study_report.markdown(view, result, study_report.file_names(view.id)["png"]).encode()
+
+    return make
+
+
+def control_buttons(view: studies.StudyView) -> None:
+    b1, b2, b3, b4, _ = st.columns([1, 1, 1, 1, 2])
+    if b1.button("Fill missing", key="fill", help="Queue cells/seeds never run; completed "
+                                                "runs with the same config count"):
+        queued = studies.fill_missing(engine, view.id)
+        st.toast(f"Queued {len(queued)} runs")
+    if b2.button("Re-run failed", key="rerun", help="Queue again cells/seeds whose runs all "
+                                                   "failed, diverged or were cancelled"):
+        queued = studies.rerun_failed(engine, view.id)
+        st.toast(f"Queued {len(queued)} runs")
+    with b3.popover("Cancel study"):
+        st.markdown("Queued runs of this study are cancelled at once; running ones stop after "
+                    "their current epoch (kept). An adaptive study adds no more rounds.")
+        now = st.checkbox("Stop running runs at once (their partial epoch is not kept)",
+                          key="cancel_now")
+        if st.button(f"Cancel study #{view.id}", key="cancel_confirm", type="primary"):
+            outcome = studies.cancel(engine, view.id, now=now)
+            st.toast(f"Cancelled {len(outcome.cancelled)} queued run(s); "
+                     f"{len(outcome.stopping)} running run(s) stopping")
+    with b4.popover("Delete study"):
+        st.markdown(f"Deletes study #{view.id}. Its runs are kept (as single runs) unless you "
+                    "tick the box.")
+        with_runs = st.checkbox("Also delete the runs this study queued", key="delete_with_runs")
+        if st.button(f"Delete study #{view.id}", key="delete_confirm", type="primary"):
+            try:
+                studies.delete(engine, view.id, with_runs=with_runs)
+            except ValueError as exc:
+                st.error(plain(exc))
+            else:
+                st.session_state.pop("study_choice", None)
+                st.session_state["study_deleted"] = view.id
+                st.rerun(scope="app")
+
+
 existing = list_studies(engine)
 with view_tab:
+    deleted = st.session_state.pop("study_deleted", None)
+    if deleted:
+        st.success(f"Study #{deleted} deleted.")
     if not existing:
         st.info("No studies yet: start one in **Start a study**.")
         st.stop()
@@ -121,30 +257,31 @@ with view_tab:
     study_id = st.selectbox("Study", ids, index=ids.index(chosen),
                             format_func=lambda i: f"#{i} {names[i]}")
     st.session_state["study_choice"] = study_id
-    view = studies.load(engine, study_id)
-    active = any_active(engine, [c.config_hash for _, c in view.spec.runs()])
+    first = studies.load(engine, study_id)
+    adaptive_going = first.spec.adaptive is not None and not first.spec.adaptive.stopped
+    active = adaptive_going or any_active(engine, [c.config_hash for _, c in first.spec.runs()])
 
     @st.fragment(run_every=REFRESH_S if active else None)
     def study_view() -> None:
+        if adaptive_going:
+            studies.advance(engine)  # queue the next round if this one is done
+        view = studies.load(engine, study_id)
         runs = studies.attempts(engine, view)  # once per refresh, for the grid and results
-        grid = studies.grid(engine, view, runs)
-        total = len(grid) * view.spec.seeds
-        done = int(grid["done"].sum())
-        st.progress(done / total if total else 0, text=f"{done} of {total} runs completed")
-        st.dataframe(grid, hide_index=True, key="study_grid")
-        b1, b2, _ = st.columns([1, 1, 3])
-        if b1.button("Fill missing", key="fill", help="Queue cells/seeds never run; completed "
-                                                    "runs with the same config count"):
-            queued = studies.fill_missing(engine, view.id)
-            st.toast(f"Queued {len(queued)} runs")
-        if b2.button("Re-run failed", key="rerun", help="Queue again cells/seeds whose runs all "
-                                                       "failed, diverged or were cancelled"):
-            queued = studies.rerun_failed(engine, view.id)
-            st.toast(f"Queued {len(queued)} runs")
+        metric = st.session_state.get("study_metric", "final_val_accuracy")
+        power_pp = float(st.session_state.get("study_power_pp", studies.DEFAULT_POWER_PP))
+        result = studies.results(engine, view, metric, runs, power_pp=power_pp)
+        done, total = result["done"], result["total"]
+        st.progress(done / total if total else 0, text=studies.status_line(result))
+        if view.spec.adaptive is not None:
+            st.info(plain(studies.adaptive_text(view, runs)))
+        left = studies.remaining(engine, view)
+        if left["runs"]:
+            st.caption(plain(studies.remaining_text(left)))
+        st.dataframe(result["grid"], hide_index=True, key="study_grid")
+        control_buttons(view)
 
-        metric = st.radio("Metric", list(METRICS), horizontal=True, key="study_metric",
-                          format_func=METRICS.get)
-        result = studies.results(engine, view, metric, runs)
+        st.radio("Metric", list(METRICS), horizontal=True, key="study_metric",
+                 format_func=METRICS.get)
         st.subheader("Per cell")
         summary = analysis.readable_summary(result["summary"])
         if view.spec.base.dataset == "cifar10" and set(CHAPTER_TEST_ACCURACY) & set(summary["cell"]):
@@ -152,32 +289,52 @@ with view_tab:
                                              if c in CHAPTER_TEST_ACCURACY else "–"
                                              for c in summary["cell"]]
         st.dataframe(summary, hide_index=True, key="study_summary")
-        st.caption("mean ± standard deviation over seeds [95 % confidence interval of the mean]")
-        st.subheader("Effects")
+        st.caption("mean ± standard deviation over seeds [95 % confidence interval of the mean]; "
+                   f"Δ vs base ({plain(result['base_cell'])}) in percentage points, paired by seed. "
+                   + studies.REPEATS_NOTE)
+        st.subheader(f"Effects: {result['effects_kind']}")
         st.dataframe(analysis.readable_effects(result["effects"]), hide_index=True,
                      key="study_effects")
-        st.markdown(result["words"])
-        if len(view.spec.factors) >= 2 and len(result["completed"]):
-            with st.expander("Interaction of two factors"):
-                names_ = list(view.spec.factors)
-                a = st.selectbox("First factor", names_, key="inter_a")
-                b = st.selectbox("Second factor", [n for n in names_ if n != a], key="inter_b")
-                table, est = analysis.interaction(result["completed"], a, b, metric)
-                st.dataframe(table.map(lambda v: f"{100 * v:.1f} %" if pd.notna(v) else "–"))
-                if est is not None:
-                    st.markdown(f"Interaction (how much the effect of {b} changes when {a} "
-                                f"changes): {100 * est.value:+.1f} pp, "
-                                f"{est.verdict}.")
+        st.caption("Intervals are t intervals over seeds, paired by seed (Welch's where seeds do "
+                   "not pair)." + (" With several effects at once, the Holm columns adjust for "
+                                   "the number of comparisons; the verdict in words uses them."
+                                   if len(result["effects"]) > 1 else ""))
+        if result["complete"]:
+            st.markdown(result["words"])
+        else:
+            st.warning(result["words"])
+        st.number_input("Seeds needed to detect a change of (pp)", min_value=0.05,
+                        max_value=99.0, value=studies.DEFAULT_POWER_PP, step=0.5,
+                        key="study_power_pp")
+        st.caption(studies.power_text(result))
+        if len(result["interactions"]):
+            with st.expander("Interactions (full factorial, two levels each)"):
+                for row in result["interactions"].to_dict("records"):
+                    table = result["tables"][(row["factor_1"], row["factor_2"])]
+                    st.markdown(plain(studies.interaction_text(row)))
+                    st.dataframe(table.map(lambda v: f"{100 * v:.1f} %" if pd.notna(v) else "–"))
         completed = result["completed"]
         if len(completed):
             curves = analysis.cell_curves(epochs_frame(engine, completed["run_id"].tolist()),
                                           completed, "val_accuracy")
             st.subheader("Validation accuracy per cell (mean ± 1 std over seeds)")
             st.plotly_chart(band_figure(curves), key="study_curves")
-        d1, d2, _ = st.columns([1, 1, 3])
-        d1.download_button("Runs (CSV)", result["runs"].to_csv(index=False),
-                           file_name=f"study-{view.id}-runs.csv", key="dl_runs")
-        d2.download_button("Cells (CSV)", result["summary"].to_csv(index=False),
-                           file_name=f"study-{view.id}-cells.csv", key="dl_cells")
+        st.subheader("Report")
+        st.caption("Tables in Markdown and LaTeX, a forest plot of the effects (PNG, SVG) and "
+                   "the verdict" + ("" if result["complete"] else ", marked provisional") + ".")
+        stem = f"study-{view.id}"
+        d = st.columns(6)
+        d[0].download_button("Report (Markdown)", report_file(view, result, "markdown"),
+                             file_name=f"{stem}-report.md", mime="text/markdown", key="dl_md")
+        d[1].download_button("Table (LaTeX)", report_file(view, result, "latex"),
+                             file_name=f"{stem}-table.tex", mime="text/x-tex", key="dl_tex")
+        d[2].download_button("Forest plot (PNG)", report_file(view, result, "png"),
+                             file_name=f"{stem}-forest.png", mime="image/png", key="dl_png")
+        d[3].download_button("Forest plot (SVG)", report_file(view, result, "svg"),
+                             file_name=f"{stem}-forest.svg", mime="image/svg+xml", key="dl_svg")
+        d[4].download_button("Runs (CSV)", result["runs"].to_csv(index=False),
+                             file_name=f"{stem}-runs.csv", key="dl_runs")
+        d[5].download_button("Cells (CSV)", result["summary"].to_csv(index=False),
+                             file_name=f"{stem}-cells.csv", key="dl_cells")
 
     study_view()

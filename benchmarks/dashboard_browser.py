@@ -1,0 +1,272 @@
+"""The dashboard in a real browser on the 10,000-run database: `streamlit run app.py` driven by
+Playwright in Debian's Chromium (benchmarks/scale_db.py makes the database once).
+
+Measures, and prints beside the issue's goals:
+- Runs page, navigation -> table visible: a new browser session opens /runs and waits for the
+  table (median and worst of --trials; the first trial finds the server's caches empty);
+- epoch saved -> point on screen: a live run (written through `storage.lifecycle`, as a
+  training process writes: a progress beat every second, an epoch every 0.4-1.6 s) is watched
+  on the Runs page; each sample is the time from `record_epoch`'s commit to the epoch's marker
+  on the chart (95th percentile of --samples);
+- Streamlit server memory (RSS, psutil, of the server process): idle, then with --sessions
+  browser sessions on the Runs page watching the live run for --hold seconds.
+
+    python benchmarks/dashboard_browser.py [--home DIR] [--trials 5] [--samples 30]
+                                           [--sessions 10] [--hold 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from scale_db import DEFAULT_HOME, build  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TABLE = '[data-testid="stDataFrame"]'
+POINTS_OF_FIRST_TRACE = """n => {
+  const trace = document.querySelector('[data-testid="stPlotlyChart"] .scatterlayer .trace');
+  return !!trace && trace.querySelectorAll('.points path').length >= n;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "ABLATION_HOME": str(home), "ABLATION_START_WORKER": "0",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("ABLATION_DATABASE_URL", None)
+    log = open(home / "streamlit-bench.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                return server, url
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit((home / "streamlit-bench.log").read_text()) from None
+            time.sleep(0.3)
+
+
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(math.ceil(0.95 * len(ordered)) - 1, 0)]
+
+
+class LiveRun:
+    """A running run written as a training process writes it: `report_progress` every second
+    (from a thread), `record_epoch` when told. Cancelled and deleted at the end."""
+
+    def __init__(self, engine, epochs_before: int = 5):
+        from cnn_ablation.config import RunConfig
+        from cnn_ablation.launch import new_run
+        from storage import lifecycle
+
+        self.engine, self.worker = engine, "bench-live"
+        self.id = lifecycle.start_foreground(
+            engine, new_run(RunConfig(dataset="cifar10", epochs=1000), name="live benchmark"),
+            self.worker, socket.gethostname(), "cpu", heartbeat_interval=60.0)
+        self.epoch = 0
+        for _ in range(epochs_before):
+            self.record()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        from storage import lifecycle
+
+        batch = 0
+        while not self._stop.wait(1.0):
+            batch += 50
+            lifecycle.report_progress(self.engine, self.id, self.worker, "training",
+                                      self.epoch + 1, batch % 1407, 1407)
+
+    def record(self) -> float:
+        """Commit the next epoch; returns when the commit finished (perf_counter)."""
+        from storage import lifecycle
+
+        self.epoch += 1
+        acc = 0.9 * (1 - math.exp(-0.1 * self.epoch))
+        lifecycle.record_epoch(self.engine, self.id, self.worker, self.epoch, {
+            "loss": 2.3 * (1 - acc), "accuracy": acc, "val_loss": 2.4 * (1 - acc),
+            "val_accuracy": acc - 0.02}, seconds=15.0)
+        return time.perf_counter()
+
+    def end(self) -> None:
+        from storage import lifecycle, runs
+
+        self._stop.set()
+        self._thread.join(timeout=5)
+        lifecycle.finish(self.engine, self.id, "cancelled", error="benchmark over")
+        runs.delete_run(self.engine, self.id)
+
+
+def navigation(browser, url: str, trials: int) -> list[float]:
+    times = []
+    for _ in range(trials):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        start = time.perf_counter()
+        page.goto(f"{url}/runs", wait_until="commit")
+        page.locator(TABLE).first.wait_for(state="visible", timeout=120_000)
+        times.append(time.perf_counter() - start)
+        context.close()
+    return times
+
+
+def epoch_to_point(browser, url: str, live: LiveRun, samples: int) -> list[float]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{url}/runs?run={live.id}", wait_until="commit")
+    page.wait_for_function(POINTS_OF_FIRST_TRACE, arg=live.epoch, timeout=120_000, polling=25)
+    rng = random.Random(1)
+    times = []
+    for _ in range(samples):
+        time.sleep(rng.uniform(0.4, 1.6))  # epochs land at any moment of the page's 1 s poll
+        saved = live.record()
+        page.wait_for_function(POINTS_OF_FIRST_TRACE, arg=live.epoch, timeout=60_000,
+                               polling=25)
+        times.append(time.perf_counter() - saved)
+    context.close()
+    return times
+
+
+def memory(browser, url: str, live: LiveRun, pid: int, sessions: int,
+           hold: float) -> dict[str, float]:
+    """Server RSS with `sessions` browser sessions on the Runs page watching the live run (each
+    refreshing every second), and the server's CPU time per session-second meanwhile."""
+    import psutil
+
+    server = psutil.Process(pid)
+    contexts, opened = [], []
+    for _ in range(sessions):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        start = time.perf_counter()
+        page.goto(f"{url}/runs?run={live.id}", wait_until="commit")
+        page.locator(TABLE).first.wait_for(state="visible", timeout=300_000)
+        opened.append(time.perf_counter() - start)
+        contexts.append(context)
+    samples = []
+    cpu_before, wall_before = sum(server.cpu_times()[:2]), time.monotonic()
+    deadline = time.monotonic() + hold
+    next_epoch = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        if time.monotonic() > next_epoch:  # the run goes on: every session draws new points
+            live.record()
+            next_epoch = time.monotonic() + 3
+        samples.append(rss_mb(pid))
+        time.sleep(0.5)
+    cpu = sum(server.cpu_times()[:2]) - cpu_before
+    wall = time.monotonic() - wall_before
+    for context in contexts:
+        context.close()
+    return {"peak_mb": max(samples), "last_mb": samples[-1],
+            "cpu_per_session_s": cpu / wall / sessions, "opened_s": opened}
+
+
+def measure(home: Path, trials: int = 5, samples: int = 30, sessions: int = 10,
+            hold: float = 30.0) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    from storage.engine import get_engine
+
+    build(home, quiet=True)
+    engine = get_engine(f"sqlite:///{home / 'ablation.db'}")
+    server, url = start_server(home)
+    live = None
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            idle_before = rss_mb(server.pid)
+            load_before = os.getloadavg()
+            nav = navigation(browser, url, trials)
+            live = LiveRun(engine)
+            points = epoch_to_point(browser, url, live, samples)
+            mem = memory(browser, url, live, server.pid, sessions, hold)
+            mem["idle_mb"] = idle_before
+            load_after = os.getloadavg()
+            browser.close()
+    finally:
+        if live is not None:
+            live.end()
+        server.terminate()
+        server.wait(timeout=30)
+    return {"navigation_s": nav, "epoch_to_point_s": points, "memory": mem,
+            "sessions": sessions, "load": [load_before, load_after]}
+
+
+def rows(result: dict) -> list[tuple[str, str, str, bool]]:
+    """(what, measured, goal, met) for the table."""
+    nav, pts, mem = result["navigation_s"], result["epoch_to_point_s"], result["memory"]
+    return [
+        ("Runs page in Chromium, navigation -> table visible",
+         f"median {statistics.median(nav):.2f} s, worst {max(nav):.2f} s (first, cold "
+         f"{nav[0]:.2f} s; n={len(nav)})", "<= 1.5 s", max(nav) <= 1.5),
+        ("epoch saved -> point on screen (live run, Chromium)",
+         f"p95 {p95(pts):.2f} s, median {statistics.median(pts):.2f} s, worst {max(pts):.2f} s "
+         f"(n={len(pts)})", "<= 1.5 s at p95", p95(pts) <= 1.5),
+        (f"Streamlit server memory, {result['sessions']} sessions on the Runs page",
+         f"{mem['idle_mb']:.0f} MB idle -> peak {mem['peak_mb']:.0f} MB (server CPU "
+         f"{1000 * mem['cpu_per_session_s']:.0f} ms per session-second)", "<= 300 MB",
+         mem["peak_mb"] <= 300),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--hold", type=float, default=30.0)
+    parser.add_argument("--json", action="store_true", help="print the raw measurements")
+    args = parser.parse_args()
+    result = measure(args.home, args.trials, args.samples, args.sessions, args.hold)
+    if args.json:
+        print(json.dumps(result))
+        return
+    load = result["load"]
+    print(f"load average (1, 5, 15 min) before {load[0][0]:.1f} {load[0][1]:.1f} "
+          f"{load[0][2]:.1f}, after {load[1][0]:.1f} {load[1][1]:.1f} {load[1][2]:.1f}")
+    for what, measured, goal, met in rows(result):
+        print(f"{what:58s} {measured:62s} {goal:18s} {'ok' if met else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""How anyone but a run's own worker decides that the worker is gone (DESIGN: liveness is judged
+by the process that knows). The worker judges its own children (cnn_ablation/worker.py); pages,
+the CLI and other workers judge only the worker: on this host, whether its process is alive;
+elsewhere, its heartbeat, stale by more than twice its interval plus twice the database's busy
+timeout, so a slow write (which may wait the whole busy timeout) never makes a live run look
+lost. Reaping reads first and writes only when something is lost. Never imports TensorFlow."""
+
+from __future__ import annotations
+
+import socket
+
+import psutil
+from sqlalchemy import Engine
+
+from cnn_ablation.settings import settings
+from storage import clock, lifecycle, workers
+from storage.engine import BUSY_TIMEOUT_S
+from storage.status import RunStatus
+
+
+def process_alive(pid: int, started_before: float | None = None) -> bool:
+    """Whether process `pid` runs on this host (a zombie counts as gone). With `started_before`,
+    a process that started later is a different one that reused the pid."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started_before is None or process.create_time() <= started_before + 1.0
+    except psutil.Error:
+        return False
+
+
+def reap_lost_runs(engine: Engine, now: float | None = None) -> list[int]:
+    """Fail running runs whose worker is gone ("worker lost"); their epochs stay.
+
+    Only the owner judges its own children; everyone else (pages, CLI, other workers) judges the
+    owner: on this host by whether its process lives, elsewhere by its heartbeat, stale by more
+    than twice its interval plus twice the database's busy timeout, so a slow write (which can
+    wait the whole busy timeout) never makes a live worker look dead.
+    """
+    now = now or clock.now(engine)
+    host = socket.gethostname()
+    reaped = []
+    for run in workers.running_runs_with_owner(engine):
+        reason = _why_lost(run, host, now)
+        if reason and lifecycle.finish(engine, run.run_id, RunStatus.FAILED,
+                                       worker_id=run.worker_id, error=f"worker lost: {reason}; "
+                                       "finished epochs are kept"):
+            reaped.append(run.run_id)
+    return reaped
+
+
+def lost_after_s(interval: float) -> float:
+    """How long an owner may be silent before others call it gone."""
+    return 2 * interval + 2 * BUSY_TIMEOUT_S
+
+
+def _why_lost(run: workers.RunningRun, host: str, now: float) -> str | None:
+    limit = lost_after_s(run.heartbeat_interval or settings().heartbeat_s)
+    if run.owner_heartbeat_at is None:  # no worker row (an older run): its own heartbeat
+        silent = now - (run.heartbeat_at or now)
+        return f"no heartbeat for {silent:.0f} s (limit {limit:.0f} s)" if silent > limit else None
+    if run.owner_stopped_at is not None:
+        return f"worker {run.worker_id} stopped while the run was running"
+    if run.owner_host == host and run.owner_pid is not None:
+        if not process_alive(run.owner_pid, run.owner_started_at):
+            return f"worker {run.worker_id} (pid {run.owner_pid} on {host}) is gone"
+        return None  # alive here: only it judges its children
+    silent = now - run.owner_heartbeat_at
+    if silent > limit:
+        return f"no heartbeat from worker {run.worker_id} for {silent:.0f} s (limit {limit:.0f} s)"
+    return None

@@ -1,0 +1,145 @@
+"""Where a run's training process lives and with what: the devices and slots a worker fills (K
+runs may share one GPU, each with its share of memory), the environment of each training
+process, and the `Launched` handle an executor returns (a local process here; a Ray task in
+ray_executor.py). Never imports TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from typing import Protocol
+
+from cnn_ablation.settings import settings
+
+
+class Launched(Protocol):
+    """A run's training process as its executor started it (a local process, a Ray task)."""
+
+    pid: int | None  # for the log, when there is one on this host
+    lost_reason: str | None  # set when the executor knows why it vanished (node died, ...)
+
+    def poll(self) -> int | None:
+        """Its exit code once it has ended, else None."""
+
+    def kill(self) -> None:
+        """End it now."""
+
+    def stop_after_epoch(self) -> None:
+        """Ask it to finish its epoch, save a checkpoint and go back to the queue (SIGTERM)."""
+
+
+class LocalProcess:
+    """A training process on this host: `python -m cnn_ablation execute RUN` (the default)."""
+
+    lost_reason: str | None = None
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log_path: str):
+        with open(log_path, "ab") as out:
+            # A new session: Ctrl-C in the worker's terminal reaches the worker, which then
+            # stops its children in order instead of having them killed mid-write.
+            self.process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True, cwd=os.getcwd())
+        self.pid: int | None = self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def stop_after_epoch(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    """The training process of one run, as its worker sees it."""
+
+    process: Launched
+    run_id: int
+    log_path: str
+    cancel_seen_at: float | None = None  # when a cancel (or SIGTERM) was first passed on
+    killed_for_cancel: bool = False
+    hung_for: float | None = None  # set when killed for making no progress
+
+
+@dataclass
+class Slot:
+    device: str  # "cpu", "gpu:0", or "gpu:0 slot 2/4" when several runs share a GPU
+    cuda_visible_devices: str  # what the child sees; "-1" hides every GPU
+    memory_limit_mb: int | None = None  # the child's share of its GPU's memory
+    child: Child | None = None
+
+
+def detect_gpus() -> list[str]:
+    """GPU indices without importing TensorFlow: CUDA_VISIBLE_DEVICES if set, else nvidia-smi."""
+    visible = settings().visible_gpus
+    if visible is not None:
+        return list(visible)
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def gpu_memory_mb() -> dict[str, int]:
+    """Total memory of each GPU by index (nvidia-smi); empty when it cannot be asked."""
+    if not shutil.which("nvidia-smi"):
+        return {}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=20, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    pairs = (line.split(",") for line in out.splitlines() if "," in line)
+    return {index.strip(): int(float(total)) for index, total in pairs}
+
+
+def make_slots(gpus: str = "all", runs_per_device: int = 1,
+               gpu_memory: int | None = None) -> list[Slot]:
+    """`all` -> every GPU found (none found: the CPU); `none` -> the CPU; `0,1` -> those GPUs.
+    `runs_per_device` slots on each: a small network leaves most of a big GPU idle, so K runs
+    can share it, each limited to `gpu_memory` MB (default: the GPU's memory / K)."""
+    if gpus == "none":
+        ids: list[str] = []
+    elif gpus == "all":
+        ids = detect_gpus()
+    else:
+        ids = [g.strip() for g in gpus.split(",")]
+        if not ids or not all(g.isdigit() for g in ids):
+            raise ValueError(f"--gpus: {gpus!r} is not allowed; allowed: all | none | 0,1,...")
+    k = runs_per_device
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 16:
+        raise ValueError(f"--runs-per-gpu: {k!r} is not allowed; allowed: a whole number 1..16")
+    if gpu_memory is not None and not 64 <= gpu_memory <= 10**7:
+        raise ValueError(f"--gpu-memory-mb: {gpu_memory!r} is not allowed; allowed: 64 or more")
+    if not ids:
+        return [Slot("cpu" if k == 1 else f"cpu slot {i}/{k}", "-1") for i in range(1, k + 1)]
+    totals = gpu_memory_mb() if gpu_memory is None and k > 1 else {}
+    slots = []
+    for g in ids:
+        share = gpu_memory or (totals[g] // k if g in totals else None)
+        for i in range(1, k + 1):
+            label = f"gpu:{g}" if k == 1 else f"gpu:{g} slot {i}/{k}"
+            slots.append(Slot(label, g, share if k > 1 or gpu_memory else None))
+    return slots
+
+
+def child_env(slot: Slot, url: str, interval: float) -> dict[str, str]:
+    """The environment of a slot's training process: its GPU (or none), memory growth and its
+    share of the GPU's memory, the database and heartbeat of its worker."""
+    env = dict(os.environ, ABLATION_DATABASE_URL=url, CUDA_VISIBLE_DEVICES=slot.cuda_visible_devices,
+               TF_FORCE_GPU_ALLOW_GROWTH="true", TF_CPP_MIN_LOG_LEVEL="2",
+               ABLATION_HEARTBEAT_SECONDS=str(interval), PYTHONUNBUFFERED="1")
+    env.pop("ABLATION_GPU_MEMORY_MB", None)
+    if slot.memory_limit_mb is not None:
+        env["ABLATION_GPU_MEMORY_MB"] = str(slot.memory_limit_mb)
+    return env

@@ -1,0 +1,204 @@
+"""Your own network: real Keras models built here (a Sequential VGG-like stack, a Functional net
+with two residual blocks holding BatchNorm, a nested model), saved as .keras files or given as a
+builder; their switches found, BatchNorm replaced by identities with the graph intact, the
+parameter count falling by exactly 4 x channels per BatchNorm, and a real run trained."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from cnn_ablation import networks, surgery  # noqa: E402
+from cnn_ablation.config import ConfigError, RunConfig  # noqa: E402
+from cnn_ablation.launch import new_run, submit  # noqa: E402
+from storage.runs import find_run, list_runs  # noqa: E402
+from tests.support import ROOT  # noqa: E402
+
+L = keras.layers
+
+
+def vgg_like():
+    return keras.Sequential([
+        keras.Input((32, 32, 3)),
+        L.Conv2D(8, 3, padding="same", name="c1"), L.BatchNormalization(name="bn_1"),
+        L.ReLU(name="r1"),
+        L.Conv2D(16, 3, strides=2, padding="same", name="c2"), L.BatchNormalization(name="bn_2"),
+        L.ReLU(name="r2"), L.Flatten(name="flat"), L.Dropout(0.5, name="drop"),
+        L.Dense(10, activation="softmax", name="out")], name="vgg")
+
+
+def resnet_like():
+    inputs = keras.Input((32, 32, 3))
+    x = L.Conv2D(16, 3, padding="same", name="stem")(inputs)
+    for block in (1, 2):
+        y = L.Conv2D(16, 3, padding="same", name=f"b{block}_conv")(x)
+        y = L.BatchNormalization(name=f"b{block}_bn")(y)
+        y = L.ReLU(name=f"b{block}_relu")(y)
+        x = L.Add(name=f"b{block}_add")([x, y])  # the skip connection
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    x = L.Dropout(0.3, name="head_drop")(x)
+    return keras.Model(inputs, L.Dense(10, activation="softmax", name="out")(x), name="resnet")
+
+
+def nested():
+    inner_in = keras.Input((32, 32, 8))
+    inner = keras.Model(inner_in, L.BatchNormalization(name="inner_bn")(
+        L.Conv2D(8, 3, padding="same", name="inner_conv")(inner_in)), name="inner")
+    inputs = keras.Input((32, 32, 3))
+    x = inner(L.Conv2D(8, 1, name="proj")(inputs))
+    x = L.Flatten(name="flat")(x)
+    return keras.Model(inputs, L.Dense(10, activation="softmax", name="out")(x), name="nested")
+
+
+def saved(model) -> bytes:
+    path = io.BytesIO()
+    tmp = f"/tmp/{model.name}-{os.getpid()}.keras"
+    model.save(tmp)
+    with open(tmp, "rb") as f:
+        path.write(f.read())
+    os.unlink(tmp)
+    return path.getvalue()
+
+
+@pytest.mark.parametrize("build,bns,drops", [
+    (vgg_like, {"bn_1": 8, "bn_2": 16}, {"drop": 0.5}),
+    (resnet_like, {"b1_bn": 16, "b2_bn": 16}, {"head_drop": 0.3}),
+    (nested, {"inner_bn": 8}, {}),
+])
+def test_switches_are_found_and_each_bn_off_removes_exactly_4_x_channels(build, bns, drops):
+    model = build()
+    found = surgery.switches(model)
+    assert {b["name"]: b["channels"] for b in found["batchnorm"]} == bns
+    assert {d["name"]: d["rate"] for d in found["dropout"]} == pytest.approx(drops)
+    whole = model.count_params()
+    for name, channels in bns.items():
+        variant = surgery.ablate(model, bn_off=(name,))
+        assert variant.count_params() == whole - 4 * channels  # gamma, beta, mean, variance
+        out = variant.predict(keras.random.uniform((2, 32, 32, 3)), verbose=0)
+        assert out.shape == (2, 10)  # the graph (skips, nesting) is still wired
+        assert name in [layer.name for layer in surgery._walk(variant)]  # an Identity now
+    everything_off = surgery.ablate(model, bn_off=tuple(bns))
+    assert everything_off.count_params() == whole - 4 * sum(bns.values())
+
+
+def test_a_dropout_layer_gets_its_own_rate_and_unknown_layers_are_refused():
+    model = resnet_like()
+    variant = surgery.ablate(model, dropout=(("head_drop", 0.1),))
+    assert variant.get_layer("head_drop").rate == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="bn_off.*b1_bn, b2_bn"):
+        surgery.ablate(model, bn_off=("nope",))
+    with pytest.raises(ConfigError, match="layer_dropout"):
+        surgery.ablate(model, dropout=(("b1_bn", 0.2),))
+
+
+def test_an_uploaded_file_is_kept_by_content_so_a_changed_file_never_changes_an_old_run(home):
+    first = networks.add_file("resnet.keras", saved(resnet_like()))
+    second = networks.add_file("resnet.keras", saved(vgg_like()))  # same name, other network
+    assert first.key != second.key and first.key.startswith("file:resnet@")
+    assert networks.resolve(first.key).path.exists()  # the old bytes are still there
+    keys = [n.key for n in networks.list_networks()]
+    assert keys[:2] == ["seed", "conv_basics"] and second.key in keys and first.key not in keys
+
+
+@pytest.mark.parametrize("name,data,field", [
+    ("bad name!.keras", b"PK", "network"),
+    ("empty.keras", b"", "network"),
+    ("notes.keras", b"these are notes, not a model", "network"),
+])
+def test_bad_uploads_are_refused_naming_the_problem(home, name, data, field):
+    with pytest.raises(ConfigError) as refused:
+        networks.add_file(name, data)
+    assert refused.value.field == field
+
+
+def test_the_probe_counts_exactly_and_refusals_name_the_problem(home):
+    net = networks.add_file("resnet.keras", saved(resnet_like()))
+    answer = networks.probe(net.key, (32, 32, 3), 10, bn_off=("b1_bn",))
+    assert answer["ok"] and answer["params"] == resnet_like().count_params() - 4 * 16
+    assert [b["name"] for b in answer["batchnorm"]] == ["b1_bn", "b2_bn"]
+    again = networks.probe(net.key, (32, 32, 3), 10, bn_off=("b1_bn",))
+    assert again == answer  # from the cache
+    wrong = networks.probe(net.key, (28, 28, 1), 10)
+    assert not wrong["ok"] and "32x32x3" in wrong["error"]
+    plain = keras.Sequential([keras.Input((32, 32, 3)), L.Flatten(), L.Dense(10)])
+    bare = networks.add_file("plain.keras", saved(plain))
+    refused = networks.probe(bare.key, (32, 32, 3), 10)
+    assert not refused["ok"] and "BatchNormalization or Dropout" in refused["error"]
+    fake = networks.add_file("fake.keras", b"PK\x03\x04 not really a keras archive")
+    assert not networks.probe(fake.key, (32, 32, 3), 10)["ok"]
+
+
+def test_a_builder_from_the_operators_folder(home, monkeypatch, tmp_path):
+    folder = tmp_path / "nets"
+    folder.mkdir()
+    (folder / "lab.py").write_text(
+        "import keras\n"
+        "def build_small(input_shape, num_classes):\n"
+        "    i = keras.Input(input_shape)\n"
+        "    x = keras.layers.BatchNormalization(name='bn')(keras.layers.Conv2D(4, 3, name='c')(i))\n"
+        "    x = keras.layers.Flatten()(x)\n"
+        "    return keras.Model(i, keras.layers.Dense(num_classes, activation='softmax')(x))\n"
+        "def build_broken(input_shape, num_classes):\n"
+        "    raise RuntimeError('not today')\n")
+    monkeypatch.setenv("ABLATION_NETWORK_PATHS", str(folder))
+    small = networks.find("lab:build_small")
+    assert small.kind == "builder"
+    config = RunConfig(network=small.key, dataset="synthetic", bn_off=("bn",), epochs=1)
+    assert new_run(config).params == networks.probe(small.key, (32, 32, 3), 10)["base_params"] - 16
+    broken = networks.find("lab:build_broken")
+    with pytest.raises(ConfigError, match="not today"):
+        new_run(RunConfig(network=broken.key, dataset="synthetic"))
+
+
+def test_the_cli_queues_a_variant_of_your_network_and_refuses_unknown_layers(home, cli, engine):
+    networks.add_file("resnet.keras", saved(resnet_like()))
+    queued = cli("submit", "--network", "resnet", "--bn-off", "b2_bn", "--dropout",
+                 "head_drop=0.2", "--dataset", "synthetic", "--epochs", "1")
+    assert queued.returncode == 0, queued.stderr
+    run = find_run(engine, int(queued.stdout.split()[0]))
+    assert run.config["bn_off"] == ["b2_bn"] and run.config["layer_dropout"] == [["head_drop", 0.2]]
+    assert run.params == resnet_like().count_params() - 64 and run.label.startswith("resnet")
+    refused = cli("submit", "--network", "resnet", "--bn-off", "b9_bn", "--dataset", "synthetic")
+    assert refused.returncode == 2 and "bn_off" in refused.stderr and "b1_bn" in refused.stderr
+    unknown = cli("submit", "--network", "nothing", "--dataset", "synthetic")
+    assert unknown.returncode == 2 and "network" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_a_custom_network_trains_one_epoch_through_a_real_worker(home, engine):
+    net = networks.add_file("resnet.keras", saved(resnet_like()))
+    (run_id,) = submit(engine, [RunConfig(network=net.key, dataset="synthetic:200", epochs=1,
+                                          bn_off=("b1_bn",), batch_size=16)])
+    env = {**os.environ, "ABLATION_HOME": str(home)}
+    worker = subprocess.run([sys.executable, "-m", "cnn_ablation", "worker", "--once", "--gpus",
+                             "none"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert worker.returncode == 0, worker.stdout[-2000:]
+    run = find_run(engine, run_id)
+    assert run.status == "completed", run.error
+    assert run.test_accuracy is not None and json.loads(run.config_json)["network"] == net.key
+
+
+def test_the_new_run_page_draws_your_networks_switches_with_exact_counts(home, engine):
+    from streamlit.testing.v1 import AppTest
+
+    net = networks.add_file("resnet.keras", saved(resnet_like()))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.selectbox(key="dataset").set_value("synthetic").run()
+    at.selectbox(key="preset").set_value(net.key).run()
+    assert not at.exception, at.exception
+    assert {t.key for t in at.toggle} >= {"custom_bn_b1_bn", "custom_bn_b2_bn"}
+    total = next(m for m in at.metric if m.label == "Total parameters")
+    assert int(total.value.replace(",", "")) == resnet_like().count_params()
+    at.toggle(key="custom_bn_b2_bn").set_value(False).run()
+    total = next(m for m in at.metric if m.label == "Total parameters")
+    assert int(total.value.replace(",", "")) == resnet_like().count_params() - 64
+    at.number_input(key="epochs").set_value(1).run()
+    at.button(key="launch").click().run()
+    (run,) = list_runs(engine)
+    assert run.config["network"] == net.key and run.config["bn_off"] == ["b2_bn"]

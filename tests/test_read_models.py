@@ -1,0 +1,233 @@
+"""Read models on a real SQLite file: paging, filters and sort in SQL give what pandas computes
+from the same rows; the change token moves exactly when a listing may have changed; the shared
+epoch cache reads only new epochs and stays within its bound; curves are downsampled to a fixed
+budget keeping their ends and extremes; the CLI's tables print as pandas prints them."""
+
+import base64
+import json
+import math
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from cnn_ablation.config import RunConfig
+from cnn_ablation.report import text_table
+from cnn_ablation.ui.figures import POINT_BUDGET, curves_figure, downsample, minmax_indices
+from storage import lifecycle, read_models
+from storage.read_models import SORTS, EpochCache, RunFilter
+from storage.runs import delete_run
+from tests.support import TEST_WORKER
+
+
+@pytest.fixture
+def many_runs(engine, make_run):
+    """27 runs: three datasets, every final status and active ones, names, no-epoch runs, a
+    run whose validation metrics are missing, ties in best accuracy."""
+    rng = np.random.default_rng(7)
+    datasets = ["synthetic", "synthetic:300", "mnist"]
+    statuses = ["completed", "failed", "cancelled", "diverged", "running", "queued"]
+    ids = []
+    for i in range(27):
+        status = statuses[i % len(statuses)]
+        epochs = [] if status == "queued" or i % 7 == 3 else \
+            [round(float(a), 3) for a in rng.uniform(0.1, 0.9, size=1 + i % 5)]
+        if i in (4, 10):
+            epochs = [0.5, 0.8]  # the same best accuracy in two runs: ties go newest first
+        ids.append(make_run(RunConfig(dataset=datasets[i % 3], seed=i,
+                                      dropout=(0.0, 0.25, 0.5)[i % 3]), status, epochs,
+                            name=("sweep", "", "Baseline run", "")[i % 4]))
+    lifecycle.record_epoch(engine, ids[4], TEST_WORKER, 3,  # running: an epoch without val_*
+                           {"loss": 1.0, "accuracy": 0.6, "val_loss": None,
+                            "val_accuracy": None}, seconds=1.0)
+    return ids
+
+
+def expected_frame(home) -> pd.DataFrame:
+    """Every run with its aggregates, computed by pandas from the raw tables."""
+    with sqlite3.connect(home / "ablation.db") as db:
+        runs = pd.read_sql("SELECT id, name, label, dataset, status, test_accuracy FROM runs", db)
+        epochs = pd.read_sql("SELECT run_id, epoch, accuracy, val_accuracy, val_loss "
+                             "FROM epoch_metrics", db)
+    epochs = epochs.sort_values(["run_id", "epoch"])
+    agg = epochs.groupby("run_id").agg(epochs_done=("epoch", "size"),
+                                       best_val_accuracy=("val_accuracy", "max"),
+                                       last_epoch=("epoch", "max"))
+    last = epochs.groupby("run_id").tail(1).set_index("run_id")[
+        ["val_accuracy", "accuracy", "val_loss"]].rename(columns=lambda c: f"final_{c}")
+    frame = runs.set_index("id").join(agg).join(last).reset_index()
+    frame["epochs_done"] = frame["epochs_done"].fillna(0).astype(int)
+    return frame
+
+
+def pandas_page(frame: pd.DataFrame, filters: RunFilter, sort: str, page: int, per_page: int):
+    if filters.statuses:
+        frame = frame[frame["status"].isin(filters.statuses)]
+    if filters.datasets:
+        frame = frame[frame["dataset"].isin(filters.datasets)]
+    if filters.text:
+        needle = filters.text.lower()
+        frame = frame[frame["name"].str.lower().str.contains(needle, regex=False)
+                      | frame["label"].str.lower().str.contains(needle, regex=False)]
+    column, descending = SORTS[sort]
+    if column == "id":
+        frame = frame.sort_values("id", ascending=not descending)
+    else:  # NULLs last, ties newest first
+        frame = frame.assign(_missing=frame[column].isna()).sort_values(
+            ["_missing", column, "id"], ascending=[True, not descending, False])
+    return frame.iloc[(page - 1) * per_page: page * per_page], len(frame)
+
+
+FILTERS = [RunFilter(), RunFilter(statuses=("completed", "running")),
+           RunFilter(datasets=("mnist",)), RunFilter(text="baseline"),
+           RunFilter(statuses=("completed",), datasets=("synthetic", "mnist"), text="SWEEP"),
+           RunFilter(text="50%_")]  # LIKE's wildcards are matched as typed
+
+
+@pytest.mark.parametrize("sort", list(SORTS))
+def test_pages_filters_and_sort_in_sql_equal_pandas_on_the_same_rows(home, engine, many_runs,
+                                                                      sort):
+    frame = expected_frame(home)
+    for filters in FILTERS:
+        for per_page in (5, 50):
+            for page in (1, 2, 6):
+                got = read_models.runs_page(engine, filters, sort, page, per_page)
+                want, total = pandas_page(frame, filters, sort, min(page, got.pages), per_page)
+                assert got.total == total
+                assert got.pages == max(1, math.ceil(total / per_page))
+                assert [r["id"] for r in got.rows] == want["id"].tolist(), (filters, page)
+                for row, (_, expected) in zip(got.rows, want.iterrows(), strict=True):
+                    for column in ("epochs_done", "best_val_accuracy", "last_epoch",
+                                   "final_val_accuracy", "final_accuracy", "final_val_loss",
+                                   "test_accuracy"):
+                        value, wanted = row[column], expected[column]
+                        assert (value is None and pd.isna(wanted)) or value == pytest.approx(
+                            wanted), (column, row["id"])
+
+
+def test_a_page_past_the_end_shows_the_last_page(engine, many_runs):
+    page = read_models.runs_page(engine, RunFilter(), "newest first", page=99, per_page=10)
+    assert (page.page, page.pages, page.total, page.first) == (3, 3, 27, 21)
+    assert [r["id"] for r in page.rows] == sorted(many_runs, reverse=True)[20:]
+    empty = read_models.runs_page(engine, RunFilter(datasets=("cifar100",)))
+    assert (empty.rows, empty.total, empty.pages, empty.first) == ([], 0, 1, 0)
+
+
+def test_all_rows_and_the_frame_agree_with_pandas(home, engine, many_runs):
+    frame = expected_frame(home).sort_values("id")
+    rows = read_models.run_rows(engine)
+    assert [r["id"] for r in rows] == frame["id"].tolist()
+    assert [r["epochs_done"] for r in rows] == frame["epochs_done"].tolist()
+    full = read_models.runs_frame(engine, statuses=["completed"])
+    completed = frame[frame["status"] == "completed"]
+    assert full["id"].tolist() == completed["id"].tolist()
+    assert full["best_val_accuracy"].tolist() == pytest.approx(
+        completed["best_val_accuracy"].tolist(), nan_ok=True)
+    assert "config_json" in full.columns and "traceback" in full.columns  # every stored column
+
+
+def test_the_change_token_moves_when_a_listing_may_change_and_only_then(engine, make_run):
+    done = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5])
+    running = make_run(RunConfig(dataset="synthetic", seed=1), "running", [0.4])
+    token = read_models.change_token
+    before = token(engine)
+    assert token(engine) == before  # nothing happened
+    changes = [
+        lambda: lifecycle.report_progress(engine, running, TEST_WORKER, "training", 2, 10, 100),
+        lambda: lifecycle.record_epoch(engine, running, TEST_WORKER, 2, {"loss": 1.0},
+                                       seconds=1.0),
+        lambda: lifecycle.request_cancel(engine, running),
+        lambda: make_run(RunConfig(dataset="synthetic", seed=2), "queued"),
+        lambda: lifecycle.finish(engine, running, "cancelled"),
+        lambda: delete_run(engine, done),
+    ]
+    for change in changes:
+        before = token(engine)
+        change()
+        assert token(engine) != before, change
+
+
+def test_the_epoch_cache_reads_only_new_epochs_and_stays_within_its_bound(engine, make_run):
+    runs = [make_run(RunConfig(dataset="synthetic", seed=s), "running", [0.1, 0.2, 0.3])
+            for s in range(4)]
+    cache = EpochCache(max_rows=7)
+    frame, read = cache.read(engine, runs[:2])
+    assert read == 6 and frame["run_id"].tolist() == [runs[0]] * 3 + [runs[1]] * 3
+    assert cache.rows_held == 6
+    frame, read = cache.read(engine, runs[:2])
+    assert read == 0 and len(frame) == 6  # held and current: nothing read
+    lifecycle.record_epoch(engine, runs[1], TEST_WORKER, 4, {"accuracy": 0.4}, seconds=1.0)
+    frame, read = cache.read(engine, runs[:2])
+    assert read == 1  # only the new epoch
+    assert frame[frame["run_id"] == runs[1]]["epoch"].tolist() == [1, 2, 3, 4]
+    frame, read = cache.read(engine, runs[2:])  # 7 more rows: the oldest runs make room
+    assert read == 6 and len(frame) == 6
+    assert cache.rows_held <= 7 and len(cache) == 2
+    frame, read = cache.read(engine, runs[:1])  # dropped: read again, whole
+    assert read == 3 and frame["epoch"].tolist() == [1, 2, 3]
+    cache.forget(engine, runs[0])
+    assert cache.rows_held <= 7 and cache.read(engine, [runs[0]])[1] == 3
+
+
+def test_the_shared_epoch_cache_is_bounded_however_many_runs_are_read(engine, make_run):
+    runs = [make_run(RunConfig(dataset="synthetic", seed=s), accuracies=[0.1] * 5)
+            for s in range(12)]
+    cache = EpochCache(max_rows=20)
+    for start in range(0, 12, 3):
+        cache.read(engine, runs[start:start + 3])
+        assert cache.rows_held <= 20
+    assert cache.rows_held == 20 and len(cache) == 4  # the 4 runs read last
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 499, 500, 501, 1_000, 20_000])
+def test_the_downsampler_keeps_ends_and_extremes_within_its_budget(n):
+    rng = np.random.default_rng(n)
+    y = np.cumsum(rng.normal(size=n))
+    if n > 10:
+        y[n // 3] = 1e6  # a spike and a dip that min/max buckets must keep
+        y[n // 2] = -1e6
+        y[n // 4: n // 4 + 40] = np.nan  # a gap
+    keep = minmax_indices(y, 500)
+    assert len(keep) <= 500 and len(keep) == len(set(keep))
+    assert list(keep) == sorted(keep)
+    if n <= 500:
+        assert list(keep) == list(range(n))
+        return
+    assert keep[0] == 0 and keep[-1] == n - 1
+    assert np.nanargmax(y) in keep and np.nanargmin(y) in keep
+    x, kept = downsample(np.arange(n), y, 500)
+    assert len(x) == len(kept) == len(keep) and kept[0] == y[0]
+
+
+def test_long_curves_reach_the_browser_within_the_point_budget_as_valid_plotly():
+    epochs = pd.DataFrame({"run_id": 1, "epoch": np.arange(1, 5001),
+                           "loss": np.linspace(2, 0.1, 5000), "accuracy": np.linspace(0, 1, 5000),
+                           "val_loss": np.nan, "val_accuracy": np.linspace(0, 0.9, 5000)})
+    figure = curves_figure(epochs, {1: "long run"})
+    spec = json.loads(figure.to_json())  # as Streamlit sends it
+    assert [t["name"] for t in spec["data"]] == ["long run · train", "long run · validation",
+                                                 "long run · train"]  # no val_loss: no trace
+    xs = [values(t["x"]) for t in spec["data"]]
+    assert all(len(x) <= POINT_BUDGET for x in xs)
+    assert xs[0][0] == 1 and xs[0][-1] == 5000
+    validated = go.Figure(figure.to_dict())  # what Plotly's own validation makes of it
+    assert json.loads(validated.to_json()) == spec
+
+
+def values(array) -> list:
+    """A trace's x or y as a list: plotly 7 sends arrays as typed base64 (`bdata`)."""
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def test_cli_tables_print_as_pandas_prints_them():
+    columns = {"id": [1, 12, 10_000], "name": ["", "a long name", "x"],
+               "epoch": ["3/10", "10/10 (ep 4: 1/2)", "0/5"], "best val": ["71.9 %", "", "–"]}
+    assert text_table(columns) == pd.DataFrame(columns).to_string(index=False)
+    epochs = {"epoch": [1, 2, 3], "loss": [0.5, float("nan"), 1234.56789],
+              "val_loss": [None, None, None], "seconds": [12.5, 3.0, 0.25]}
+    assert text_table(epochs, float_format=lambda v: f"{v:.4f}") == \
+        pd.DataFrame(epochs).to_string(index=False, float_format="%.4f")
