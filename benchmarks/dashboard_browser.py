@@ -2,8 +2,9 @@
 Playwright in Debian's Chromium (benchmarks/scale_db.py makes the database once).
 
 Measures, and prints beside the issue's goals:
-- Runs page, navigation -> table visible: a new browser session opens /runs and waits for the
-  table (median and worst of --trials; the first trial finds the server's caches empty);
+- Runs page, navigation -> table visible: clicking Runs in the sidebar of an open dashboard,
+  and a new browser session (empty cache) opening /runs (median and worst of --trials; the
+  first new session finds the server's caches empty);
 - epoch saved -> point on screen: a live run (written through `storage.lifecycle`, as a
   training process writes: a progress beat every second, an epoch every 0.4-1.6 s) is watched
   on the Runs page; each sample is the time from `record_epoch`'s commit to the epoch's marker
@@ -136,16 +137,32 @@ class LiveRun:
         runs.delete_run(self.engine, self.id)
 
 
-def navigation(browser, url: str, trials: int) -> list[float]:
-    times = []
+def navigation(browser, url: str, trials: int) -> dict[str, list[float]]:
+    """Seconds from asking for the Runs page to its table on screen: `in_app`, clicking Runs in
+    the sidebar of an open dashboard (what a user does); `fresh`, a new browser session (empty
+    cache) loading /runs, which adds Streamlit's own start in the browser (its JavaScript)."""
+    times: dict[str, list[float]] = {"in_app": [], "fresh": []}
     for _ in range(trials):
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         start = time.perf_counter()
         page.goto(f"{url}/runs", wait_until="commit")
         page.locator(TABLE).first.wait_for(state="visible", timeout=120_000)
-        times.append(time.perf_counter() - start)
+        times["fresh"].append(time.perf_counter() - start)
         context.close()
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_role("heading", name="New run").wait_for(timeout=120_000)
+    for _ in range(trials):
+        start = time.perf_counter()
+        page.get_by_role("link", name="Runs").click()
+        page.locator(TABLE).first.wait_for(state="visible", timeout=120_000)
+        times["in_app"].append(time.perf_counter() - start)
+        page.get_by_role("link", name="New run").click()
+        page.get_by_role("heading", name="New run").wait_for(timeout=120_000)
+        page.locator(TABLE).first.wait_for(state="detached", timeout=120_000)
+    context.close()
     return times
 
 
@@ -234,10 +251,14 @@ def measure(home: Path, trials: int = 5, samples: int = 30, sessions: int = 10,
 def rows(result: dict) -> list[tuple[str, str, str, bool]]:
     """(what, measured, goal, met) for the table."""
     nav, pts, mem = result["navigation_s"], result["epoch_to_point_s"], result["memory"]
+    in_app, fresh = nav["in_app"], nav["fresh"]
     return [
-        ("Runs page in Chromium, navigation -> table visible",
-         f"median {statistics.median(nav):.2f} s, worst {max(nav):.2f} s (first, cold "
-         f"{nav[0]:.2f} s; n={len(nav)})", "<= 1.5 s", max(nav) <= 1.5),
+        ("Runs page in Chromium, navigation -> table visible (sidebar click)",
+         f"median {statistics.median(in_app):.2f} s, worst {max(in_app):.2f} s "
+         f"(n={len(in_app)})", "<= 1.5 s", max(in_app) <= 1.5),
+        ("Runs page in Chromium, new browser session -> table visible",
+         f"median {statistics.median(fresh):.2f} s, worst {max(fresh):.2f} s (first, server "
+         f"cold, {fresh[0]:.2f} s; n={len(fresh)})", "<= 1.5 s", max(fresh) <= 1.5),
         ("epoch saved -> point on screen (live run, Chromium)",
          f"p95 {p95(pts):.2f} s, median {statistics.median(pts):.2f} s, worst {max(pts):.2f} s "
          f"(n={len(pts)})", "<= 1.5 s at p95", p95(pts) <= 1.5),

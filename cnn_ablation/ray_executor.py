@@ -166,11 +166,11 @@ class RayTask:
     def poll(self) -> int | None:
         if self.code is not None:
             return self.code
-        ready, _ = self.ray.wait([self.ref], timeout=0)
-        if not ready:
-            return None
         exceptions = self.ray.exceptions
         try:
+            ready, _ = self.ray.wait([self.ref], timeout=0)
+            if not ready:
+                return None
             self.code = int(self.ray.get(self.ref))
         except exceptions.TaskCancelledError as exc:
             self.code = -signal.SIGKILL

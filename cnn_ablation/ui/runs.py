@@ -25,6 +25,7 @@ from cnn_ablation.ui import common
 from cnn_ablation.ui.common import (
     CANCELLING,
     LIVE_S,
+    REFRESH_S,
     TABLE_COLUMNS,
     engine_or_stop,
     pct,
@@ -77,62 +78,67 @@ text = f3.text_input("Find", key="filter_text", placeholder="in the name or conf
 sort = f4.selectbox("Sort", list(SORTS), key="runs_sort", on_change=first_page)
 filters = RunFilter(statuses=tuple(statuses), datasets=tuple(chosen_sets), text=text)
 active_now = token.active > 0
+listing = common.runs_page(url, tuple(token), astuple(filters), sort,
+                           int(st.session_state.get(PAGE, 1)))
 
 
-@st.fragment(run_every=LIVE_S if active_now else None)
-def live() -> None:
-    # Every second while runs are active: one indexed question. The page of runs comes from a
-    # cache shared by all sessions and keyed by its answer, so it is read again only when
-    # something changed; the run's curves read only epochs not yet held.
+@st.fragment(run_every=REFRESH_S if active_now else None)
+def table() -> None:
+    """The page of runs. While runs are active it asks the database one indexed question every
+    REFRESH_S; the page comes from a cache shared by all sessions and keyed by the answer, so it
+    is read again only when something changed."""
     now = read_models.change_token(engine)
     if active_now and now.active == 0:
-        st.rerun()  # nothing left to watch: a full rerun turns the timer off
-    listing = common.runs_page(url, tuple(now), astuple(filters), sort,
-                               int(st.session_state.get(PAGE, 1)))
-    if not listing.rows:
-        st.info("No run matches these filters.")
+        st.rerun()  # nothing left to watch: a full rerun turns the timers off
+    shown = common.runs_page(url, tuple(now), astuple(filters), sort,
+                             int(st.session_state.get(PAGE, 1)))
+    if [r["id"] for r in shown.rows] != [r["id"] for r in listing.rows]:
+        st.rerun()  # other runs on the page (new ones, another page): the picker follows
+    if shown.rows:
+        st.dataframe(runs_table(pd.DataFrame(shown.rows)), hide_index=True,
+                     column_config=TABLE_COLUMNS, placeholder="–")
+        pager(shown)
+
+
+def pager(page: RunsPage) -> None:
+    """Which runs are shown: `runs 51–100 of 10,000`, and the page number to show."""
+    if page.pages == 1:
+        st.caption(f"{page.total:,} run{'s' if page.total != 1 else ''}, {sort}")
         return
-    st.dataframe(runs_table(pd.DataFrame(listing.rows)), hide_index=True,
-                 column_config=TABLE_COLUMNS, placeholder="–")
-    pager(listing)
+    st.session_state[PAGE] = page.page  # clamped: the filters may have left fewer pages
+    left, right = st.columns([1, 5], vertical_alignment="bottom")
+    left.number_input(f"Page (of {page.pages:,})", min_value=1, step=1, key=PAGE)
+    last = page.first + len(page.rows) - 1
+    right.caption(f"Runs {page.first:,}–{last:,} of {page.total:,}, {sort}")
+
+
+def picked() -> int | None:
+    """The run whose details show: the picker's own state, else the last choice (a widget's
+    state goes when another page shows), else the run in the URL (?run=N, links from New run),
+    else the newest run on the page. A choice on another page of the listing stays chosen."""
     records = {r["id"]: r for r in listing.rows}
     if FORCE in st.session_state:  # Retry or Delete chose (or cleared) the run
         st.session_state[SELECT] = st.session_state.pop(FORCE)
-    # The picker's own state, else the last choice (a widget's state goes when another page
-    # shows), else the run in the URL (?run=N, links from New run), else the newest run shown.
     chosen = st.session_state.get(SELECT, st.session_state.get("run_choice"))
     deleted = st.session_state.get(DELETED)
     wanted = st.query_params.get("run")
     if chosen is None and deleted is None and wanted and wanted.isdigit():
         chosen = int(wanted)
-    if chosen is not None and chosen not in records:  # on another page: still the choice
+    if chosen is not None and chosen not in records:
         elsewhere = read_models.run_rows(engine, RunFilter(
             statuses=filters.statuses, datasets=filters.datasets, text=filters.text,
             ids=(int(chosen),)))
         records = {**{r["id"]: r for r in elsewhere}, **records}
     if chosen not in records:
-        chosen = None if deleted is not None else max(r["id"] for r in listing.rows)
+        chosen = None if deleted is not None else max(records)
     st.session_state[SELECT] = chosen
     run_id = st.selectbox("Run", list(records), key=SELECT,
                           format_func=lambda i: run_option(records[i]),
                           placeholder="Pick a run to see its curves and actions")
     st.session_state["run_choice"] = run_id
-    if run_id is None:
-        return
-    st.session_state.pop(DELETED, None)
-    show_run(records[run_id])
-
-
-def pager(listing: RunsPage) -> None:
-    """Which runs are shown: `runs 51–100 of 10,000`, and the page number to show."""
-    if listing.pages == 1:
-        st.caption(f"{listing.total:,} run{'s' if listing.total != 1 else ''}, {sort}")
-        return
-    st.session_state[PAGE] = listing.page  # clamped: the filters may have left fewer pages
-    left, right = st.columns([1, 5], vertical_alignment="bottom")
-    left.number_input(f"Page (of {listing.pages:,})", min_value=1, step=1, key=PAGE)
-    last = listing.first + len(listing.rows) - 1
-    right.caption(f"Runs {listing.first:,}–{last:,} of {listing.total:,}, {sort}")
+    if run_id is not None:
+        st.session_state.pop(DELETED, None)
+    return run_id
 
 
 def phase_text(run: Run) -> str | None:
@@ -151,18 +157,60 @@ def phase_text(run: Run) -> str | None:
     return phase
 
 
-def show_run(row: dict) -> None:
-    run = runs.find_run(engine, int(row["id"]))
+def run_state(run: Run) -> tuple:
+    """What the actions below the curves depend on: when it changes, they are drawn again."""
+    return run.status, run.cancel_requested, run.cancel_mode
+
+
+def show_run(run_id: int) -> None:
+    run = runs.find_run(engine, run_id)
     if run is None:  # deleted elsewhere (the CLI) since the table was read
-        st.info(f"Run #{int(row['id'])} no longer exists.")
+        st.info(f"Run #{run_id} no longer exists.")
         return
+    # An active run's status, progress and curves redraw every LIVE_S, reading only its new
+    # epochs (through the shared cache): a saved epoch is on screen within about a second.
+    active = run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+    st.fragment(live_run, run_every=LIVE_S if active else None)(run.id, run_state(run))
+    actions(run)
+    with st.expander("Config, device and timing"):
+        st.json(run.config)
+        st.caption(plain(f"{run.params or 0:,} parameters · device {run.device or '–'} on "
+                         f"{run.host or '–'} · config hash {run.config_hash}"
+                         + (f" · log {run.log_path}" if run.log_path else "")))
+    if run.status == RunStatus.COMPLETED:
+        report = run.test_report
+        last = read_models.last_epochs(engine, [run.id]).get(run.id, 0)
+        stats = common.layer_stats(url, run.id, last)
+        with st.expander("Diagnostics: per-layer gradient and weight norms, confusion matrix"):
+            if len(stats):
+                st.plotly_chart(layer_norms_figure(stats), key="run_norms")
+            if report:
+                st.plotly_chart(confusion_figure(report), key="run_confusion")
+                totals = [sum(r) for r in report["confusion"]]
+                st.dataframe(pd.DataFrame({
+                    "class": report["class_names"],
+                    "accuracy": [100 * report["confusion"][i][i] / t if t else None
+                                 for i, t in enumerate(totals)],
+                    "images": totals}), hide_index=True,
+                    column_config={"accuracy": st.column_config.NumberColumn(format="%.1f %%")})
+
+
+def live_run(run_id: int, drawn: tuple) -> None:
+    """The run's status, progress and curves. When its state changes (finished, cancelling,
+    requeued, deleted) the whole page is drawn again: the actions below depend on it."""
+    run = runs.find_run(engine, run_id)
+    if run is None or run_state(run) != drawn:
+        st.rerun()  # deleted, finished, cancelling, requeued: the actions change too
+    assert run is not None
+    epochs, st.session_state["epoch_rows_read"] = EPOCH_CACHE.read(engine, [run.id])
     status = shown_status(run.__dict__)
     title = f"Run #{run.id}{' · ' + plain(run.name) if run.name else ''}: {plain(run.label)}"
     st.subheader(title + (f" · {CANCELLING}" if status == CANCELLING else ""))
     cols = st.columns([1.4, 1, 1, 1, 1])
     cols[0].metric("Status", status)
-    cols[1].metric("Epochs", f"{int(row['epochs_done'])}/{run.epochs}")
-    cols[2].metric("Best val acc", pct(row.get("best_val_accuracy")))
+    cols[1].metric("Epochs", f"{len(epochs)}/{run.epochs}")
+    best = pd.to_numeric(epochs["val_accuracy"], errors="coerce").max() if len(epochs) else None
+    cols[2].metric("Best val acc", pct(best))
     cols[3].metric("Test acc", pct(run.test_accuracy))
     cols[4].metric("Time", format_duration(duration_s(run.__dict__)) or "–")
     where = phase_text(run)
@@ -190,33 +238,11 @@ def show_run(row: dict) -> None:
                 st.code(run.traceback)
     if run.notes:
         st.caption("  \n".join(plain(line) for line in run.notes.splitlines() if line.strip()))
-    epochs, st.session_state["epoch_rows_read"] = EPOCH_CACHE.read(engine, [run.id])
     if len(epochs):
         st.plotly_chart(curves_figure(epochs, {run.id: run.label}), key="run_curves",
                         config={"displaylogo": False})
     else:
         st.caption("No finished epoch yet: the curves appear when the first epoch ends.")
-    actions(run)
-    with st.expander("Config, device and timing"):
-        st.json(run.config)
-        st.caption(plain(f"{run.params or 0:,} parameters · device {run.device or '–'} on "
-                         f"{run.host or '–'} · config hash {run.config_hash}"
-                         + (f" · log {run.log_path}" if run.log_path else "")))
-    if run.status == RunStatus.COMPLETED:
-        report = run.test_report
-        stats = common.layer_stats(url, run.id, int(row.get("last_epoch") or 0))
-        with st.expander("Diagnostics: per-layer gradient and weight norms, confusion matrix"):
-            if len(stats):
-                st.plotly_chart(layer_norms_figure(stats), key="run_norms")
-            if report:
-                st.plotly_chart(confusion_figure(report), key="run_confusion")
-                totals = [sum(r) for r in report["confusion"]]
-                st.dataframe(pd.DataFrame({
-                    "class": report["class_names"],
-                    "accuracy": [100 * report["confusion"][i][i] / t if t else None
-                                 for i, t in enumerate(totals)],
-                    "images": totals}), hide_index=True,
-                    column_config={"accuracy": st.column_config.NumberColumn(format="%.1f %%")})
 
 
 def after_cancel(run_id: int, status: RunStatus, asked: str) -> None:
@@ -230,7 +256,7 @@ def after_cancel(run_id: int, status: RunStatus, asked: str) -> None:
 
 def open_dialog(kind: str, run_id: int) -> None:
     st.session_state[DIALOG] = (kind, run_id)
-    st.rerun()  # a full rerun: the dialog is opened by the script, outside the 2 s fragment
+    st.rerun()  # a full rerun: the dialog is opened by the script, outside the live parts
 
 
 def close_dialog() -> None:
@@ -337,7 +363,11 @@ def confirm_delete(run_id: int) -> None:
         st.rerun()
 
 
-live()
+table()
+if not listing.rows:
+    st.info("No run matches these filters.")
+elif (chosen_run := picked()) is not None:
+    show_run(chosen_run)
 if pending := st.session_state.get(DIALOG):
     kind, pending_id = pending
     (confirm_stop_now if kind == "stop_now" else confirm_delete)(pending_id)

@@ -57,8 +57,8 @@ else:
 
 def estimate_text(spec: StudySpec) -> str:
     seconds, basis = studies.estimate_seconds(engine, spec)
-    text = (f"{len(spec.cells())} cells × {spec.seeds} seeds = **{len(spec.runs())} runs**, "
-            f"{studies.minutes_text(seconds)} ({plain(basis)}).")
+    when = plain(basis) if seconds is None else f"{studies.minutes_text(seconds)} ({plain(basis)})"
+    text = f"{len(spec.cells())} cells × {spec.seeds} seeds = **{len(spec.runs())} runs**, {when}."
     rule = spec.adaptive
     if rule is not None:
         text += (f" That is round 1; adaptive seeds add {rule.step} seed(s) per cell a round at a "
@@ -323,7 +323,7 @@ with view_tab:
         st.caption("Tables in Markdown and LaTeX, a forest plot of the effects (PNG, SVG) and "
                    "the verdict" + ("" if result["complete"] else ", marked provisional") + ".")
         stem = f"study-{view.id}"
-        d = st.columns(6)
+        d = st.columns(4)
         d[0].download_button("Report (Markdown)", report_file(view, result, "markdown"),
                              file_name=f"{stem}-report.md", mime="text/markdown", key="dl_md")
         d[1].download_button("Table (LaTeX)", report_file(view, result, "latex"),
@@ -332,9 +332,10 @@ with view_tab:
                              file_name=f"{stem}-forest.png", mime="image/png", key="dl_png")
         d[3].download_button("Forest plot (SVG)", report_file(view, result, "svg"),
                              file_name=f"{stem}-forest.svg", mime="image/svg+xml", key="dl_svg")
-        d[4].download_button("Runs (CSV)", result["runs"].to_csv(index=False),
+        c = st.columns(4)
+        c[0].download_button("Runs (CSV)", result["runs"].to_csv(index=False),
                              file_name=f"{stem}-runs.csv", key="dl_runs")
-        d[5].download_button("Cells (CSV)", result["summary"].to_csv(index=False),
+        c[1].download_button("Cells (CSV)", result["summary"].to_csv(index=False),
                              file_name=f"{stem}-cells.csv", key="dl_cells")
 
     study_view()
