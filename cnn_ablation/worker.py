@@ -176,6 +176,16 @@ class Worker:
             final = runs.find_run(self.engine, child.run_id)
             log.info("run %s: %s", child.run_id, final.status if final else "deleted")
             slot.child = None
+            self._advance_studies()
+
+    def _advance_studies(self) -> None:
+        """Adaptive studies whose round just completed queue the next one (or record why they
+        stop); done here, right after a run ends, so `--once` picks the next round up too."""
+        from cnn_ablation import studies  # pandas/scipy, never TensorFlow
+
+        queued = studies.advance(self.engine)
+        if queued:
+            log.info("adaptive studies: next round queued: runs %s", ", ".join(map(str, queued)))
 
     def _why_ended(self, child: Child, code: int) -> tuple[RunStatus, str]:
         """The status and reason for a child that exited while its run was still running."""
