@@ -36,8 +36,11 @@ from tests.support import HEARTBEAT, ROOT, alive, wait_for
 LONG = RunConfig(dataset="synthetic:3000", epochs=40, val_split=0.0)  # minutes: stopped by tests
 QUICK = RunConfig(dataset="synthetic:100", epochs=1, batch_size=16)
 # Ray picks the machine's outward address for a node unless told it is a one-machine cluster;
-# with this it binds and advertises 127.0.0.1 only (the head and every driver must agree).
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+# with this it binds and advertises 127.0.0.1 only (the head and every driver must agree). Token
+# authentication is off by name: left unset, a token in ~/.ray (from any earlier `ray.init()`)
+# turns it on for the head but not for a driver, which is then refused.
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "disabled"}
 
 
 def free_port() -> int:
