@@ -14,6 +14,7 @@ setup:
 	  need=""; \
 	  [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need="$$need dataset-fashion-mnist"; \
 	  [ -n "$(WITH_BROWSER)" ] && ! command -v chromium >/dev/null && need="$$need chromium"; \
+	  [ -n "$(WITH_BROWSER)" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && need="$$need postgresql"; \
 	  if [ -n "$$need" ]; then $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$need; fi; \
 	else echo "no apt-get: install Fashion-MNIST/Chromium yourself (see README)"; fi
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
