@@ -414,7 +414,8 @@ def test_an_adaptive_study_runs_to_its_stopping_rule_through_a_real_worker(engin
         assert rounds < 3
     view = studies.load(engine, study_id)
     rule = view.spec.adaptive
-    assert rounds == 2 and view.spec.seeds == 2 and len(list_runs(engine, study_id=study_id)) == 4
+    # the worker advances the study itself when a run ends, so one `worker --once` runs both
+    assert rounds == 1 and view.spec.seeds == 2 and len(list_runs(engine, study_id=study_id)) == 4
     assert rule.stopped.startswith("seed limit reached after round 2: 2 seeds per cell")
     assert [s for s, _ in rule.history] == [1, 2] and math.isnan(rule.history[0][1])
     result = studies.results(engine, view)
