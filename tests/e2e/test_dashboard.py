@@ -3,74 +3,14 @@
 The app starts its own worker, which really trains on `synthetic` data. Screenshots are saved
 under test-artifacts/e2e/."""
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
+from tests.e2e.conftest import ARTIFACTS, launch_browser
 
 playwright = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts" / "e2e"
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def dashboard(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: `apt-get install chromium` (.ci/run does)")
-    port = free_port()
-    env = {**os.environ, "ABLATION_HOME": str(tmp_path), "ABLATION_HEARTBEAT_SECONDS": "1",
-           "ABLATION_START_WORKER": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("ABLATION_DATABASE_URL", None)
-    log = open(tmp_path / "streamlit.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise AssertionError((tmp_path / "streamlit.log").read_text()) from None
-            time.sleep(0.3)
-    yield url, tmp_path
-    server.terminate()
-    server.wait(timeout=30)
-    # The worker the app started is detached on purpose (it outlives the app); stop it here.
-    from storage.engine import get_engine
-    from storage.workers import live_workers
-
-    for _, worker in live_workers(get_engine(f"sqlite:///{tmp_path}/ablation.db"),
-                                  60).iterrows():
-        if worker["pid"]:
-            subprocess.run(["kill", "-TERM", str(int(worker["pid"]))], check=False)
-    if (tmp_path / "logs").exists():
-        shutil.copytree(tmp_path / "logs", ARTIFACTS / "logs", dirs_exist_ok=True)
-
-
-def launch_browser(p):
-    return p.chromium.launch(executable_path=CHROMIUM, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"])
 
 
 def metric(page, label: str):
