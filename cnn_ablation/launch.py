@@ -3,11 +3,16 @@ both call these, so a variant is checked and stored the same way whichever door 
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
 from sqlalchemy import Engine
 
 from cnn_ablation.architecture import count_params
 from cnn_ablation.config import ConfigError, RunConfig, check_name, check_seed_count
 from cnn_ablation.datasets import DatasetUnavailable, check_fits, resolve
+from cnn_ablation.settings import settings
 from storage import runs
 from storage.records import NewRun
 
@@ -67,3 +72,38 @@ def retry(engine: Engine, run_id: int) -> int:
     config = RunConfig.from_json(old.config_json)
     new = new_run(config, name=old.name, study_id=old.study_id, retry_of=old.id)
     return runs.create_runs(engine, [new])[0]
+
+
+def run_files(run_id: int, log_path: str | None = None,
+              checkpoint_path: str | None = None) -> list[Path]:
+    """The files a run leaves on disk: its log, its checkpoint, its TensorBoard folder. A stored
+    path counts only if its name is the run's own (`run-N-….log`, `run-N.keras`), so a database
+    entry can never point a delete at another file."""
+    config = settings()
+    paths = [config.checkpoints / f"run-{run_id}.keras", config.tensorboard_dir(run_id)]
+    if log_path and (Path(log_path).name.startswith(f"run-{run_id}-")
+                     or Path(log_path).name == f"run-{run_id}.log"):
+        paths.insert(0, Path(log_path))
+    if checkpoint_path and Path(checkpoint_path).name == f"run-{run_id}.keras":
+        paths.append(Path(checkpoint_path))
+    return list(dict.fromkeys(paths))
+
+
+def delete_runs(engine: Engine, run_ids: Sequence[int]) -> list[Path]:
+    """Delete runs (all or nothing; running ones are refused with ValueError, a missing id is
+    RunNotFound) with their epochs, then their files (`run_files`). Returns the files and
+    folders removed."""
+    removed = []
+    for run in runs.delete_runs(engine, run_ids):
+        for path in run_files(run.id, run.log_path, run.checkpoint_path):
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+                else:
+                    continue
+            except OSError:  # the rows are gone; a file we cannot remove stays
+                continue
+            removed.append(path)
+    return removed

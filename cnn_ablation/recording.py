@@ -1,15 +1,18 @@
 """What a run records while it trains: the Keras callback that commits each epoch, reports
-progress and honours cancel/stop requests and NaN losses; the per-layer norms measured at each
-epoch end; and the requests that reach a run from outside its loop (`RunControl`)."""
+progress, samples the training loss within epochs (steps), and honours cancel/stop requests and
+NaN losses; the run's TensorBoard event files (`EventFiles`); the per-layer norms measured at
+each epoch end; and the requests that reach a run from outside its loop (`RunControl`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -24,6 +27,8 @@ from storage.status import CancelMode, RunStatus
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 1.0  # progress/cancel check at most this often (one DB write each)
+STEP_FLUSH_S = 5.0  # sampled steps (one per progress beat) are written this often, in one INSERT
+MAX_BUFFERED_STEPS = 1000  # while the database is busy: the oldest samples beyond this are dropped
 DIAGNOSTIC_BATCH = 64  # fixed images for per-layer gradient/weight norms at each epoch end:
 # enough for a stable trend, and cheap (benchmarks/recording_overhead.py measures the cost)
 
@@ -58,11 +63,16 @@ class RecordingCallback(keras.callbacks.Callback):
     def __init__(self, engine: Engine, run_id: int, worker_id: str, batches: int,
                  control: RunControl, diagnostics: Callable[[], list[dict]] | None = None,
                  echo: Callable[[str], None] | None = None,
-                 interval: float = PROGRESS_INTERVAL_S):
+                 interval: float = PROGRESS_INTERVAL_S, events: EventFiles | None = None,
+                 step_flush: float = STEP_FLUSH_S):
         super().__init__()
         self.engine, self.run_id, self.worker_id = engine, run_id, worker_id
         self.batches, self.control = batches, control
         self.diagnostics, self.echo, self.interval = diagnostics, echo, interval
+        self.events, self.step_flush = events, step_flush
+        self._steps: dict[int, tuple[int, int, float | None, float | None]] = {}
+        self._steps_lock = threading.Lock()  # the callback thread samples, epoch ends flush
+        self._next_flush = time.monotonic() + step_flush
         self.outcome: Outcome | None = None  # once decided
         self.on_first_step: Callable[[float], None] | None = None
         self._lock = threading.Lock()
@@ -110,7 +120,11 @@ class RecordingCallback(keras.callbacks.Callback):
                                                f"(seen at batch {batch + 1} of {self.batches})",
                            mid_epoch=True)
                 return
+            self._sample(batch, logs or {})
             cancel = self._progress(batch + 1)
+            if now >= self._next_flush:
+                self._next_flush = now + self.step_flush
+                self.flush_steps()
             if self.control.lost.is_set():
                 self._stop(None, "the run was taken away", mid_epoch=True)
             elif cancel == CancelMode.NOW or self.control.cancel.is_set():
@@ -119,6 +133,37 @@ class RecordingCallback(keras.callbacks.Callback):
                            mid_epoch=True)
         finally:
             self._lock.release()
+
+    def _sample(self, batch: int, logs: Any) -> None:
+        """Buffer this batch's running loss and accuracy (Keras' averages over the epoch so
+        far) at its global step, 1-based from the start of training."""
+        step = (self._epoch - 1) * self.batches + batch + 1
+        row = (self._epoch, step, _finite_or_none(logs.get("loss")),
+               _finite_or_none(logs.get("accuracy")))
+        with self._steps_lock:
+            self._steps[step] = row
+            while len(self._steps) > MAX_BUFFERED_STEPS:
+                del self._steps[next(iter(self._steps))]
+
+    def flush_steps(self) -> None:
+        """Write the buffered samples in one INSERT (and to the event files); on a busy
+        database they stay buffered for the next flush."""
+        with self._steps_lock:
+            rows = sorted(self._steps.values(), key=lambda row: row[1])
+            if not rows:
+                return
+            try:
+                lifecycle.record_steps(self.engine, self.run_id, self.worker_id, rows)
+            except RunLost:
+                self.control.lost.set()
+                self._steps.clear()
+                return
+            except SQLAlchemyError as exc:
+                log.warning("steps of run %s not saved yet (%s)", self.run_id, exc)
+                return
+            self._steps.clear()
+        if self.events:
+            self.events.steps(rows)
 
     def on_test_batch_end(self, batch: int, logs: Any = None) -> None:
         """Validation after each epoch: progress beats too, so a long one is not a hang."""
@@ -142,6 +187,10 @@ class RecordingCallback(keras.callbacks.Callback):
         stats = self.diagnostics() if self.diagnostics else None
         metrics = {k: _finite_or_none(logs.get(k))
                    for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        with self._steps_lock:  # the epoch's last step: the step curve ends on its epoch's loss
+            step = (epoch + 1) * self.batches
+            self._steps[step] = (epoch + 1, step, metrics["loss"], metrics["accuracy"])
+        self.flush_steps()
         try:
             cancel = retry_when_locked(lambda: lifecycle.record_epoch(
                 self.engine, self.run_id, self.worker_id, epoch + 1, metrics, seconds, stats),
@@ -150,6 +199,8 @@ class RecordingCallback(keras.callbacks.Callback):
             self._stop(None, "the run was taken away")
             return
         self.epochs_recorded = epoch + 1
+        if self.events:
+            self.events.epoch(epoch + 1, metrics)
         if self.echo:
             self.echo(_epoch_line(epoch + 1, self.params.get("epochs"), metrics, seconds))
         last = epoch + 1 == self.params.get("epochs")
@@ -157,6 +208,72 @@ class RecordingCallback(keras.callbacks.Callback):
             self._stop(RunStatus.CANCELLED, f"cancelled by user after epoch {epoch + 1}")
         elif self.control.stop_after_epoch.is_set() and not last:
             self._stop(RunStatus.QUEUED, f"worker stopped after epoch {epoch + 1}")
+
+    def on_train_end(self, logs: Any = None) -> None:
+        """A run stopped mid-epoch (stop now, divergence) keeps the steps it sampled."""
+        if not self.control.lost.is_set():
+            self.flush_steps()
+
+
+class EventFiles:
+    """TensorBoard event files of one run, laid out as Keras' TensorBoard callback lays them
+    out, so the same habits work: `train/` (epoch_loss, epoch_accuracy per epoch; batch_loss,
+    batch_accuracy at sampled global steps), `validation/` (epoch_loss, epoch_accuracy) and
+    `test/` (epoch_loss, epoch_accuracy at the last epoch). Written with tf.summary in the
+    training process only; a failure to write them is logged once and never stops a run."""
+
+    def __init__(self, logdir: Path):
+        self.logdir = logdir
+        self._writers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._failed = False
+
+    def _write(self, part: str, values: list[tuple[str, float | None, int]]) -> None:
+        if self._failed or keras.backend.backend() != "tensorflow":
+            return
+        import tensorflow as tf
+        from tensorflow.core.framework.summary_pb2 import SummaryMetadata
+
+        # What tensorboard's own `scalar` writes (its scalars plugin, data version 0), through
+        # TensorFlow's generic summary op: no need for the tensorboard package to write them.
+        scalar = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="scalars"))
+        with self._lock:
+            try:
+                writer = self._writers.get(part)
+                if writer is None:
+                    writer = tf.summary.create_file_writer(str(self.logdir / part))
+                    self._writers[part] = writer
+                with writer.as_default():
+                    for name, value, step in values:
+                        if value is not None:
+                            tf.summary.write(name, tf.constant(value, tf.float32), step=step,
+                                             metadata=scalar)
+                writer.flush()
+            except Exception as exc:  # a full or read-only disk: the database still has it all
+                self._failed = True
+                log.warning("TensorBoard files of %s not written (%s)", self.logdir, exc)
+
+    def steps(self, rows: list[tuple[int, int, float | None, float | None]]) -> None:
+        self._write("train", [(name, value, step) for _, step, loss, accuracy in rows
+                              for name, value in (("batch_loss", loss),
+                                                  ("batch_accuracy", accuracy))])
+
+    def epoch(self, epoch: int, metrics: dict[str, float | None]) -> None:
+        self._write("train", [("epoch_loss", metrics.get("loss"), epoch),
+                              ("epoch_accuracy", metrics.get("accuracy"), epoch)])
+        self._write("validation", [("epoch_loss", metrics.get("val_loss"), epoch),
+                                   ("epoch_accuracy", metrics.get("val_accuracy"), epoch)])
+
+    def test(self, epoch: int, loss: float | None, accuracy: float | None) -> None:
+        self._write("test", [("epoch_loss", _finite_or_none(loss), epoch),
+                             ("epoch_accuracy", _finite_or_none(accuracy), epoch)])
+
+    def close(self) -> None:
+        with self._lock:
+            for writer in self._writers.values():
+                with contextlib.suppress(Exception):  # reported when it failed to write
+                    writer.close()
+            self._writers.clear()
 
 
 def _finite_or_none(value):

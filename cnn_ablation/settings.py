@@ -23,7 +23,8 @@ class Variable:
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("ABLATION_HOME", "./ablation-data",
-             "database, dataset cache and logs (`logs/run-N.log`, `logs/worker-*.log`)"),
+             "database, dataset cache, logs (`logs/run-N.log`, `logs/worker-*.log`) and "
+             "TensorBoard files (`tensorboard/run-N`)"),
     Variable("ABLATION_DATABASE_URL", None,
              "any SQLAlchemy URL; unset: `sqlite:///$ABLATION_HOME/ablation.db`"),
     Variable("ABLATION_START_WORKER", "1",
@@ -92,6 +93,19 @@ class Settings:
     @property
     def logs(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def checkpoints(self) -> Path:
+        """Where a run stopping mid-training keeps its checkpoint (`run-N.keras`)."""
+        return self.home / "checkpoints"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files, one folder per run (`run-N`): `tensorboard --logdir` this."""
+        return self.home / "tensorboard"
+
+    def tensorboard_dir(self, run_id: int) -> Path:
+        return self.tensorboard / f"run-{run_id}"
 
     @property
     def dataset_cache(self) -> Path:

@@ -83,6 +83,8 @@ class RunRow(Base):
     test_loss: Mapped[float | None] = mapped_column(Float)
     test_accuracy: Mapped[float | None] = mapped_column(Float)
     test_report_json: Mapped[str | None] = mapped_column(Text)  # confusion matrix, per class
+    tags_json: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # lower-case
+    comment: Mapped[str | None] = mapped_column(Text)  # the user's free-text note
 
 
 class EpochMetricRow(Base):
@@ -97,6 +99,22 @@ class EpochMetricRow(Base):
     val_loss: Mapped[float | None] = mapped_column(Float)
     val_accuracy: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
+    recorded_at: Mapped[float] = mapped_column(Float)
+
+
+class StepMetricRow(Base):
+    """Training loss (and accuracy) within an epoch, sampled at most once a second."""
+
+    __tablename__ = "step_metrics"
+    __table_args__ = {"sqlite_with_rowid": False}  # SQLite: rows stored once, in key order
+
+    # The (run_id, step) key's index also serves lookups by run_id: no second index.
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)  # global batch, 1-based
+    epoch: Mapped[int] = mapped_column(Integer)  # 1-based
+    loss: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
     recorded_at: Mapped[float] = mapped_column(Float)
 
 

@@ -85,6 +85,8 @@ class Run(NewRun):
     test_loss: float | None
     test_accuracy: float | None
     test_report_json: str | None
+    tags: tuple[str, ...] = ()  # lower-case, sorted (stored as runs.tags_json)
+    comment: str | None = None  # the user's free-text note (`notes` is the lifecycle log)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -96,11 +98,33 @@ class Run(NewRun):
         return json.loads(self.environment_json) if self.environment_json else None
 
     @property
+    def progress_text(self) -> str:
+        """Where a run is, in words: "queued", "starting", "loading data", "epoch 3 of 10, batch
+        120 of 1,407", "epoch 3 of 10: validating", "testing: 4,000 of 10,000 images"; for a
+        finished run its status."""
+        if self.status != RunStatus.RUNNING:
+            return str(self.status)
+        phase = self.phase or "starting"
+        if phase == "testing":
+            if self.progress_batches:
+                return (f"testing: {self.progress_batch or 0:,} of {self.progress_batches:,} "
+                        "images")
+            return "testing"
+        if phase not in ("training", "validating") or not self.progress_epoch:
+            return phase
+        text = f"epoch {self.progress_epoch:,} of {self.epochs:,}"
+        if phase == "validating":
+            return f"{text}: validating"
+        if self.progress_batches:
+            text += f", batch {self.progress_batch or 0:,} of {self.progress_batches:,}"
+        return text
+
+    @property
     def test_report(self) -> dict[str, Any] | None:
         return json.loads(self.test_report_json) if self.test_report_json else None
 
 
-RUN_FIELDS = [f.name for f in fields(Run)]
+RUN_FIELDS = [f.name for f in fields(Run) if f.name != "tags"] + ["tags_json"]
 NEW_RUN_FIELDS = [f.name for f in fields(NewRun)]
 
 
@@ -111,6 +135,7 @@ def run_from(source: Any) -> Run:
     else:
         values = {name: getattr(source, name) for name in RUN_FIELDS}
     values["status"] = RunStatus(values["status"])
+    values["tags"] = tuple(json.loads(values.pop("tags_json") or "[]"))
     return Run(**values)
 
 

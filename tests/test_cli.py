@@ -66,3 +66,87 @@ def test_summary_needs_no_dataset_files(home, cli):
     assert "Total params: 205,210" in result.stdout
     result = cli("summary", "--dataset", "cifar100", "--bn", "1,0,0,0,0")
     assert f"Total params: {591_402 + 90 * 129:,}" in result.stdout  # 100 classes: wider output
+
+
+def test_label_renames_tags_untags_and_comments_and_runs_filters_by_tag(home, cli):
+    ids = [cli("submit", "--dataset", "synthetic:100", "--epochs", "1", "--seed", str(s),
+               "--name", f"r{s}").stdout.strip() for s in range(2)]
+    assert ids == ["1", "2"]
+    result = cli("label", "1", "--name", "baseline", "--tag", "BN-Off", "sweep:1", "--tag", "x",
+                 "--comment", "first try")
+    assert result.returncode == 0, result.stderr
+    assert "run 1: name 'baseline', tags bn-off, sweep:1, x, comment 'first try'" in result.stdout
+    result = cli("label", "1", "--untag", "x", "--tag", "keep")
+    assert "tags bn-off, keep, sweep:1, comment 'first try'" in result.stdout
+    cli("label", "2", "--tag", "keep")
+    listed = json.loads(cli("runs", "--json", "--tag", "keep").stdout)
+    assert [r["id"] for r in listed] == [1, 2]
+    listed = json.loads(cli("runs", "--json", "--tag", "KEEP", "--tag", "bn-off").stdout)
+    assert [r["id"] for r in listed] == [1] and listed[0]["name"] == "baseline"
+    assert json.loads(cli("runs", "--json", "--tag", "nope").stdout) == []
+    shown = json.loads(cli("show", "1", "--json").stdout)
+    assert (shown["tags"], shown["comment"]) == (["bn-off", "keep", "sweep:1"], "first try")
+    shown = json.loads(cli("show", "2", "--json").stdout)
+    assert shown["name"] == "r1" and shown["tags"] == ["keep"]  # only its own labels
+    assert cli("label", "1", "--comment", "").stdout.rstrip().endswith("comment (none)")
+    with sqlite3.connect(home / "ablation.db") as db:
+        assert db.execute("select name, tags_json, comment from runs where id = 1").fetchone() \
+            == ("baseline", '["bn-off", "keep", "sweep:1"]', None)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--tag", "has space"], "tag: 'has space' is not allowed; allowed: 1 to 32"),
+    (["--tag", "x" * 33], "tag: "),
+    (["--untag", "a/b"], "tag: 'a/b' is not allowed"),
+    (["--name", "bad\x1bname"], "name: 'bad\\x1bname' is not allowed"),
+    (["--comment", "c" * 2001], "comment: "),
+    (["--tag", *[f"t{i}" for i in range(21)]], "tags: '21 tags' is not allowed; allowed: at most"),
+])
+def test_bad_labels_exit_2_naming_the_field_and_change_nothing(home, cli, flags, message):
+    assert cli("submit", "--dataset", "synthetic:100", "--name", "kept").returncode == 0
+    result = cli("label", "1", "--comment", "not this either", *flags)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    with sqlite3.connect(home / "ablation.db") as db:
+        assert db.execute("select name, tags_json, comment from runs").fetchall() == [
+            ("kept", "[]", None)]
+
+
+def test_label_of_a_missing_run_and_bad_input_before_a_database_exists(home, cli):
+    result = cli("label", "7", "--tag", "x")
+    assert result.returncode == 2 and "run 7 does not exist" in result.stderr
+    (home / "ablation.db").unlink()
+    result = cli("label", "7", "--tag", "no way")
+    assert result.returncode == 2 and "tag: 'no way'" in result.stderr
+    assert not (home / "ablation.db").exists()  # refused before the database was opened
+    result = cli("runs", "--tag", "no way")
+    assert result.returncode == 2 and "tag: 'no way'" in result.stderr
+
+
+def test_delete_removes_the_runs_files_and_no_others(home, cli):
+    for seed in range(2):
+        assert cli("submit", "--dataset", "synthetic:100", "--seed", str(seed)).returncode == 0
+    files = [home / "logs" / "run-1-0a1b2c3d.log", home / "checkpoints" / "run-1.keras",
+             home / "tensorboard" / "run-1" / "events.out.tfevents.1.host"]
+    others = [home / "logs" / "run-10-0a1b2c3d.log", home / "logs" / "run-2-ffffffff.log",
+              home / "checkpoints" / "run-2.keras", home / "tensorboard" / "run-2" / "e"]
+    for path in files + others:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    with sqlite3.connect(home / "ablation.db") as db:
+        db.execute("update runs set log_path = ? where id = 1", (str(files[0]),))
+        db.execute("update runs set log_path = ? where id = 2", (str(others[0]),))  # not its own
+        db.execute("update runs set status = 'running' where id = 2")
+    result = cli("delete", "2")
+    assert result.returncode == 2 and "run 2 is running" in result.stderr
+    assert all(path.exists() for path in others)
+    result = cli("delete", "1")
+    assert result.returncode == 0, result.stderr
+    assert "run 1: deleted; removed " in result.stdout and str(files[0]) in result.stdout
+    assert not any(path.exists() for path in files) and not files[2].parent.exists()
+    assert all(path.exists() for path in others) and count_runs(home) == 1
+    with sqlite3.connect(home / "ablation.db") as db:
+        db.execute("update runs set status = 'failed' where id = 2")
+    assert cli("delete", "2").returncode == 0
+    assert others[0].exists()  # a log path that is not run 2's own name is never removed
+    assert others[1].exists()  # nor a log file the run never recorded as its own
+    assert not others[2].exists() and not others[3].parent.exists()

@@ -103,3 +103,36 @@ def test_an_old_postgresql_database_is_upgraded_with_nothing_lost(postgres):
         engine.dispose()
     finally:
         postgres.drop("migrate_old")
+
+
+def test_a_0003_database_gets_tags_comment_and_steps_with_its_runs_kept(tmp_path):
+    from storage.lifecycle import claim, record_steps
+    from storage.read_models import step_rows
+    from storage.runs import update_labels
+
+    path = tmp_path / "v3.db"
+    url = f"sqlite:///{path}"
+    with create_engine(url).connect() as conn:
+        command.upgrade(_alembic_config(conn), "0003")
+        conn.commit()
+    with sqlite3.connect(path) as db:
+        for run_id, status in ((1, "completed"), (2, "queued")):
+            db.execute("INSERT INTO runs (id, name, config_json, config_hash, variant_hash, "
+                       "label, dataset, preset, seed, epochs, status, created_at, "
+                       "cancel_requested, environment_json) VALUES (?, 'v3', '{}', 'h', 'v', "
+                       "'l', 'synthetic', 'seed', 0, 2, ?, 1.0, 0, '{\"python\": \"3.11\"}')",
+                       (run_id, status))
+        db.execute("INSERT INTO epoch_metrics (run_id, epoch, loss, seconds, recorded_at) "
+                   "VALUES (1, 1, 0.5, 1.0, 1.0)")
+    engine = get_engine(url)
+    assert HEAD == "0004" and schema_differences(url) == []
+    old = find_run(engine, 1)
+    assert (old.name, old.tags, old.comment, old.environment) == ("v3", (), None,
+                                                                 {"python": "3.11"})
+    assert epochs_frame(engine, [1])["loss"].tolist() == [0.5]
+    assert update_labels(engine, 1, tags=["Old"], comment="from 0003").tags == ("old",)
+    assert claim(engine, "w", "h", "cpu", 5.0).id == 2
+    record_steps(engine, 2, "w", [(1, 1, 2.0, 0.1)])
+    assert [r["step"] for r in step_rows(engine, [2])] == [1]
+    delete_run(engine, 1)  # still cascades after the table rebuild
+    assert epochs_frame(engine, [1]).empty

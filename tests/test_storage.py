@@ -144,3 +144,113 @@ def test_many_dashboards_racing_start_exactly_one_worker(engine):
     for t in threads:
         t.join()
     assert sorted(results) == [False] * 7 + [True]
+
+
+# --- labels (name, tags, comment) and sampled steps ----------------------------------------------
+def test_labels_change_only_what_is_given_and_tags_are_clean(engine):
+    from storage.runs import update_labels
+
+    (run_id,) = submit(engine, [QUICK], name="first")
+    assert find_run(engine, run_id).tags == () and find_run(engine, run_id).comment is None
+    run = update_labels(engine, run_id, tags=["BN-off", "bn-off", "sweep:2", "a.b_c"])
+    assert run.tags == ("a.b_c", "bn-off", "sweep:2") and run.name == "first"
+    run = update_labels(engine, run_id, name="renamed", comment="lr too high?\nretry with 1e-4")
+    assert (run.name, run.tags, run.comment) == ("renamed", ("a.b_c", "bn-off", "sweep:2"),
+                                                 "lr too high?\nretry with 1e-4")
+    assert find_run(engine, run_id) == run  # as stored
+    assert update_labels(engine, run_id, tags=[], comment="").tags == ()
+    assert find_run(engine, run_id).comment is None and find_run(engine, run_id).name == "renamed"
+    assert update_labels(engine, run_id) == find_run(engine, run_id)  # nothing given: no change
+
+
+@pytest.mark.parametrize("given, field", [
+    (dict(name="a\x1b[31mred"), "name"), (dict(name="x" * 201), "name"),
+    (dict(tags=["has space"]), "tag"), (dict(tags=[""]), "tag"), (dict(tags=["x" * 33]), "tag"),
+    (dict(tags=["ok", "no/slash"]), "tag"), (dict(tags=[f"t{i}" for i in range(21)]), "tags"),
+    (dict(tags="single-string"), "tags"), (dict(comment="x" * 2001), "comment"),
+    (dict(comment="bell\x07"), "comment"),
+])
+def test_bad_labels_are_refused_naming_the_field_and_nothing_changes(engine, given, field):
+    from storage.runs import update_labels
+
+    (run_id,) = submit(engine, [QUICK], name="kept")
+    update_labels(engine, run_id, tags=["keep"])
+    with pytest.raises(ValueError, match=rf"^{field}: .* is not allowed; allowed: "):
+        update_labels(engine, run_id, **{"comment": "not written either", **given})
+    run = find_run(engine, run_id)
+    assert (run.name, run.tags, run.comment) == ("kept", ("keep",), None)
+
+
+def test_labels_of_a_missing_run(engine):
+    from storage.runs import update_labels
+
+    with pytest.raises(RunNotFound):
+        update_labels(engine, 999, name="x")
+
+
+def test_steps_are_stored_only_while_the_run_is_ours_and_read_incrementally(engine):
+    from storage.read_models import step_rows
+
+    a, b = submit(engine, [QUICK, QUICK.with_changes(seed=1)])
+    lifecycle.claim(engine, "w", "h", "cpu", 5.0)
+    lifecycle.claim(engine, "w", "h", "cpu", 5.0)
+    before = clock.now(engine)
+    lifecycle.record_steps(engine, a, "w", [(1, 1, 2.3, 0.1), (1, 5, 2.0, None),
+                                            (1, 6, float("inf"), None),
+                                            (2, 9, float("nan"), 0.3)])
+    lifecycle.record_steps(engine, b, "w", [(1, 2, 1.5, 0.5)])
+    lifecycle.record_steps(engine, a, "w", [(2, 9, 0.9, 0.4), (2, 12, 1.0, 0.6)])  # 9 again
+    lifecycle.record_steps(engine, a, "w", [])
+    rows = step_rows(engine, [a, b])
+    assert [(r["run_id"], r["epoch"], r["step"], r["loss"], r["accuracy"]) for r in rows] == [
+        (a, 1, 1, 2.3, 0.1), (a, 1, 5, 2.0, None), (a, 1, 6, None, None), (a, 2, 9, 0.9, 0.4),
+        (a, 2, 12, 1.0, 0.6),
+        (b, 1, 2, 1.5, 0.5)]
+    assert all(before - 1 <= r["recorded_at"] <= clock.now(engine) + 1 for r in rows)
+    assert [(r["run_id"], r["step"]) for r in step_rows(engine, [a, b], after={a: 6})] == [
+        (a, 9), (a, 12), (b, 2)]
+    assert step_rows(engine, [b], after={b: 2}) == [] and step_rows(engine, []) == []
+    with pytest.raises(RunLost):
+        lifecycle.record_steps(engine, a, "someone-else", [(2, 13, 1.0, 0.6)])
+    lifecycle.finish(engine, a, RunStatus.COMPLETED, worker_id="w")
+    with pytest.raises(RunLost):
+        lifecycle.record_steps(engine, a, "w", [(2, 14, 1.0, 0.6)])
+    assert len(step_rows(engine, [a])) == 5
+    delete_run(engine, a)  # the steps go with the run
+    assert step_rows(engine, [a]) == [] and len(step_rows(engine, [b])) == 1
+
+
+def test_progress_text_says_where_a_run_is(engine):
+    (run_id,) = submit(engine, [QUICK.with_changes(epochs=10)])
+    assert find_run(engine, run_id).progress_text == "queued"
+    lifecycle.claim(engine, "w", "h", "cpu", 5.0)
+    assert find_run(engine, run_id).progress_text == "starting"
+    lifecycle.report_progress(engine, run_id, "w", "training", 3, 1200, 1407)
+    assert find_run(engine, run_id).progress_text == "epoch 3 of 10, batch 1,200 of 1,407"
+    lifecycle.report_progress(engine, run_id, "w", "validating", 3, 1407, 1407)
+    assert find_run(engine, run_id).progress_text == "epoch 3 of 10: validating"
+    lifecycle.report_progress(engine, run_id, "w", "testing", None, 4000, 10000)
+    assert find_run(engine, run_id).progress_text == "testing: 4,000 of 10,000 images"
+    lifecycle.finish(engine, run_id, RunStatus.COMPLETED, worker_id="w")
+    assert find_run(engine, run_id).progress_text == "completed"
+
+
+def test_deleting_several_runs_is_all_or_nothing(engine):
+    from storage.read_models import epoch_rows, step_rows
+    from storage.runs import delete_runs
+
+    a, b, c = submit(engine, [QUICK.with_changes(seed=s) for s in range(3)])
+    lifecycle.claim(engine, "w", "h", "cpu", 5.0)  # a runs
+    lifecycle.record_epoch(engine, a, "w", 1, {"loss": 1.0}, 1.0)
+    lifecycle.record_steps(engine, a, "w", [(1, 3, 1.0, 0.5)])
+    with pytest.raises(ValueError, match=f"run {a} is running; cancel before deleting"):
+        delete_runs(engine, [b, a, c])
+    with pytest.raises(RunNotFound):
+        delete_runs(engine, [b, 999])
+    assert all(find_run(engine, i) is not None for i in (a, b, c))  # nothing went
+    lifecycle.finish(engine, a, RunStatus.FAILED, worker_id="w", error="x")
+    gone = delete_runs(engine, [c, a, a])
+    assert [run.id for run in gone] == [a, c] and gone[0].status == RunStatus.FAILED
+    assert find_run(engine, a) is None and find_run(engine, c) is None
+    assert find_run(engine, b) is not None and delete_runs(engine, []) == []
+    assert epoch_rows(engine, [a]) == [] and step_rows(engine, [a]) == []

@@ -87,3 +87,75 @@ def test_one_test_pass_gives_what_keras_evaluate_gives():
     assert accuracy == pytest.approx(keras_accuracy, abs=1e-6)
     confusion = report["confusion"]
     assert sum(confusion[i][i] for i in range(10)) == round(accuracy * len(data.y_test))
+
+
+def event_scalars(folder) -> dict[str, dict[int, float]]:
+    """Every scalar in a folder's TensorBoard event files, read back with TensorFlow's own
+    event reader: {tag: {step: value}}."""
+    import tensorflow as tf
+
+    scalars: dict[str, dict[int, float]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") \
+                    else value.simple_value
+                scalars.setdefault(value.tag, {})[event.step] = number
+    return scalars
+
+
+def test_steps_are_sampled_within_epochs_and_tensorboard_gets_every_scalar(engine, home,
+                                                                           make_run):
+    from storage.read_models import step_rows
+
+    config = RunConfig(dataset="synthetic:500", epochs=2, batch_size=32)  # 450 fit: 15 batches
+    run_id = make_run(config, "running")
+    assert train_run(engine, run_id, interval=0.0) == "completed"  # every batch sampled
+    steps = step_rows(engine, [run_id])
+    assert [r["step"] for r in steps] == list(range(1, 31))
+    assert [r["epoch"] for r in steps] == [1] * 15 + [2] * 15  # steps 1-15: epoch 1
+    epochs = epochs_frame(engine, [run_id])
+    for epoch, loss, accuracy in zip(epochs["epoch"], epochs["loss"], epochs["accuracy"],
+                                     strict=True):  # each epoch's last step is its training loss
+        last = steps[epoch * 15 - 1]
+        assert (last["loss"], last["accuracy"]) == (loss, accuracy)
+    assert all(r["loss"] > 0 and 0 <= r["accuracy"] <= 1 for r in steps)
+
+    folder = home / "tensorboard" / f"run-{run_id}"
+    train, validation, test = (event_scalars(folder / part)
+                               for part in ("train", "validation", "test"))
+    stored = epochs.set_index("epoch")
+    for tag, scalars, column in (("epoch_loss", train, "loss"),
+                                 ("epoch_accuracy", train, "accuracy"),
+                                 ("epoch_loss", validation, "val_loss"),
+                                 ("epoch_accuracy", validation, "val_accuracy")):
+        assert scalars[tag] == pytest.approx(stored[column].to_dict(), rel=1e-6), (tag, column)
+    assert train["batch_loss"] == pytest.approx({r["step"]: r["loss"] for r in steps}, rel=1e-6)
+    assert set(train["batch_accuracy"]) == set(range(1, 31))
+    run = find_run(engine, run_id)
+    assert set(test) == {"epoch_loss", "epoch_accuracy"}
+    assert test["epoch_loss"] == pytest.approx({2: run.test_loss}, rel=1e-6)
+    assert test["epoch_accuracy"] == pytest.approx({2: run.test_accuracy}, rel=1e-6)
+
+
+def test_the_test_pass_reports_images_done_of_the_total(engine, make_run):
+    from cnn_ablation import datasets
+    from cnn_ablation.training import TestProgress, compiled_model, test_metrics
+    from tests.conftest import TEST_WORKER
+
+    config = RunConfig(dataset="synthetic:12500", limit_train=64, epochs=1)  # 2,500 test images
+    run_id = make_run(config, "running")
+    data = datasets.load(config.dataset)
+    model = compiled_model(config, data.info)
+    seen: list[str] = []
+
+    class Watched(TestProgress):  # the real callback; after each of its writes, what is stored
+        def on_predict_batch_end(self, batch, logs=None):
+            super().on_predict_batch_end(batch, logs)
+            seen.append(find_run(engine, run_id).progress_text)
+
+    test_metrics(model, data, Watched(engine, run_id, TEST_WORKER))
+    assert seen == ["testing: 1,000 of 2,500 images", "testing: 2,000 of 2,500 images",
+                    "testing: 2,500 of 2,500 images"]
+    run = find_run(engine, run_id)
+    assert (run.phase, run.progress_batch, run.progress_batches) == ("testing", 2500, 2500)

@@ -189,3 +189,39 @@ def test_app_helper_starts_exactly_one_worker_when_called_repeatedly(engine, hom
     pid = int(live[0]["pid"])
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not alive(pid), timeout=30, what="worker to exit")
+
+
+def test_a_worker_run_samples_steps_writes_tensorboard_files_and_delete_removes_its_files(
+        engine, home, workers):
+    from cnn_ablation.launch import delete_runs
+    from storage.read_models import step_rows
+    from tests.test_training import event_scalars
+
+    config = RunConfig(dataset="synthetic:2000", epochs=2)  # 1,800 fit images: 57 batches
+    (run_id,) = submit(engine, [config])
+    assert workers("--once").wait(timeout=600) == 0
+    run = find_run(engine, run_id)
+    assert run.status == "completed", run.error
+    steps = step_rows(engine, [run_id])
+    numbers = [r["step"] for r in steps]
+    assert numbers == sorted(set(numbers)) and numbers[0] == 1  # the first batch is sampled
+    assert all(r["epoch"] == (r["step"] - 1) // 57 + 1 for r in steps)  # epochs match steps
+    epochs = epochs_frame(engine, [run_id]).set_index("epoch")
+    by_step = {r["step"]: r for r in steps}
+    for epoch in (1, 2):  # each epoch ends on its own training loss
+        assert by_step[epoch * 57]["loss"] == epochs.loc[epoch, "loss"]
+    assert len(steps) <= 2 * (2 + run.finished_at - run.started_at)  # at most ~1 a second
+
+    tensorboard = home / "tensorboard" / f"run-{run_id}"
+    train = event_scalars(tensorboard / "train")
+    assert train["epoch_loss"] == pytest.approx(epochs["loss"].to_dict(), rel=1e-6)
+    assert set(train["batch_loss"]) == set(numbers)
+    assert event_scalars(tensorboard / "test")["epoch_accuracy"] == pytest.approx(
+        {2: run.test_accuracy}, rel=1e-6)
+
+    log_file = home / "logs" / os.path.basename(run.log_path)
+    assert log_file.exists() and tensorboard.is_dir()
+    removed = delete_runs(engine, [run_id])
+    assert set(removed) == {log_file, tensorboard}
+    assert not log_file.exists() and not tensorboard.exists() and find_run(engine, run_id) is None
+    assert step_rows(engine, [run_id]) == []

@@ -16,6 +16,7 @@ from cnn_ablation.cli.run_commands import (
     cmd_cancel,
     cmd_delete,
     cmd_execute,
+    cmd_label,
     cmd_retry,
     cmd_runs,
     cmd_show,
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "runs", cmd_runs, "list runs", as_json=True)
     p.add_argument("--status", default=None, choices=[s.value for s in RunStatus],
                    help="only runs with this status")
+    p.add_argument("--tag", action="append", default=None, metavar="TAG",
+                   help="only runs with this tag (repeat: runs with every one of them)")
     _command(sub, "show", cmd_show, "config, status, every epoch, test metrics", run_id=True,
              as_json=True)
     p = _command(sub, "cancel", cmd_cancel, "cancel a queued or running run (a running one "
@@ -101,7 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--now", action="store_true",
                    help="stop a running run at once; its partial epoch is not kept")
     _command(sub, "retry", cmd_retry, "queue a new run with the same config", run_id=True)
-    _command(sub, "delete", cmd_delete, "delete a run and its epochs", run_id=True)
+    _command(sub, "delete", cmd_delete, "delete a run, its epochs and its files (log, "
+             "checkpoint, TensorBoard folder)", run_id=True)
+    p = _command(sub, "label", cmd_label, "rename a run, tag or untag it, set its comment",
+                 run_id=True)
+    p.add_argument("--name", default=None, help="the run's new name (up to 200 characters)")
+    p.add_argument("--tag", action="extend", nargs="+", default=None, metavar="TAG",
+                   help="add tags (1-32 of a-z 0-9 _ . : -, stored lower-case; 20 at most)")
+    p.add_argument("--untag", action="extend", nargs="+", default=None, metavar="TAG",
+                   help="remove tags")
+    p.add_argument("--comment", default=None,
+                   help="the run's note (plain text, up to 2,000 characters; '' clears it)")
     p = _command(sub, "execute", cmd_execute, None, run_id=True)  # a worker's child process
     p.add_argument("--parent-pid", type=int, default=None)
     _study_parser(_command(sub, "study", None, "queue / show an ablation study"))
@@ -124,7 +137,8 @@ def _study_parser(study: argparse.ArgumentParser) -> None:
                    help="one of the ready-made studies")
     p.add_argument("--factor", action="append", default=[],
                    help="bn_conv_3 (on/off), or dropout=0,0.25,0.5, learning_rate=..., "
-                        "batch_size=...; repeat for several factors")
+                        "batch_size=...; with --network: bn:LAYER (on/off), "
+                        "dropout:LAYER=0.1,0.3; repeat for several factors")
     p.add_argument("--design", choices=["full", "ofat"], default="full",
                    help="full factorial, or one factor at a time against the base")
     p.add_argument("--seeds", type=int, default=3,

@@ -137,11 +137,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from cnn_ablation.liveness import reap_lost_runs
     from cnn_ablation.report import print_runs, run_dict
     from storage import read_models
+    from storage.runs import check_tags
 
+    try:
+        tags = check_tags(args.tag or [])
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     engine = open_engine()
     reap_lost_runs(engine)
     rows = read_models.run_rows(engine, read_models.RunFilter(
-        statuses=(args.status,) if args.status else ()))
+        statuses=(args.status,) if args.status else (), tags=tags))
     if args.json:
         print(json.dumps([run_dict(row) for row in rows], indent=1))
     else:
@@ -180,14 +186,40 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from storage import runs
+    from cnn_ablation.launch import delete_runs
 
     try:
-        runs.delete_run(open_engine(), args.run_id)
+        removed = delete_runs(open_engine(), [args.run_id])
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"run {args.run_id}: deleted")
+    files = f"; removed {', '.join(map(str, removed))}" if removed else ""
+    print(f"run {args.run_id}: deleted{files}")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    """Rename a run, add or remove tags, set its comment; only what is given changes."""
+    from storage import runs
+
+    try:  # everything typed is checked before the database is opened
+        if args.name is not None:
+            runs.check_label_name(args.name)
+        added, removed = runs.check_tags(args.tag or []), runs.check_tags(args.untag or [])
+        if args.comment is not None:
+            runs.check_comment(args.comment)
+        engine = open_engine()
+        run = runs.find_run_or_raise(engine, args.run_id)
+        tags = None
+        if added or removed:
+            tags = [t for t in (*run.tags, *added) if t not in removed]
+        run = runs.update_labels(engine, args.run_id, name=args.name, tags=tags,
+                                 comment=args.comment)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"run {run.id}: name {run.name!r}, tags {', '.join(run.tags) or '(none)'}, "
+          f"comment {'(none)' if run.comment is None else repr(run.comment)}")
     return 0
 
 
