@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from cnn_ablation.settings import NAMES
-from cnn_ablation.slots import Launched, Slot, gpu_memory_mb
+from cnn_ablation.slots import Launched, Slot, child_env, gpu_memory_mb, memory_share
 from cnn_ablation.worker import Worker
 from storage.records import Run
 
@@ -229,7 +229,7 @@ class RayWorker(Worker):
 
 
 def passed_env(env: dict[str, str]) -> dict[str, str]:
-    """The part of a run's environment (`worker.child_env`) that travels to the task's node: our
+    """The part of a run's environment (`slots.child_env`) that travels to the task's node: our
     settings and TensorFlow/Keras/Python switches. The node keeps its own PATH, HOME and so on;
     CUDA_VISIBLE_DEVICES is what Ray assigns there."""
     keep = ("ABLATION_", "TF_", "KERAS_", "XLA_", "PYTHONUNBUFFERED", "OMP_NUM_THREADS")
@@ -249,29 +249,17 @@ def train_in_task(run_id: int, worker_id: str, env: dict[str, str], log_path: st
     try:
         import ray
 
-        gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-        child_env = dict(os.environ)
+        slot = task_slot([str(g) for g in ray.get_gpu_ids()], runs_per_gpu, gpu_memory)
+        base = dict(os.environ)
         if "OMP_NUM_THREADS" not in env:  # Ray sets it to 1 for tasks; a local run has no limit
-            child_env.pop("OMP_NUM_THREADS", None)
-        child_env.update(env)
-        child_env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids) or "-1"
-        child_env.pop("ABLATION_GPU_MEMORY_MB", None)
-        child_env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # Keras on JAX: grow
-        total = gpu_memory_mb().get(gpu_ids[0], 0) if gpu_ids else 0
-        limit = gpu_memory
-        if limit is None and runs_per_gpu > 1 and total:
-            limit = total // runs_per_gpu
-        if limit is not None and gpu_ids:  # TensorFlow reads ours; JAX its own fraction
-            child_env["ABLATION_GPU_MEMORY_MB"] = str(limit)
-            if total:
-                child_env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(limit / total, 1.0):.3f}"
-        device = (f"gpu:{','.join(gpu_ids)}" + (f" 1/{runs_per_gpu}" if runs_per_gpu > 1 else "")
-                  if gpu_ids else "cpu") + " (ray)"
-        _record_placement(child_env, run_id, worker_id, socket.gethostname(), device)
+            base.pop("OMP_NUM_THREADS", None)
+        base.update(env)
+        run_env = child_env(slot, None, None, base=base)  # the local worker's, for this node
+        _record_placement(run_env, run_id, worker_id, socket.gethostname(), slot.device)
         cmd = [sys.executable, "-m", "cnn_ablation", "execute", str(run_id),
                "--parent-pid", str(os.getpid())]
         with open(_writable(log_path), "ab") as out:
-            child = subprocess.Popen(cmd, env=child_env, stdout=out, stderr=subprocess.STDOUT,
+            child = subprocess.Popen(cmd, env=run_env, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True,
                                      cwd=cwd if os.path.isdir(cwd) else None)
         try:
@@ -290,6 +278,21 @@ def train_in_task(run_id: int, worker_id: str, env: dict[str, str], log_path: st
             signal.signal(signal.SIGINT, old)
 
 
+def task_slot(gpu_ids: list[str], runs_per_gpu: int, gpu_memory: int | None,
+              totals: dict[str, int] | None = None) -> Slot:
+    """The slot a task got on its node, from the GPUs Ray assigned it (none: the CPU): its
+    device label, CUDA_VISIBLE_DEVICES, and its memory share as the local worker computes it
+    (`slots.memory_share`; the GPU's total from nvidia-smi on this node unless `totals`)."""
+    if not gpu_ids:
+        return Slot("cpu (ray)", "-1")
+    if totals is None:
+        totals = gpu_memory_mb()
+    total = totals.get(gpu_ids[0])
+    share = f" 1/{runs_per_gpu}" if runs_per_gpu > 1 else ""
+    return Slot(f"gpu:{','.join(gpu_ids)}{share} (ray)", ",".join(gpu_ids),
+                memory_share(total, runs_per_gpu, gpu_memory), memory_total_mb=total)
+
+
 def _writable(log_path: str) -> str:
     """The run's log on this node; a temp folder if its folder cannot be made here."""
     try:
@@ -303,19 +306,20 @@ def _writable(log_path: str) -> str:
 
 def _record_placement(env: dict[str, str], run_id: int, worker_id: str, host: str,
                       device: str) -> None:
-    """Put the node and GPU that Ray chose on the run (its host and device columns), where
-    storage offers `lifecycle.record_placement`; best effort: the run trains either way and its
-    environment (recorded by the child) names the host too."""
+    """Put the node and GPU that Ray chose on the run (its host and device columns, which the
+    Runs page shows). A database that cannot be written now does not stop the run: it trains
+    either way, its child's own writes will tell, and its environment names the host too."""
     from storage import lifecycle
 
-    place = getattr(lifecycle, "record_placement", None)
     url = env.get("ABLATION_DATABASE_URL")
-    if place is None or not url:
+    if not url:
         return
     try:
         from storage.engine import get_engine
 
-        place(get_engine(url), run_id, worker_id, host, device)
+        if not lifecycle.record_placement(get_engine(url), run_id, worker_id, host, device):
+            log.warning("run %s: not placed on %s %s: it is no longer running under %s",
+                        run_id, host, device, worker_id)
     except Exception as exc:  # the database is busy or away: the child's own writes will tell
         log.warning("run %s: could not record placement %s on %s: %s", run_id, device, host,
                     first_line(exc))

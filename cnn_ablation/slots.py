@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,6 +73,7 @@ class Slot:
     cuda_visible_devices: str  # what the child sees; "-1" hides every GPU
     memory_limit_mb: int | None = None  # the child's share of its GPU's memory
     child: Child | None = None
+    memory_total_mb: int | None = None  # its GPU's whole memory, when known (JAX wants a fraction)
 
 
 def detect_gpus() -> list[str]:
@@ -123,23 +125,46 @@ def make_slots(gpus: str = "all", runs_per_device: int = 1,
         raise ValueError(f"--gpu-memory-mb: {gpu_memory!r} is not allowed; allowed: 64 or more")
     if not ids:
         return [Slot("cpu" if k == 1 else f"cpu slot {i}/{k}", "-1") for i in range(1, k + 1)]
-    totals = gpu_memory_mb() if gpu_memory is None and k > 1 else {}
+    totals = gpu_memory_mb() if gpu_memory is not None or k > 1 else {}
     slots = []
     for g in ids:
-        share = gpu_memory or (totals[g] // k if g in totals else None)
+        share = memory_share(totals.get(g), k, gpu_memory)
         for i in range(1, k + 1):
             label = f"gpu:{g}" if k == 1 else f"gpu:{g} slot {i}/{k}"
-            slots.append(Slot(label, g, share if k > 1 or gpu_memory else None))
+            slots.append(Slot(label, g, share, memory_total_mb=totals.get(g)))
     return slots
 
 
-def child_env(slot: Slot, url: str, interval: float) -> dict[str, str]:
-    """The environment of a slot's training process: its GPU (or none), memory growth and its
-    share of the GPU's memory, the database and heartbeat of its worker."""
-    env = dict(os.environ, ABLATION_DATABASE_URL=url, CUDA_VISIBLE_DEVICES=slot.cuda_visible_devices,
-               TF_FORCE_GPU_ALLOW_GROWTH="true", TF_CPP_MIN_LOG_LEVEL="2",
-               ABLATION_HEARTBEAT_SECONDS=str(interval), PYTHONUNBUFFERED="1")
+def memory_share(total_mb: int | None, runs_per_gpu: int, gpu_memory: int | None) -> int | None:
+    """The memory limit of one of `runs_per_gpu` runs on a GPU of `total_mb`: `--gpu-memory-mb`
+    if given, else the GPU's memory / K when K > 1 and it is known, else none (one run grows)."""
+    if gpu_memory is not None:
+        return gpu_memory
+    if runs_per_gpu > 1 and total_mb:
+        return total_mb // runs_per_gpu
+    return None
+
+
+def child_env(slot: Slot, url: str | None, interval: float | None,
+              base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a slot's training process, from `base` (default: this process's):
+    its GPU (or none), memory growth and its share of the GPU's memory for TensorFlow
+    (ABLATION_GPU_MEMORY_MB, read by training.configure_gpus) and for Keras on JAX (no
+    preallocation, XLA_PYTHON_CLIENT_MEM_FRACTION when the GPU's total is known), the database
+    and heartbeat of its worker (None: as `base` has them). Both executors use it: the local
+    worker for its slots, a Ray task on its node for the GPU share Ray gave it."""
+    env = dict(os.environ if base is None else base)
+    env.update(CUDA_VISIBLE_DEVICES=slot.cuda_visible_devices, TF_FORCE_GPU_ALLOW_GROWTH="true",
+               TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    if url is not None:
+        env["ABLATION_DATABASE_URL"] = url
+    if interval is not None:
+        env["ABLATION_HEARTBEAT_SECONDS"] = str(interval)
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: grow, as TensorFlow does
     env.pop("ABLATION_GPU_MEMORY_MB", None)
-    if slot.memory_limit_mb is not None:
-        env["ABLATION_GPU_MEMORY_MB"] = str(slot.memory_limit_mb)
+    limit, total = slot.memory_limit_mb, slot.memory_total_mb
+    if limit is not None:
+        env["ABLATION_GPU_MEMORY_MB"] = str(limit)
+        if total:
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(limit / total, 1.0):.4f}"
     return env

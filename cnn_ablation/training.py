@@ -5,6 +5,7 @@ stops (storage.status)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from cnn_ablation.model import build_model
 from cnn_ablation.recording import (
     DIAGNOSTIC_BATCH,
     PROGRESS_INTERVAL_S,
+    EventFiles,
     Outcome,
     RecordingCallback,
     RunControl,
@@ -186,6 +188,20 @@ class TrainingSetup:
             verbose=0, callbacks=[self.recorder] if callbacks is None else callbacks)
 
 
+class CheckpointMissing(RuntimeError):
+    """A run went back to the queue with a checkpoint that this host cannot read (it is on the
+    disk of the host whose worker stopped it, or was removed). The run fails saying so, before
+    anything is loaded: starting again at epoch 1 under the same run would put a second
+    training's epochs on the curve of the first, and its recorded epochs always stay."""
+
+    def __init__(self, path: str | None, host: str, epochs: int):
+        super().__init__(
+            f"checkpoint {path or '(none)'} not found on {host}: the run cannot resume after "
+            f"epoch {epochs} here (the checkpoint is on the disk of the host whose worker "
+            f"stopped it, or was removed); its {epochs} epoch{'s' if epochs != 1 else ''} "
+            "are kept; Retry queues it again as a new run from epoch 1")
+
+
 def prepare_training(engine: Engine, run: Run, worker_id: str, control: RunControl,
                      echo: Callable[[str], None] | None = None,
                      interval: float = PROGRESS_INTERVAL_S,
@@ -193,27 +209,28 @@ def prepare_training(engine: Engine, run: Run, worker_id: str, control: RunContr
     """Seed, load the dataset, split it, build and compile the model (or load the run's
     checkpoint), and make the recording callback with its per-layer diagnostics."""
     config = RunConfig.from_json(run.config_json)
+    resume = run.resume_epoch or 0
+    if resume and not (run.checkpoint_path and Path(run.checkpoint_path).exists()):
+        raise CheckpointMissing(run.checkpoint_path, socket.gethostname(), resume)
     keras.utils.set_random_seed(config.seed)
     phases = {"start": time.time()}
     lifecycle.report_progress(engine, run.id, worker_id, "loading data", None, None, None)
     data = datasets.load(config.dataset, config.image_size)
     phases["dataset_loaded"] = time.time()
     (x_fit, y_fit), validation = split(config, data)
-    resume = run.resume_epoch or 0
-    if resume and run.checkpoint_path and Path(run.checkpoint_path).exists():
+    if resume and run.checkpoint_path:
         if config.network is not None:
             import cnn_ablation.surgery  # noqa: F401 (registers SwitchedOff for loading)
         model = keras.models.load_model(run.checkpoint_path)  # weights and optimizer state
         lifecycle.add_note(engine, run.id, f"resumed at epoch {resume + 1} on "
                                            f"{socket.gethostname()} from its checkpoint")
     else:
-        resume = 0
         model = compiled_model(config, data.info)
     batches = math.ceil(len(x_fit) / config.batch_size)
     diag = layer_norms(model, x_fit[:DIAGNOSTIC_BATCH], y_fit[:DIAGNOSTIC_BATCH])
     phases["model_built"] = time.time()
     recorder = RecordingCallback(engine, run.id, worker_id, batches, control, diag, echo,
-                                 interval)
+                                 interval, EventFiles(settings().tensorboard_dir(run.id)))
     if echo:
         recorder.on_first_step = lambda at: echo(_startup_line(phases, at, started_at))
     if validation is not None:
@@ -225,6 +242,15 @@ def prepare_training(engine: Engine, run: Run, worker_id: str, control: RunContr
 def _train(engine: Engine, run: Run, worker_id: str, echo: Callable[[str], None] | None,
            interval: float, control: RunControl, started_at: float | None) -> RunStatus:
     setup = prepare_training(engine, run, worker_id, control, echo, interval, started_at)
+    try:
+        return _fit_and_test(engine, run, worker_id, setup, control)
+    finally:
+        if setup.recorder.events:
+            setup.recorder.events.close()
+
+
+def _fit_and_test(engine: Engine, run: Run, worker_id: str, setup: TrainingSetup,
+                  control: RunControl) -> RunStatus:
     config, data, callback = setup.config, setup.data, setup.recorder
     if lifecycle.beat(engine, run.id, worker_id) == CancelMode.NOW:
         control.cancel.set()
@@ -235,6 +261,8 @@ def _train(engine: Engine, run: Run, worker_id: str, echo: Callable[[str], None]
                               len(data.y_test))
     loss, accuracy, report = test_metrics(setup.model, data,
                                           TestProgress(engine, run.id, worker_id))
+    if callback.events:
+        callback.events.test(config.epochs, loss, accuracy)
     if not lifecycle.finish(engine, run.id, RunStatus.COMPLETED, worker_id=worker_id,
                             test_loss=loss, test_accuracy=accuracy,
                             test_report_json=json.dumps(report), progress_batch=setup.batches,
@@ -337,16 +365,35 @@ def configure_gpus(memory_limit_mb: int | None) -> None:
 
 
 def environment() -> dict[str, Any]:
-    """What a result depends on besides its config: library versions and the device."""
+    """What a result depends on besides its config: Keras, its backend (name and the version of
+    the library behind it: tensorflow, jax or torch), numpy, Python, the platform, the GPUs this
+    process sees and the device it trains on. Imports only the backend Keras runs on."""
     import platform
 
-    import tensorflow as tf
-
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__, "host": socket.gethostname(),
-            "platform": platform.platform(), "gpus": gpus,
+    backend = keras.backend.backend()
+    version, gpus = _backend_version_and_gpus(backend)
+    return {"python": platform.python_version(), "keras": keras.__version__,
+            "keras_backend": backend, "backend_version": version, backend: version,
+            "numpy": np.__version__, "host": socket.gethostname(),
+            "platform": platform.platform(), "gpus": gpus, "device": gpus[0] if gpus else "cpu",
             "visible_gpus": settings().visible_gpus}
+
+
+def _backend_version_and_gpus(backend: str) -> tuple[str, list[str]]:
+    """The backend library's version and the GPUs it sees, asked of that library alone."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.__version__, [d.name for d in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":  # imported by name: neither is installed here, nor typed for mypy
+        jax = importlib.import_module("jax")
+        return jax.__version__, [str(d) for d in jax.devices() if d.platform != "cpu"]
+    if backend == "torch":
+        torch = importlib.import_module("torch")
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return torch.__version__, [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
+                                   for i in range(count)]
+    return np.__version__, []  # "numpy" (inference only): nothing behind it but numpy
 
 
 def process_started_at() -> float | None:

@@ -14,16 +14,18 @@ taken away stops writing at its next beat.
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Update, insert, select, update
+from sqlalchemy import CursorResult, Engine, Update, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from storage.clock import db_now
 from storage.engine import session_scope
-from storage.models import EpochMetricRow, LayerStatRow, RunRow
+from storage.models import EpochMetricRow, LayerStatRow, RunRow, StepMetricRow
 from storage.records import RUN_FIELDS, NewRun, Run, RunLost, RunNotFound, run_from
 from storage.status import CancelMode, RunStatus, sources_of
 
@@ -215,3 +217,39 @@ def request_cancel(engine: Engine, run_id: int, now: bool = False) -> RunStatus:
     if status is None:
         raise RunNotFound(run_id)
     return RunStatus(status)
+
+
+def record_steps(engine: Engine, run_id: int, worker_id: str,
+                 rows: Sequence[tuple[int, int, float | None, float | None]]) -> None:
+    """Store sampled training steps, rows of (epoch, global step, loss, accuracy or None), in one
+    INSERT, only while the run is still ours (RunLost otherwise). A step stored before (a run
+    that trains an epoch again) is replaced: the newest sample wins."""
+    if not rows:
+        return
+    now = db_now()
+    values = [dict(run_id=run_id, epoch=int(epoch), step=int(step), loss=_finite(loss),
+                   accuracy=_finite(accuracy), recorded_at=now)
+              for epoch, step, loss, accuracy in rows]
+    with session_scope(engine) as session:
+        mine = session.scalar(select(RunRow.id).where(_mine(run_id, worker_id)))
+        if mine is None:
+            raise RunLost(run_id)
+        fresh = list({v["step"]: v for v in values}.values())
+        session.execute(delete(StepMetricRow).where(
+            StepMetricRow.run_id == run_id, StepMetricRow.step.in_([v["step"] for v in fresh])))
+        session.execute(insert(StepMetricRow).values(fresh))
+
+
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def record_placement(engine: Engine, run_id: int, worker_id: str, host: str, device: str) -> bool:
+    """Where a running run's training process landed (an executor that places runs itself, such
+    as Ray, knows the node and GPU only once its task starts): its host and device, in one
+    conditional UPDATE, only while the run is still running under `worker_id`. False if it no
+    longer is (reaped, cancelled, finished or deleted); nothing is written then."""
+    stmt = update(RunRow).where(_mine(run_id, worker_id)).values(host=host[:200],
+                                                                 device=device[:100])
+    with session_scope(engine) as session:
+        return _changed(session, stmt) == 1

@@ -5,6 +5,7 @@ test_worker.py.) Each test asserts that no person is needed afterwards."""
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -177,3 +178,37 @@ def test_ctrl_c_while_a_foreground_train_starts_leaves_no_running_run(engine, ho
     proc.communicate(timeout=120)
     run = find_run(engine, 1)
     assert run.status == "cancelled" and "interrupted" in run.error
+
+
+
+def test_a_run_requeued_with_a_checkpoint_this_host_lacks_fails_saying_so_keeping_its_epochs(
+        engine, home, workers):
+    """SIGTERM puts a run back in the queue with a checkpoint on its worker's disk. A worker on
+    another host, where that file is not, cannot resume it: the run fails naming the checkpoint
+    and the host, before it trains a step, with the epochs of its one training kept; the
+    worker goes on with the queue."""
+    config = RunConfig(dataset="synthetic:2000", epochs=4, val_split=0.0)
+    (run_id,) = submit(engine, [config])
+    worker = workers()
+    wait_for(lambda: running_with_epochs(engine, run_id), what="epoch 1")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=180) == 0
+    run = find_run(engine, run_id)
+    before = epochs_frame(engine, [run_id])
+    done = len(before)
+    assert run.status == "queued" and run.resume_epoch == done and 1 <= done < 4
+    checkpoint = run.checkpoint_path
+    os.rename(checkpoint, home / "on-the-other-host.keras")  # this host never had it
+    (after,) = submit(engine, [QUICK])
+
+    assert workers("--once").wait(timeout=300) == 0
+    run = find_run(engine, run_id)
+    assert run.status == "failed", (run.error, run.notes)
+    plural = "s" if done != 1 else ""
+    assert run.error.startswith(
+        f"CheckpointMissing: checkpoint {checkpoint} not found on {socket.gethostname()}: the "
+        f"run cannot resume after epoch {done} here"), run.error
+    assert f"its {done} epoch{plural} are kept; Retry queues it again" in run.error
+    assert epochs_frame(engine, [run_id]).equals(before)  # the one training, untouched
+    assert "resumed at epoch" not in (run.notes or "")
+    assert find_run(engine, after).status == "completed"  # the worker carried on

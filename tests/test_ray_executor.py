@@ -257,17 +257,51 @@ def test_a_worker_waits_for_a_node_with_a_cpu_or_gpu_before_it_chooses_what_runs
     assert wait_for_resources(Cluster(), poll_s=0.01) == {"GPU": 2.0, "CPU": 8.0}
 
 
-def test_the_task_puts_where_ray_placed_the_run_on_the_run_where_storage_allows(monkeypatch,
-                                                                                engine):
+@pytest.mark.both_backends
+def test_the_task_puts_the_node_and_device_ray_chose_on_its_run_and_on_no_other(engine):
     from cnn_ablation import ray_executor
 
-    placed = []
-    monkeypatch.setattr(lifecycle, "record_placement", lambda *args: placed.append(args[1:]),
-                        raising=False)
+    mine, other, queued = submit(engine, [QUICK, QUICK.with_changes(seed=1),
+                                          QUICK.with_changes(seed=2)])
+    assert lifecycle.claim(engine, "w-1", "head", "ray (1 CPU) slot 1/2", 5.0).id == mine
+    assert lifecycle.claim(engine, "w-2", "head", "ray (1 CPU) slot 2/2", 5.0).id == other
     url = engine.url.render_as_string(hide_password=False)
-    ray_executor._record_placement({"ABLATION_DATABASE_URL": url}, 7, "w-1", "node-a",
+    ray_executor._record_placement({"ABLATION_DATABASE_URL": url}, mine, "w-1", "node-a",
                                    "gpu:1 1/4 (ray)")
-    assert placed == [(7, "w-1", "node-a", "gpu:1 1/4 (ray)")]
+    run = find_run(engine, mine)
+    assert (run.status, run.host, run.device) == ("running", "node-a", "gpu:1 1/4 (ray)")
+    # Only while the run is running under that worker: not another worker's, not a queued one,
+    # not one that has ended.
+    assert not lifecycle.record_placement(engine, other, "w-1", "node-b", "gpu:0 (ray)")
+    assert not lifecycle.record_placement(engine, queued, "w-1", "node-b", "gpu:0 (ray)")
+    assert lifecycle.finish(engine, mine, "completed", worker_id="w-1")
+    assert not lifecycle.record_placement(engine, mine, "w-1", "node-b", "cpu (ray)")
+    placed = [find_run(engine, i) for i in (mine, other, queued)]
+    assert [(r.host, r.device) for r in placed] == [
+        ("node-a", "gpu:1 1/4 (ray)"), ("head", "ray (1 CPU) slot 2/2"), (None, None)]
+
+
+def test_a_task_sets_its_slot_and_environment_up_as_the_local_worker_does():
+    from cnn_ablation.ray_executor import task_slot
+    from cnn_ablation.slots import Slot, child_env
+
+    slot = task_slot(["1"], 4, None, totals={"1": 80000, "0": 40000})
+    assert (slot.device, slot.cuda_visible_devices, slot.memory_limit_mb) == (
+        "gpu:1 1/4 (ray)", "1", 20000)
+    base = {"ABLATION_DATABASE_URL": "sqlite:///x.db", "ABLATION_HEARTBEAT_SECONDS": "5.0",
+            "ABLATION_GPU_MEMORY_MB": "9", "PATH": "/usr/bin"}
+    env = child_env(slot, None, None, base=base)  # url and beat as the worker passed them
+    local = child_env(Slot("gpu:1 slot 1/4", "1", 20000, memory_total_mb=80000),
+                      "sqlite:///x.db", 5.0, base=base)
+    assert env == local  # one function for both executors
+    assert (env["ABLATION_GPU_MEMORY_MB"], env["XLA_PYTHON_CLIENT_MEM_FRACTION"]) == (
+        "20000", "0.2500")
+    assert task_slot(["0"], 1, 6000, totals={"0": 24000}).memory_limit_mb == 6000
+    assert task_slot(["0"], 1, None, totals={"0": 24000}).memory_limit_mb is None
+    cpu = task_slot([], 4, None)
+    assert cpu == Slot("cpu (ray)", "-1")
+    env = child_env(cpu, None, None, base=base)
+    assert env["CUDA_VISIBLE_DEVICES"] == "-1" and "ABLATION_GPU_MEMORY_MB" not in env
 
 
 def test_ray_is_imported_only_by_a_ray_worker():
@@ -306,6 +340,9 @@ def test_two_runs_complete_as_ray_tasks(engine, home, ray_worker):
         assert run.status == "completed", (run.error, out[-3000:])
         assert len(epochs_frame(engine, [run_id])) == 1
         assert run.environment["host"] == socket.gethostname()  # recorded by the child
+        assert run.environment["keras_backend"] == "tensorflow"
+        # where the task ran, recorded by the task (the claim said only "ray (1 CPU) slot i/2")
+        assert (run.host, run.device) == (socket.gethostname(), "cpu (ray)")
         assert out.count(f"run {run_id}: started on ray (1 CPU)") == 1
     assert "Ray cluster: CPU=2; each run asks for num_cpus=1" in out
 

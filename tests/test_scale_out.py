@@ -34,6 +34,59 @@ def test_k_runs_per_gpu_make_k_slots_per_gpu_each_with_its_share_of_memory(monke
     assert "ABLATION_GPU_MEMORY_MB" not in child_env(one[0], "sqlite:///x.db", 5.0)
 
 
+def fake_nvidia_smi(folder, totals_mb):
+    """An `nvidia-smi` that answers the two queries slots.py asks, for a fake device list."""
+    script = folder / "nvidia-smi"
+    memory = "\\n".join(f"{i}, {mb}" for i, mb in enumerate(totals_mb))
+    indices = "\\n".join(str(i) for i in range(len(totals_mb)))
+    script.write_text("#!/bin/sh\n"
+                      f'case "$*" in *memory.total*) printf "{memory}\\n";; '
+                      f'*) printf "{indices}\\n";; esac\n')
+    script.chmod(0o755)
+    return folder
+
+
+def test_each_slot_gets_its_memory_share_for_tensorflow_and_for_keras_on_jax(monkeypatch,
+                                                                             tmp_path):
+    monkeypatch.setenv("PATH", f"{fake_nvidia_smi(tmp_path, [80000, 40000])}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")  # every GPU nvidia-smi lists
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    slots = make_slots("all", runs_per_device=4)
+    assert [(s.device, s.memory_limit_mb, s.memory_total_mb) for s in slots[3:5]] == [
+        ("gpu:0 slot 4/4", 20000, 80000), ("gpu:1 slot 1/4", 10000, 40000)]
+    env = child_env(slots[4], "sqlite:///x.db", 5.0)
+    assert (env["CUDA_VISIBLE_DEVICES"], env["ABLATION_GPU_MEMORY_MB"]) == ("1", "10000")
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.2500"  # 10,000 of 40,000 MB
+    fixed = make_slots("1", runs_per_device=2, gpu_memory=30000)  # --gpu-memory-mb wins
+    assert child_env(fixed[0], "sqlite:///x.db", 5.0)["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.7500"
+    whole = make_slots("0")  # one run per GPU: no limit, it grows
+    env = child_env(whole[0], "sqlite:///x.db", 5.0)
+    assert "ABLATION_GPU_MEMORY_MB" not in env and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")  # the operator's choice stays
+    assert child_env(whole[0], "sqlite:///x.db", 5.0)["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+
+
+def test_the_recorded_environment_names_the_keras_backend_and_its_versions():
+    import platform
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from cnn_ablation.training import environment
+
+    env = environment()
+    assert env["keras_backend"] == keras.backend.backend() == "tensorflow"
+    assert env["backend_version"] == env["tensorflow"] == tf.__version__
+    assert (env["keras"], env["numpy"], env["python"]) == (
+        keras.__version__, np.__version__, platform.python_version())
+    assert env["gpus"] == [d.name for d in tf.config.list_physical_devices("GPU")]
+    assert env["device"] == (env["gpus"][0] if env["gpus"] else "cpu")
+
+
 def test_the_cpu_can_be_shared_too_and_bad_slot_counts_are_refused():
     assert [s.device for s in make_slots("none", runs_per_device=2)] == ["cpu slot 1/2",
                                                                          "cpu slot 2/2"]
