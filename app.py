@@ -6,7 +6,8 @@ import streamlit as st
 
 from cnn_ablation.ui.access import may_enter, require_access
 
-st.set_page_config(page_title="cnn-ablation", page_icon=":material/science:", layout="wide")
+st.set_page_config(page_title="cnn-ablation", page_icon=":material/science:", layout="wide",
+                   initial_sidebar_state="collapsed")
 
 pages = [
     st.Page("cnn_ablation/ui/new_run.py", title="New run", icon=":material/science:", default=True),
@@ -18,6 +19,6 @@ pages = [
 # is given), but no page runs, and the menu stays hidden, until access is granted: beyond loopback
 # nothing shows without ABLATION_PASSWORD, and a set password is asked for first (a password, not
 # st.login: OpenID Connect needs an identity provider; see cnn_ablation/ui/access.py).
-page = st.navigation(pages, position="sidebar" if may_enter() else "hidden")
+page = st.navigation(pages, position="top" if may_enter() else "hidden")
 require_access()
 page.run()

@@ -207,8 +207,8 @@ def test_long_curves_reach_the_browser_within_the_point_budget_as_valid_plotly()
                            "val_loss": np.nan, "val_accuracy": np.linspace(0, 0.9, 5000)})
     figure = curves_figure(epochs, {1: "long run"})
     spec = json.loads(figure.to_json())  # as Streamlit sends it
-    assert [t["name"] for t in spec["data"]] == ["long run · train", "long run · validation",
-                                                 "long run · train"]  # no val_loss: no trace
+    assert [t["name"] for t in spec["data"]] == ["#1 long run · train", "#1 long run · validation",
+                                                 "#1 long run · train"]  # no val_loss: no trace
     xs = [values(t["x"]) for t in spec["data"]]
     assert all(len(x) <= POINT_BUDGET for x in xs)
     assert xs[0][0] == 1 and xs[0][-1] == 5000
@@ -231,3 +231,136 @@ def test_cli_tables_print_as_pandas_prints_them():
               "val_loss": [None, None, None], "seconds": [12.5, 3.0, 0.25]}
     assert text_table(epochs, float_format=lambda v: f"{v:.4f}") == \
         pd.DataFrame(epochs).to_string(index=False, float_format="%.4f")
+
+
+# --- filters by config field, tag and metric range (SQLite's JSON1 and PostgreSQL's jsonb) ------
+def _oracle(config: dict, field: str, op: str, value: str) -> bool:
+    """What a condition means, in Python, on one stored config (the SQL must agree)."""
+    if field == "bn_off" and op == "contains" and config.get("preset") == "seed" \
+            and "network" not in config:
+        layers = ("conv_1", "conv_2", "conv_3", "conv_4", "dense_1")
+        if value in layers and config["bn"][layers.index(value)] == 0:
+            return True
+    if field not in config:
+        return False
+    got = config[field]
+    if op == "contains":
+        if isinstance(got, list):
+            return any(item == value or (isinstance(item, (int, float)) and not isinstance(
+                item, bool) and _num(value) == item) for item in got)
+        return isinstance(got, str) and value.lower() in got.lower()
+    if value.lower() in ("true", "false"):
+        return isinstance(got, bool) and (got == (value.lower() == "true")) == (op == "=")
+    number = _num(value)
+    if number is not None:
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            return False
+        return {"=": got == number, "!=": got != number, "<": got < number, "<=": got <= number,
+                ">": got > number, ">=": got >= number}[op]
+    if not isinstance(got, str):
+        return False
+    return {"=": got == value, "!=": got != value, "<": got < value, "<=": got <= value,
+            ">": got > value, ">=": got >= value}[op]
+
+
+def _num(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+CONDITIONS = [("dropout", ">=", "0.3"), ("dropout", "=", "0.25"), ("dropout", "!=", "0.5"),
+              ("dropout", "<", "0.25"), ("optimizer", "=", "adam"), ("optimizer", "!=", "adam"),
+              ("bn_off", "contains", "conv_3"), ("bn_off", "contains", "b1_bn"),
+              ("bn", "contains", "0"), ("dataset", "contains", "SYNTH"),
+              ("epochs", ">", "2"), ("limit_train", "<=", "500"), ("mixed", "=", "true"),
+              ("dataset", "=", "mnist"), ("learning_rate", "=", "0.001"),
+              ("optimizer", "=", "x' OR 1=1 --")]
+
+
+@pytest.fixture
+def labelled_runs(engine, make_run):
+    """Runs with different configs (presets with BN switched off, a network with named BN
+    layers, extra fields), tags and metrics. Returns {run id: stored config dict}."""
+    from storage.runs import update_labels
+
+    made = {}
+    for i, (bn, dropout, dataset, epochs) in enumerate([
+            ((1, 1, 1, 1, 1), 0.5, "synthetic", 2), ((1, 1, 0, 0, 1), 0.25, "synthetic", 3),
+            ((1, 0, 0, 0, 0), 0.0, "mnist", 1), ((1, 1, 1, 1, 1), 0.3, "synthetic:300", 4),
+            ((0, 0, 1, 1, 1), 0.25, "mnist", 2)]):
+        config = RunConfig(dataset=dataset, bn=bn, dropout=dropout, epochs=epochs, seed=i,
+                           limit_train=500 if i % 2 else None, learning_rate=0.001 if i else 0.0005)
+        run_id = make_run(config, accuracies=[0.2 + 0.15 * i, 0.3 + 0.15 * i][: 1 + i % 2])
+        update_labels(engine, run_id, tags=[("bn", "sweep", "Baseline")[i % 3]] +
+                      (["keep"] if i in (1, 3) else []))
+        made[run_id] = config.to_dict()
+    extra = {**RunConfig(dataset="synthetic").to_dict(), "network": "file:net@0123456789ab",
+             "bn_off": ["b1_bn", "b2_bn"], "layer_dropout": [["head_drop", 0.3]],
+             "optimizer": "adam", "mixed": True}
+    extra.pop("bn")
+    run_id = make_run(RunConfig(dataset="synthetic", seed=9), accuracies=[0.9],
+                      config_json=json.dumps(extra, sort_keys=True))
+    update_labels(engine, run_id, tags=["custom", "keep"])
+    made[run_id] = extra
+    sgd = {**RunConfig(dataset="synthetic", seed=10).to_dict(), "optimizer": "sgd"}
+    run_id = make_run(RunConfig(dataset="synthetic", seed=10), "queued",
+                      config_json=json.dumps(sgd, sort_keys=True))
+    made[run_id] = sgd
+    return made
+
+
+@pytest.mark.both_backends
+def test_config_conditions_in_sql_agree_with_the_stored_configs(engine, labelled_runs):
+    for condition in CONDITIONS:
+        got = [r["id"] for r in read_models.run_rows(engine, RunFilter(conditions=(condition,)))]
+        want = [i for i, config in labelled_runs.items() if _oracle(config, *condition)]
+        assert got == want, condition
+    assert any(_oracle(c, "bn_off", "contains", "conv_3") for c in labelled_runs.values())
+    both = (("dropout", "=", "0.25"), ("bn_off", "contains", "conv_1"))
+    got = [r["id"] for r in read_models.run_rows(engine, RunFilter(conditions=both))]
+    assert got == [i for i, c in labelled_runs.items() if all(_oracle(c, *x) for x in both)]
+    assert len(got) == 1
+
+
+@pytest.mark.both_backends
+def test_tags_and_metric_ranges_narrow_a_listing_in_sql(engine, labelled_runs):
+    def ids(**filters):
+        return [r["id"] for r in read_models.runs_page(engine, RunFilter(**filters),
+                                                        "oldest first").rows]
+
+    every = list(labelled_runs)
+    assert ids(tags=("keep",)) == [every[1], every[3], every[5]]
+    assert ids(tags=("KEEP", "custom")) == [every[5]]  # every tag, any case
+    assert ids(tags=("nothing",)) == []
+    rows = {r["id"]: r for r in read_models.run_rows(engine)}
+    for metric in ("best_val_accuracy", "final_val_accuracy", "test_accuracy"):
+        for low, high in ((0.2, 0.5), (None, 0.3), (0.5, None), (0.0, 1.0)):
+            want = [i for i in every if rows[i][metric] is not None
+                    and (low is None or rows[i][metric] >= low)
+                    and (high is None or rows[i][metric] <= high)]
+            assert ids(metrics=((metric, low, high),)) == want, (metric, low, high)
+    mixed = ids(tags=("keep",), metrics=(("best_val_accuracy", 0.5, None),),
+                conditions=(("dataset", "contains", "synthetic"),))
+    assert mixed == [i for i in (every[3], every[5])
+                     if rows[i]["best_val_accuracy"] >= 0.5]
+    assert read_models.runs_page(engine, RunFilter(tags=("keep",)), per_page=2).total == 3
+
+
+@pytest.mark.parametrize("text,message", [
+    ("dropout >= lots", "value: 'lots' is not allowed with >="),
+    ("drop-out = 1", "config field: 'drop-out' is not allowed; allowed: a config field name"),
+    ("dropout ~ 1", "config filter: 'dropout ~ 1' is not allowed; allowed: FIELD OP VALUE"),
+    ("dropout =", "value: '' is not allowed; allowed: 1 to 200 characters"),
+])
+def test_bad_config_conditions_are_refused_naming_the_part(text, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        read_models.parse_condition(text)
+
+
+def test_conditions_parse_as_typed():
+    assert read_models.parse_condition(" bn_off contains conv_3 ") == ("bn_off", "contains",
+                                                                         "conv_3")
+    assert read_models.parse_condition("dropout>=0.3") == ("dropout", ">=", "0.3")
+    assert read_models.parse_condition("optimizer = adam w") == ("optimizer", "=", "adam w")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -19,6 +20,7 @@ from cnn_ablation.liveness import reap_lost_runs
 from cnn_ablation.report import duration_s, epoch_progress, format_duration
 from cnn_ablation.report import pct as report_pct
 from cnn_ablation.settings import database_error, settings, shown_url, storage_problem
+from cnn_ablation.ui.figures import ChartOptions
 from cnn_ablation.worker import ensure_local_worker
 from storage import get_engine, read_models, workers
 from storage.read_models import RunFilter, RunsPage
@@ -251,3 +253,91 @@ TABLE_COLUMNS = {
     "final val acc": st.column_config.NumberColumn(format="%.1f %%", width="small"),
     "test acc": st.column_config.NumberColumn(format="%.1f %%", width="small"),
 }
+
+
+# --- form values that survive page switches ------------------------------------------------------
+KEPT = "_kept."  # prefix of the plain session-state copies of widget values
+
+
+def restore(key: str, default: Any) -> str:
+    """Before drawing the widget `key` (created without `value=`/`index=`): its value from this
+    session's last visit to the page, else `default`. Streamlit drops a widget's state once a
+    page without it is shown; the copy `keep` makes under `_kept.<key>` is plain session state,
+    which it never drops. Returns `key`."""
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(KEPT + key, default)
+    return key
+
+
+def keep(*keys: str) -> None:
+    """Copy the widgets' current values where `restore` finds them after a page switch."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[KEPT + key] = st.session_state[key]
+
+
+# --- the controls above every curve chart --------------------------------------------------------
+X_CHOICES = {"epoch": "Epoch", "step": "Step", "time": "Time"}
+
+
+def chart_controls(key: str = "chart") -> ChartOptions:
+    """One small row above the curves: EMA smoothing, log-scale loss, the x axis (epoch, step,
+    wall time). Shared by Runs and Compare; what is chosen is kept for the session under
+    `key`_smoothing, `key`_log and `key`_x."""
+    smoothing_key = restore(f"{key}_smoothing", 0.0)
+    log_key = restore(f"{key}_log", False)
+    x_key = restore(f"{key}_x", "epoch")
+    if st.session_state[x_key] not in X_CHOICES:
+        st.session_state[x_key] = "epoch"
+    row = st.columns([3, 2, 3], vertical_alignment="bottom")
+    smoothing = row[0].slider("Smoothing", 0.0, 0.99, step=0.01, key=smoothing_key,
+                              help="Exponential moving average as in TensorBoard (0 = raw). "
+                                   "The raw curve stays faint behind the smoothed one.")
+    log_loss = row[1].toggle("Log loss", key=log_key, help="Loss on a logarithmic scale")
+    x = row[2].radio("x axis", list(X_CHOICES), horizontal=True, key=x_key,
+                     format_func=X_CHOICES.get,
+                     help="Epoch; step: training batches, with the training loss sampled "
+                          "within epochs where it was recorded; time: wall time since the "
+                          "run's first epoch began")
+    keep(smoothing_key, log_key, x_key)
+    return ChartOptions(smoothing=float(smoothing), log_loss=bool(log_loss), x=str(x))
+
+
+def step_frame(engine: Engine, run_ids: list[int], options: ChartOptions) -> pd.DataFrame | None:
+    """Sampled training steps of `run_ids` (read_models.step_rows) when the chosen x axis draws
+    them (step, time); None on the epoch axis, where they are not read at all."""
+    if options.x == "epoch" or not run_ids:
+        return None
+    rows = read_models.step_rows(engine, run_ids)
+    return pd.DataFrame(rows) if rows else None
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 run`, `2 runs`, `1,200 runs` (`many` for an irregular plural)."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def iso_time(value: object) -> str:
+    """A stored time (seconds since the epoch, database clock) as ISO 8601 in UTC; '' if none."""
+    number = _number(value)
+    if number is None:
+        return ""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(number, tz=UTC).isoformat(timespec="seconds")
+
+
+def epochs_csv(epochs: pd.DataFrame, runs: list[dict]) -> str:
+    """The Compare download: every epoch of `runs` (listing rows) with what names its run: run
+    id and name, config label, dataset, status, and created/started/finished as ISO 8601 UTC."""
+    named = pd.DataFrame({
+        "run_id": [r["id"] for r in runs],
+        "run_name": [r.get("name") or "" for r in runs],
+        "config": [r["label"] for r in runs],
+        "dataset": [r["dataset"] for r in runs],
+        "status": [r["status"] for r in runs],
+        "created_at": [iso_time(r.get("created_at")) for r in runs],
+        "started_at": [iso_time(r.get("started_at")) for r in runs],
+        "finished_at": [iso_time(r.get("finished_at")) for r in runs],
+    })
+    return named.merge(epochs.astype({"run_id": "int64"}), on="run_id").to_csv(index=False)

@@ -1,4 +1,6 @@
-"""Compare: overlaid curves of chosen runs, what differs in their configs, metrics vs a baseline."""
+"""Compare: overlaid curves of chosen runs, what differs in their configs, metrics vs a baseline.
+
+The selection lives in the URL (`?runs=3,5,8`): a reload or a pasted link shows the same runs."""
 
 from __future__ import annotations
 
@@ -7,11 +9,39 @@ import streamlit as st
 
 from cnn_ablation.config import RunConfig, config_diff
 from cnn_ablation.ui import common
-from cnn_ablation.ui.common import engine_or_stop, worker_banner
-from cnn_ablation.ui.figures import curves_figure
+from cnn_ablation.ui.common import (
+    chart_controls,
+    engine_or_stop,
+    keep,
+    plural,
+    restore,
+    step_frame,
+    worker_banner,
+)
+from cnn_ablation.ui.figures import curves_figure, missing_runs
 from storage import read_models
 from storage.read_models import EPOCH_CACHE, RunFilter
 from storage.status import RunStatus
+
+URL_KEY = "runs"  # ?runs=3,5,8
+
+
+def ids_from_url() -> tuple[list[int] | None, str | None]:
+    """The run ids in the URL (None if it names none) and what was wrong with it, if anything."""
+    text = st.query_params.get(URL_KEY)
+    if text is None:
+        return None, None
+    ids: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip().lstrip("#")
+        if not part:
+            continue
+        if not part.isdigit():
+            return None, f"The link's runs={text!r} is not a list of run ids such as runs=3,5,8."
+        if int(part) not in ids:
+            ids.append(int(part))
+    return ids, None
+
 
 engine = engine_or_stop()
 worker_banner(engine)
@@ -33,17 +63,38 @@ with group:
     variant = st.selectbox(
         "…or add all runs of one config", ["", *variants], key="variant",
         format_func=lambda v: "choose a config" if not v else
-        f"{variants[v]['label']} · {variants[v]['dataset']} ({variants[v]['runs']} runs)")
+        f"{variants[v]['label']} · {variants[v]['dataset']} "
+        f"({plural(int(variants[v]['runs']), 'run')})")
     if st.button("Add its runs", disabled=not variant, key="add_variant"):
         chosen = set(st.session_state.get("compare_ids", [])) | set(
             read_models.variant_run_ids(engine, variant))
         st.session_state["compare_ids"] = sorted(chosen)
+url_ids, url_problem = ids_from_url()
 with pick:
-    if "compare_ids" not in st.session_state:
+    # The URL wins when it names runs other than those this session last wrote into it (a reload,
+    # a pasted link, the browser's back button); otherwise the session's own choice is kept.
+    if url_ids is not None and url_ids != st.session_state.get("_compare_url"):
+        st.session_state["compare_ids"] = url_ids
+        gone = [i for i in url_ids if i not in options]
+        if gone:
+            st.warning("Not in this database (deleted, or a link from elsewhere): "
+                       + ", ".join(f"#{i}" for i in gone))
+    restore("compare_ids", None)
+    if st.session_state["compare_ids"] is None:
         st.session_state["compare_ids"] = read_models.latest_ids(engine, RunStatus.COMPLETED)
     st.session_state["compare_ids"] = [i for i in st.session_state["compare_ids"] if i in options]
     ids = st.multiselect("Runs", list(options), key="compare_ids", format_func=lambda i: options[i],
                          placeholder="pick two or more runs")
+    keep("compare_ids")
+    if url_problem:
+        st.warning(url_problem)
+shown = ",".join(str(i) for i in ids)
+st.session_state["_compare_url"] = list(ids)
+if st.query_params.get(URL_KEY) != shown:
+    if ids:
+        st.query_params[URL_KEY] = shown
+    elif URL_KEY in st.query_params:
+        del st.query_params[URL_KEY]
 if not ids:
     st.info("Pick the runs to compare above.")
     st.stop()
@@ -51,11 +102,19 @@ if not ids:
 records = {r["id"]: r for r in read_models.run_rows(
     engine, RunFilter(ids=tuple(ids)), columns=[*read_models.LIST_COLUMNS, "config_json"])}
 ids = [i for i in ids if i in records]  # a run deleted since the options were read
+curve_labels = {i: records[i]["label"] for i in ids}
 labels = {i: f"#{i} {records[i]['label']}" for i in ids}
 epochs, _ = EPOCH_CACHE.read(engine, ids)
-st.plotly_chart(curves_figure(epochs, labels, height=420), key="compare_curves",
-                config={"displaylogo": False})
-st.caption("Train dashed, validation solid; one colour per run.")
+options_chosen = chart_controls("compare_chart")
+steps = step_frame(engine, ids, options_chosen)
+st.plotly_chart(curves_figure(epochs, curve_labels, height=420, options=options_chosen,
+                              steps=steps),
+                key="compare_curves", config={"displaylogo": False})
+left_out = missing_runs(epochs, curve_labels, options_chosen, steps)
+st.caption(f"Comparing {plural(len(ids), 'run')}. Train dashed, validation solid, sampled "
+           "training steps dotted; one colour per run, the same on every page."
+           + (" Not on the step axis (no sampled steps): "
+              + ", ".join(f"#{i}" for i in left_out) + "." if left_out else ""))
 
 configs = {i: RunConfig.from_json(records[i]["config_json"]) for i in ids}
 differ = config_diff(list(configs.values()))
@@ -105,9 +164,8 @@ st.caption("Δ columns: this run minus the baseline, in percentage points. One r
 
 def epochs_csv() -> str:
     """Every epoch of the chosen runs, made only when the button is clicked."""
-    names = pd.DataFrame({"run_id": ids, "config": [records[i]["label"] for i in ids]})
-    return epochs.merge(names, on="run_id").to_csv(index=False)
+    return common.epochs_csv(epochs, [records[i] for i in ids])
 
 
-st.download_button("Download all epochs (CSV)", epochs_csv, file_name="epochs.csv",
-                   mime="text/csv", key="download_csv")
+st.download_button(f"Download epochs of {plural(len(ids), 'run')} (CSV)", epochs_csv,
+                   file_name="epochs.csv", mime="text/csv", key="download_csv")

@@ -1,6 +1,13 @@
-"""New run: build a variant by switching layers on the drawn network, then launch it."""
+"""New run: build a variant by switching layers on the drawn network, then launch it.
+
+Nothing here shows a traceback: every problem is a message beside the field it is about, the
+summary stays for the last input that could be used, and Launch is disabled with the reason
+beside it. Every widget keeps its value for the session (`persist_state="session"`), so leaving
+the page and coming back shows the form as it was left."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import pandas as pd
 import streamlit as st
@@ -22,12 +29,21 @@ from cnn_ablation.ui.common import (
     folder_within_roots,
     pct,
     plain,
+    plural,
     roots_text,
     worker_banner,
 )
 from storage.read_models import same_config_runs
 
 DEFAULTS = defaults()
+FIELD_NAMES = {"epochs": "Epochs", "batch_size": "Batch size", "learning_rate": "Learning rate",
+               "seeds": "Seeds", "val_split": "More settings", "limit_train": "More settings",
+               "name": "Name", "dataset": "Dataset", "dropout": "Dropout rate"}
+KEEP: Literal["session"] = "session"  # every widget's value outlives a page switch
+SHORT_KINDS = {"BatchNormalization": "BatchNorm", "InputLayer": "Input"}  # fits 800 px
+# Fields whose problem is shown under the training inputs / under "More settings".
+TRAINING_FIELDS = ("epochs", "batch_size", "learning_rate", "seeds")
+MORE_FIELDS = ("val_split", "limit_train")
 
 engine = engine_or_stop()
 worker_banner(engine)
@@ -57,7 +73,9 @@ known = {n.key: n for n in networks.list_networks()}
 uploaded = st.session_state.pop("uploaded_network", None)
 if uploaded in known:  # just uploaded: select it
     st.session_state["preset"] = uploaded
-preset = top[0].selectbox("Network", list(known), key="preset",
+elif st.session_state.get("preset") not in (None, *known):  # a kept choice that is gone
+    del st.session_state["preset"]
+preset = top[0].selectbox("Network", list(known), key="preset", persist_state=KEEP,
                           format_func=lambda k: known[k].title + ("" if known[k].kind == "preset"
                                                                  else f" ({known[k].kind})"))
 network = known[preset]
@@ -78,14 +96,15 @@ choices = [d for d in BUILTIN_DATASETS] + ["folder:…"]
 default_ds = "cifar10" if availability("cifar10").state == "ready" else "fashion_mnist"
 dataset_choice = top[1].selectbox("Dataset", choices, index=choices.index(default_ds),
                                   format_func=lambda d: d if d == "folder:…" else dataset_label(d),
-                                  key="dataset")
+                                  key="dataset", persist_state=KEEP)
 dataset = dataset_choice
 dataset_problem: str | None = None  # why the dataset cannot be used; shown where it was chosen
 info: datasets.DatasetInfo | None = None
 if dataset_choice == "folder:…":
     roots = settings().data_roots
     path = top[1].text_input("Image folder (with train/<class>/ and test/<class>/)",
-                             key="folder_path", help="A folder under " + plain(roots_text(roots)) +
+                             key="folder_path", persist_state=KEEP,
+                             help="A folder under " + plain(roots_text(roots)) +
                              " (ABLATION_DATA_ROOTS); images of mixed sizes are resized to the "
                              "most common size.")
     dataset = "folder:"
@@ -95,22 +114,27 @@ if dataset_choice == "folder:…":
     else:
         folder, refusal = folder_within_roots(path, roots)
         if folder is None:  # refused before anything in it is read
-            dataset_problem = "the image folder is outside ABLATION_DATA_ROOTS (see above)"
+            dataset_problem = "the image folder is outside ABLATION_DATA_ROOTS (see Dataset)"
             top[1].error(f"**Folder refused.** {plain(refusal)}")
         else:  # scanned on every rerun (not cached), so a fixed folder is seen at once
             dataset = f"folder:{folder}"
             try:
                 info = datasets.dataset_info(dataset)
             except (datasets.DatasetUnavailable, ConfigError) as exc:
-                dataset_problem = "the image folder cannot be used (see above)"
+                dataset_problem = "the image folder cannot be used (see Dataset)"
                 top[1].error(f"**This folder cannot be used.** {plain(exc)}")
+            except Exception as exc:  # an image library's own error: still a message, no trace
+                dataset_problem = "the image folder cannot be used (see Dataset)"
+                top[1].error(f"**This folder cannot be used.** {plain(type(exc).__name__)}: "
+                             f"{plain(exc)}")
             else:
                 h, w, c = info.shape
                 top[1].caption(f"{info.train_size:,} train / {info.test_size:,} test images, "
                                f"{info.num_classes} classes, {h}×{w}×{c} "
                                f"(the most common size; others are resized)")
-run_name = top[2].text_input("Name (optional)", key="run_name",
+run_name = top[2].text_input("Name (optional)", key="run_name", persist_state=KEEP,
                              placeholder="e.g. no BN in the middle")
+name_slot = top[2].container()  # a problem with the name is shown here
 
 if dataset_choice != "folder:…":
     state = availability(dataset)
@@ -152,8 +176,9 @@ with left:
             assert base_probe is not None
             for layer in base_probe["batchnorm"]:
                 with st.container(border=True):
-                    text, switch = st.columns([2, 1], vertical_alignment="center")
-                    on = switch.toggle("BatchNorm", value=True, key=f"custom_bn_{layer['name']}",
+                    text, switch = st.container(), st.container()  # stacked: room for the label
+                    on = switch.toggle(f"BatchNorm {layer['name']}", value=True,
+                                       key=f"custom_bn_{layer['name']}", persist_state=KEEP,
                                        help=f"BatchNorm {layer['name']} on or off")
                     text.markdown(f"**{plain(layer['name'])}** · BatchNormalization, "
                                   f"{layer['channels']} channels (−{4 * layer['channels']:,} "
@@ -164,7 +189,7 @@ with left:
                 with st.container(border=True):
                     rate = st.slider(f"Dropout rate of {layer['name']}", 0.0, 0.95,
                                      float(layer["rate"]), 0.05,
-                                     key=f"custom_drop_{layer['name']}")
+                                     key=f"custom_drop_{layer['name']}", persist_state=KEEP)
                     if abs(rate - layer["rate"]) > 1e-9:
                         layer_rates.append((layer["name"], float(rate)))
     with st.container(border=True) if not custom else st.empty():
@@ -179,36 +204,50 @@ with left:
             if not layer.bn_switch:
                 st.markdown(what)
                 continue
-            text, switch = st.columns([2, 1], vertical_alignment="center")
-            on = switch.toggle("BatchNorm", value=True, key=f"bn_{layer.name}")
+            # The switch under its text (room for its label on a narrow screen), with a distinct
+            # accessible name per switch (a screen reader reads the label).
+            text, switch = st.container(), st.container()
+            on = switch.toggle(f"BatchNorm after {layer.name}", value=True,
+                               key=f"bn_{layer.name}", persist_state=KEEP)
             bn.append(on)
             chain = "→ BatchNorm → LeakyReLU" if on else "→ ~~BatchNorm~~ → LeakyReLU"
             text.markdown(f"{what}  \n{chain}")
             if getattr(layer, "dropout", False):
                 dropout = st.slider("Dropout rate after dense_1", 0.0, 0.95, DEFAULTS.dropout,
-                                    0.05, key="dropout",
+                                    0.05, key="dropout", persist_state=KEEP,
                                     help="Fraction of dense_1's outputs zeroed at each step "
                                          "(the chapter uses 0.5). Allowed: [0, 1).")
     if not custom:
         with st.container(border=True):
             st.markdown("**output** · Dense, one unit per class, softmax")
+    network_slot = st.container()  # a problem with a switch or rate is shown here
 
 with right:
     st.subheader("Training")
-    c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", value=DEFAULTS.epochs, step=1, key="epochs")
-    batch = c2.number_input("Batch size", value=DEFAULTS.batch_size, step=8, key="batch_size")
+    # Two by two, so every label and value has room on a narrow screen.
+    c1, c2 = st.columns(2)
+    c3, c4 = st.columns(2)
+    epochs = c1.number_input("Epochs", value=DEFAULTS.epochs, step=1, key="epochs",
+                             persist_state=KEEP)
+    batch = c2.number_input("Batch size", value=DEFAULTS.batch_size, step=8, key="batch_size",
+                            persist_state=KEEP)
     lr = c3.number_input("Learning rate (Adam)", value=DEFAULTS.learning_rate, step=0.0001,
-                         format="%.5f", key="lr")
-    seeds = c4.number_input("Seeds", value=1, min_value=1, max_value=MAX_SEEDS, step=1, key="seeds",
-                            help="N repeats of this variant with seeds 0..N-1: the spread "
-                                 "between them is the noise any effect must beat.")
+                         format="%.5f", key="lr", persist_state=KEEP)
+    # No max_value: the browser would only outline a value over it in red; the limit is said
+    # in words below instead.
+    seeds = c4.number_input("Seeds", value=1, step=1, key="seeds", persist_state=KEEP,
+                            help=f"N repeats of this variant with seeds 0..N-1 (1 to {MAX_SEEDS}): "
+                                 "the spread between them is the noise any effect must beat.")
+    training_slot = st.container()  # a problem with the four fields above is shown here
     with st.expander("More settings"):
         m1, m2 = st.columns(2)
         val_split = m1.number_input("Validation split", value=DEFAULTS.val_split, step=0.05,
-                                    key="val_split", help="Fraction of training images held out")
-        limit = m2.number_input("Use only the first N training images (0 = all)", value=0,
-                                step=1000, key="limit_train")
+                                    key="val_split", persist_state=KEEP,
+                                    help="Fraction of training images held out")
+        limit = m2.number_input("Training images (0 = all)", value=0, step=1000,
+                                key="limit_train", persist_state=KEEP,
+                                help="Use only the first N training images; 0 uses all.")
+    more_slot = st.container()  # a problem with the settings above is shown here
 
     # What the summary shows: this dataset's input, else the last one that worked, else the
     # network's default; a bad dataset never hides the summary.
@@ -217,6 +256,8 @@ with right:
             info = datasets.dataset_info(dataset)
         except (datasets.DatasetUnavailable, ConfigError) as exc:
             dataset_problem = str(exc)
+        except Exception as exc:  # whatever a loader raises: a message, never a traceback
+            dataset_problem = f"dataset {dataset}: {type(exc).__name__}: {exc}"
     if info is not None:
         st.session_state["last_input"] = (dataset, info.shape, info.num_classes)
     last = st.session_state.get("last_input")
@@ -231,6 +272,13 @@ with right:
     config: RunConfig | None = None
     problem: str | None = None
     params: int | None = None
+    seeds_problem: str | None = None
+    if isinstance(seeds, bool) or seeds is None or not 1 <= int(seeds) <= MAX_SEEDS \
+            or int(seeds) != seeds:
+        seeds_problem = (f"Seeds: {seeds:g} is over the limit of {MAX_SEEDS} runs per launch"
+                         if seeds is not None and seeds > MAX_SEEDS else
+                         f"Seeds: {seeds} is not allowed; allowed: a whole number from 1 to "
+                         f"{MAX_SEEDS}")
     if dataset_problem is not None:
         problem = dataset_problem
     elif network_problem is not None:
@@ -250,7 +298,21 @@ with right:
             with st.spinner("Counting parameters…"):
                 config, params = prepare(draft)
         except (ConfigError, datasets.DatasetUnavailable) as exc:
-            problem = str(exc)
+            field = getattr(exc, "field", "dataset")
+            where = {**{f: training_slot for f in TRAINING_FIELDS},
+                     **{f: more_slot for f in MORE_FIELDS}, "name": name_slot,
+                     "dataset": top[1]}.get(field, network_slot)
+            where.error(plain(exc))
+            shown = FIELD_NAMES.get(field, field)
+            given = getattr(exc, "given", None)
+            problem = (f"{shown} {given!r} is not allowed" if given is not None else
+                       f"{shown} cannot be used") + " (the reason is shown at the field)"
+        except Exception as exc:  # never a traceback in the page
+            problem = f"{type(exc).__name__}: {exc}"
+            network_slot.error(plain(problem))
+    if seeds_problem is not None:
+        training_slot.error(plain(seeds_problem))
+        problem = problem or seeds_problem
 
     if custom:
         variant = (networks.probe(network.key, probe_shape, probe_classes, tuple(bn_off),
@@ -266,18 +328,19 @@ with right:
     st.subheader("Model summary")
     m1, m2 = st.columns(2)
     m1.metric("Total parameters", f"{total:,}",
-              delta=f"{total - all_on:,} vs all BatchNorm on" if total != all_on else None,
+              delta=f"{total - all_on:,} vs all BN on" if total != all_on else None,
               delta_color="off")
     m2.metric("Input", f"{shape[0]}×{shape[1]}×{shape[2]}", help=f"{classes} classes")
     table = pd.DataFrame({
         "layer": [r.name for r in rows],
-        "type": [r.kind for r in rows],
-        "output shape": ["(" + ", ".join(map(str, r.output_shape)) + ")" if r.output_shape
-                         else "" for r in rows],
-        "params": [r.params for r in rows],
+        "type": [SHORT_KINDS.get(r.kind, r.kind) for r in rows],
+        "output": ["(" + ", ".join(map(str, r.output_shape)) + ")" if r.output_shape
+                   else "" for r in rows],
+        "params": [f"{r.params:,}" for r in rows],
     })
-    st.dataframe(table, hide_index=True, height=min(38 + 35 * len(table), 560),
-                 column_config={"params": st.column_config.NumberColumn(format="localized")})
+    # A static table: every layer shows (its height follows the rows), none hides behind a
+    # scroll bar, and its text wraps on a narrow screen instead of being cut.
+    st.table(table, hide_index=True)
     if info is None:
         st.caption("Input shape " + (f"of the last dataset that could be used ({plain(shown_from)})"
                                      if shown_from else "of the network's default dataset")
@@ -285,7 +348,7 @@ with right:
 
 st.divider()
 label = "Launch run"
-if config is not None and int(seeds) > 1:
+if config is not None and seeds_problem is None and int(seeds) > 1:
     label = f"Launch {int(seeds)} runs (seeds 0–{int(seeds) - 1})"
 if problem is not None or config is None:
     row = st.container(horizontal=True, vertical_alignment="center")  # the reason beside it
@@ -296,7 +359,7 @@ else:
     done, pending = same_config_runs(engine, [c.config_hash for c in configs])
     if done:
         run = done[0]
-        st.info(f"This exact config already has {len(done)} completed run(s), e.g. run "
+        st.info(f"This exact config already has {plural(len(done), 'completed run')}, e.g. run "
                 f"#{run.id} with test accuracy {pct(run.test_accuracy)}. Launching again adds "
                 "another repeat.")
         st.page_link("cnn_ablation/ui/runs.py", label=f"Open run #{run.id}", icon=":material/monitoring:",
@@ -313,7 +376,8 @@ else:
             st.session_state["launched"] = (config.config_hash, ids)
     launched_hash, ids = st.session_state.get("launched", (None, []))
     if launched_hash == config.config_hash:  # only while the form still shows what was launched
-        st.success(f"Queued run(s) {', '.join(f'#{i}' for i in ids)}: {plain(config.label)} on "
+        st.success(f"Queued {'run' if len(ids) == 1 else 'runs'} "
+                   f"{', '.join(f'#{i}' for i in ids)}: {plain(config.label)} on "
                    f"{plain(config.dataset)}.")
         st.page_link("cnn_ablation/ui/runs.py", label="Watch it train on the Runs page",
                      icon=":material/monitoring:", query_params={"run": str(ids[0])})

@@ -31,11 +31,11 @@ def new_run(page, url, *, bn_off=(), dropout_steps_left=0, epochs=2):
     page.keyboard.type("synthetic")
     page.keyboard.press("Enter")
     expect(page.get_by_text("Dataset synthetic: ready")).to_be_visible(timeout=15_000)
-    positions = ["conv_1", "conv_2", "conv_3", "conv_4", "dense_1"]  # toggles in page order
-    switches = page.get_by_label("BatchNorm", exact=True)  # the inputs, not the chain's text
-    expect(switches).to_have_count(5, timeout=15_000)
+    for layer in ["conv_1", "conv_2", "conv_3", "conv_4", "dense_1"]:  # one name per switch
+        expect(page.get_by_label(f"BatchNorm after {layer}", exact=True)).to_have_count(
+            1, timeout=15_000)
     for done, layer in enumerate(bn_off, start=1):
-        switches.nth(positions.index(layer)).click(force=True)
+        page.get_by_label(f"BatchNorm after {layer}", exact=True).click(force=True)
         # the layer's chain now shows BatchNorm struck through: ~~BatchNorm~~ -> <del>
         expect(page.locator("del", has_text="BatchNorm")).to_have_count(done, timeout=15_000)
     if dropout_steps_left:
@@ -62,7 +62,7 @@ def test_toggle_launch_watch_and_compare_in_a_real_browser(dashboard):
                                                               timeout=15_000)
         page.screenshot(path=str(ARTIFACTS / "1-new-run.png"), full_page=True)
         page.get_by_role("button", name="Launch run").click()
-        expect(page.get_by_text("Queued run(s) #1")).to_be_visible(timeout=15_000)
+        expect(page.get_by_text("Queued run #1")).to_be_visible(timeout=15_000)
 
         # 2. Watch it: queued -> running -> completed, the curve gaining points as it runs.
         page.get_by_text("Watch it train on the Runs page").click()
@@ -87,7 +87,7 @@ def test_toggle_launch_watch_and_compare_in_a_real_browser(dashboard):
         new_run(page, url, epochs=2)
         expect(metric(page, "Total parameters")).to_have_text("592,554", timeout=15_000)
         page.get_by_role("button", name="Launch run").click()
-        expect(page.get_by_text("Queued run(s) #2")).to_be_visible(timeout=15_000)
+        expect(page.get_by_text("Queued run #2")).to_be_visible(timeout=15_000)
         page.get_by_text("Watch it train on the Runs page").click()
         expect(metric(page, "Status")).to_have_text("completed", timeout=180_000)
 
