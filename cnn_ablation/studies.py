@@ -8,6 +8,8 @@ delete touch only the runs the study itself queued."""
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 import socket
@@ -20,13 +22,13 @@ from sqlalchemy import Engine
 from cnn_ablation import analysis
 from cnn_ablation.config import MAX_NAME, METRICS, ConfigError, RunConfig, check_name
 from cnn_ablation.datasets import dataset_info
-from cnn_ablation.launch import new_run
+from cnn_ablation.launch import delete_runs, new_run
 from cnn_ablation.settings import settings
 from cnn_ablation.study_spec import Cell, StudySpec
 from storage import lifecycle, read_models, workers
 from storage import studies as stored_studies
 from storage.records import NewRun, RunNotFound
-from storage.runs import create_runs, delete_run, list_runs
+from storage.runs import create_runs, list_runs
 from storage.status import ACTIVE, RunStatus
 
 # Which run speaks for a (cell, seed) when it has several: a completed one first.
@@ -50,9 +52,34 @@ class StudyView:
 def create(engine: Engine, spec: StudySpec, name: str) -> tuple[int, list[int]]:
     """Store the study and queue every cell x seed that has no completed or active run."""
     check_name(name)
+    check_network(spec)
     new_runs = [new_run(config, name=run_name(name, cell.label)) for cell, config in spec.runs()]
     study_id = stored_studies.create_study(engine, name or "study", spec.to_json())
     return study_id, fill_missing(engine, study_id, prepared=new_runs)
+
+
+def check_network(spec: StudySpec) -> None:
+    """With your own network: its factors must name layers it has. The network's BatchNorm and
+    Dropout layers come from the probe (a helper process, cached; the caller never imports
+    TensorFlow); a factor naming another layer is refused (ConfigError, field `factor`) before
+    any cell is checked or queued. The chapter's network: nothing to ask."""
+    base = spec.base
+    if base.network is None:
+        return
+    from cnn_ablation import networks
+    from cnn_ablation.datasets import DatasetUnavailable, check_fits
+    from cnn_ablation.datasets import resolve as resolve_dataset
+
+    networks.resolve(base.network)
+    try:
+        info = check_fits(resolve_dataset(base))
+    except DatasetUnavailable as exc:
+        raise ConfigError("dataset", base.dataset, f"a dataset that exists here ({exc})") from exc
+    answer = networks.probe(base.network, info.shape, info.num_classes)
+    if not answer["ok"]:
+        raise ConfigError(answer["field"], base.network, answer["error"].split("allowed: ", 1)[-1])
+    spec.check_layers([b["name"] for b in answer["batchnorm"]],
+                      [d["name"] for d in answer["dropout"]])
 
 
 def run_name(study: str, cell: str) -> str:
@@ -64,7 +91,14 @@ def run_name(study: str, cell: str) -> str:
 def load(engine: Engine, study_id: int) -> StudyView:
     """The study with its spec parsed (StudyNotFound if there is none)."""
     study = stored_studies.find_study_or_raise(engine, study_id)
-    return StudyView(study.id, study.name, StudySpec.from_dict(study.spec), study.spec_json)
+    return StudyView(study.id, study.name, _parsed(study.spec_json), study.spec_json)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(spec_json: str) -> StudySpec:
+    """One StudySpec object per stored spec, so that its cells and configs (memoised on the
+    object) are built once, not on every refresh of the Studies page."""
+    return StudySpec.from_dict(json.loads(spec_json))
 
 
 def attempts(engine: Engine, view: StudyView) -> pd.DataFrame:
@@ -198,12 +232,14 @@ def delete(engine: Engine, study_id: int, with_runs: bool = False) -> list[int]:
                          "cancel the study first")
     deleted = []
     if with_runs:
-        for run in own:
+        # with their files (logs, checkpoints, TensorBoard folders), as deleting a run does
+        deleted = [run.id for run in own]
+        for _ in range(3):  # a run deleted elsewhere meanwhile: delete the ones left
             try:
-                delete_run(engine, run.id)
+                delete_runs(engine, deleted)
+                break
             except RunNotFound:
-                continue
-            deleted.append(run.id)
+                deleted = [run.id for run in list_runs(engine, study_id=study_id)]
     stored_studies.delete_study(engine, study_id)
     return deleted
 
@@ -340,7 +376,8 @@ def estimate_seconds(engine: Engine, spec: StudySpec, configs: list[RunConfig] |
         return 0.0, "nothing left to run"
     hosts, devices, live_slots = _where_runs_train(engine)
     slots = slots or live_slots
-    timings = stored_studies.run_timings(engine, base.preset, base.dataset, hosts, devices)
+    timings = stored_studies.run_timings(engine, base.preset, base.dataset, hosts, devices,
+                                         recent=2 * RECENT_RUNS)
     # the most recent runs: what this machine does now (its load changes; old runs mislead)
     timings = timings.sort_values("finished_at").tail(RECENT_RUNS)
     if timings.empty:

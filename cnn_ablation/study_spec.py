@@ -11,18 +11,46 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cnn_ablation.architecture import PRESETS
-from cnn_ablation.config import MAX_SEEDS, METRICS, ConfigError, RunConfig, check_seed_count
+from cnn_ablation.config import (
+    LAYER_NAME,
+    MAX_SEEDS,
+    METRICS,
+    ConfigError,
+    RunConfig,
+    check_seed_count,
+)
 
 NUMERIC_FACTORS = {  # factor -> (type of its levels, what is allowed), for messages
     "dropout": (float, "numbers in [0, 1)"),
     "learning_rate": (float, "numbers > 0"),
     "batch_size": (int, "whole numbers >= 1"),
 }
+# Your own network's factors name its layers: `bn:LAYER` (a BatchNormalization layer, on/off)
+# and `dropout:LAYER` (a Dropout layer's rate, numeric levels). Layer names never hold a colon.
+NETWORK_FACTORS = "bn:<BatchNorm layer> | dropout:<Dropout layer>=r1,r2,... | learning_rate | " \
+                  "batch_size"
+
+
+def layer_factor(name: str) -> tuple[str, str] | None:
+    """`bn:b1_bn` -> ("bn", "b1_bn"), `dropout:head` -> ("dropout", "head"); None for the
+    chapter's factors (`bn_conv_3`, `dropout`, ...)."""
+    kind, colon, layer = name.partition(":")
+    return (kind, layer) if colon and kind in ("bn", "dropout") else None
+
+
+def _numeric(factor: str) -> tuple[type, str] | None:
+    if factor in NUMERIC_FACTORS:
+        return NUMERIC_FACTORS[factor]
+    layer = layer_factor(factor)
+    return NUMERIC_FACTORS["dropout"] if layer and layer[0] == "dropout" else None
 
 
 def parse_levels(factor: str, text: str) -> tuple:
-    """`"0, 0.25, 0.5"` -> the levels of a numeric factor; ConfigError naming the factor if not."""
-    kind, allowed = NUMERIC_FACTORS[factor]
+    """`"0, 0.25, 0.5"` -> the levels of a numeric factor (`dropout`, `dropout:LAYER`, ...);
+    ConfigError naming the factor if not."""
+    numeric = _numeric(factor)
+    assert numeric is not None, factor
+    kind, allowed = numeric
     try:
         return tuple(kind(v) for v in text.split(","))
     except ValueError:
@@ -31,13 +59,19 @@ def parse_levels(factor: str, text: str) -> tuple:
 
 def parse_factor(text: str) -> tuple[str, tuple]:
     """A factor as written on the command line: `bn_conv_3` -> on/off; `dropout=0,0.25` ->
-    numeric levels. The factor's name itself is checked by StudySpec."""
+    numeric levels; for your own network `bn:LAYER` -> on/off and `dropout:LAYER=0.1,0.3` ->
+    that Dropout layer's rates. The factor's name itself is checked by StudySpec."""
     name, equals, values = text.partition("=")
+    layer = layer_factor(name)
+    allowed = ("bn_<position> | " + " | ".join(f"{f}=v1,v2,..." for f in NUMERIC_FACTORS)
+               + "; your own network: " + NETWORK_FACTORS)
     if not equals:
+        if layer and layer[0] == "dropout":
+            raise ConfigError("factor", text, "dropout:LAYER=r1,r2,... (the Dropout layer's "
+                              "rates, e.g. dropout:head_drop=0.1,0.3)")
         return name, (True, False)
-    if name not in NUMERIC_FACTORS:
-        raise ConfigError("factor", text, "bn_<position> | " +
-                          " | ".join(f"{f}=v1,v2,..." for f in NUMERIC_FACTORS))
+    if _numeric(name) is None:
+        raise ConfigError("factor", text, allowed)
     return name, parse_levels(name, values)
 
 
@@ -114,10 +148,12 @@ class StudySpec:
     """An ablation study: a base config, factors with levels, a design, and seeds per cell.
 
     Factors are `bn_<position>` (levels on/off, e.g. `bn_conv_3`), `dropout`, `learning_rate`,
-    `batch_size`. Designs: `full` (every combination), `ofat` (the base, then each factor's other
-    levels one at a time). `extra_cells` adds named cells given as config overrides (e.g. "all
-    BatchNorm off"). Each cell runs with seeds 0..seeds-1; with an `adaptive` rule `seeds` is
-    the number asked for so far, and grows a round at a time (`cnn_ablation.studies.advance`).
+    `batch_size`; with your own network (`base.network`) `bn:LAYER` (on/off), `dropout:LAYER`
+    (that Dropout layer's rates), `learning_rate`, `batch_size`. Designs: `full` (every
+    combination), `ofat` (the base, then each factor's other levels one at a time).
+    `extra_cells` adds named cells given as config overrides (e.g. "all BatchNorm off"). Each
+    cell runs with seeds 0..seeds-1; with an `adaptive` rule `seeds` is the number asked for so
+    far, and grows a round at a time (`cnn_ablation.studies.advance`).
     """
 
     base: RunConfig
@@ -131,6 +167,16 @@ class StudySpec:
         if self.design not in ("full", "ofat"):
             raise ConfigError("design", self.design, "full | ofat")
         check_seed_count(self.seeds)
+        custom = self.base.network is not None
+        clean = self._network_factors() if custom else self._chapter_factors()
+        object.__setattr__(self, "factors", clean)
+        if not clean and not self.extra_cells:
+            raise ConfigError("factors", {}, "at least one factor, or named cells")
+        if self.adaptive is not None and self.adaptive.max_seeds < self.seeds:
+            raise ConfigError("max seeds", self.adaptive.max_seeds,
+                              f"a whole number >= the starting seeds per cell ({self.seeds})")
+
+    def _chapter_factors(self) -> dict[str, tuple]:
         positions = PRESETS[self.base.preset].bn_positions
         clean: dict[str, tuple] = {}
         for name, levels in self.factors.items():
@@ -142,19 +188,65 @@ class StudySpec:
                     self.base.with_changes(**{name: value})
             else:
                 allowed = ", ".join([f"bn_{p}" for p in positions] + list(NUMERIC_FACTORS))
+                if layer_factor(name):
+                    allowed += " (bn:LAYER and dropout:LAYER name the layers of your own network)"
                 raise ConfigError("factor", name, allowed)
-            if len(set(levels)) < 2:
-                raise ConfigError(name, list(levels), "at least two different levels")
-            clean[name] = tuple(dict.fromkeys(levels))
-        object.__setattr__(self, "factors", clean)
-        if not clean and not self.extra_cells:
-            raise ConfigError("factors", {}, "at least one factor, or named cells")
-        if self.adaptive is not None and self.adaptive.max_seeds < self.seeds:
-            raise ConfigError("max seeds", self.adaptive.max_seeds,
-                              f"a whole number >= the starting seeds per cell ({self.seeds})")
+            clean[name] = self._distinct(name, levels)
+        return clean
+
+    def _network_factors(self) -> dict[str, tuple]:
+        """Your own network's factors: `bn:LAYER` (on/off), `dropout:LAYER` (rates), learning
+        rate and batch size. Only the names' form is checked here (no Keras); whether the network
+        has those layers is `check_layers` (studies.create asks the probe)."""
+        clean: dict[str, tuple] = {}
+        for name, levels in self.factors.items():
+            layer = layer_factor(name)
+            if layer and LAYER_NAME.match(layer[1]) and layer[0] == "bn":
+                levels = tuple(levels or (True, False))
+                if not all(v in (True, False, 0, 1) for v in levels):
+                    raise ConfigError(name, list(levels), "on/off (true/false)")
+                levels = tuple(bool(v) for v in levels)
+            elif layer and LAYER_NAME.match(layer[1]):
+                levels = tuple(levels)
+                for value in levels:
+                    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                            or not 0 <= value < 1:
+                        raise ConfigError(name, value, "Dropout rates: numbers in [0, 1)")
+                levels = tuple(float(v) for v in levels)
+            elif name in ("learning_rate", "batch_size"):
+                levels = tuple(levels)
+                for value in levels:
+                    self.base.with_changes(**{name: value})
+            else:
+                raise ConfigError("factor", name, NETWORK_FACTORS)
+            clean[name] = self._distinct(name, levels)
+        return clean
+
+    @staticmethod
+    def _distinct(name: str, levels: tuple) -> tuple:
+        if len(set(levels)) < 2:
+            raise ConfigError(name, list(levels), "at least two different levels")
+        return tuple(dict.fromkeys(levels))
+
+    def check_layers(self, batchnorm: list[str], dropout: list[str]) -> None:
+        """Refuse a factor naming a layer your network does not have (field `factor`, with the
+        layers it has). `batchnorm`, `dropout`: the network's layer names, as Keras found them."""
+        for name in self.factors:
+            layer = layer_factor(name)
+            if layer is None:
+                continue
+            kind, layer_name = layer
+            have = batchnorm if kind == "bn" else dropout
+            if layer_name not in have:
+                what = "BatchNorm" if kind == "bn" else "Dropout"
+                raise ConfigError("factor", name, f"{kind}:<{what} layer> of this network: "
+                                  + (", ".join(f"{kind}:{n}" for n in have)
+                                     or f"it has no {what} layer"))
 
     # --- expansion ------------------------------------------------------------------------------
     def _apply(self, overrides: dict[str, Any]) -> RunConfig:
+        if self.base.network is not None:
+            return self._apply_layers(overrides)
         changes = {k: v for k, v in overrides.items() if not k.startswith("bn_")}
         if any(k.startswith("bn_") for k in overrides):
             positions = PRESETS[self.base.preset].bn_positions
@@ -165,7 +257,33 @@ class StudySpec:
             changes["bn"] = tuple(bn)
         return self.base.with_changes(**changes)
 
+    def _apply_layers(self, overrides: dict[str, Any]) -> RunConfig:
+        """Your own network's cell: the base's switched-off BatchNorms and Dropout rates, with
+        the cell's `bn:LAYER` and `dropout:LAYER` levels applied."""
+        changes = {k: v for k, v in overrides.items() if layer_factor(k) is None}
+        off = set(changes.pop("bn_off", self.base.bn_off))
+        rates = dict(changes.pop("layer_dropout", self.base.layer_dropout))
+        for name, value in overrides.items():
+            layer = layer_factor(name)
+            if layer is None:
+                continue
+            kind, layer_name = layer
+            if kind == "bn":
+                (off.discard if value else off.add)(layer_name)
+            else:
+                rates[layer_name] = float(value)
+        return self.base.with_changes(bn_off=tuple(sorted(off)),
+                                      layer_dropout=tuple(sorted(rates.items())), **changes)
+
     def level_of(self, config: RunConfig, factor: str) -> Any:
+        """The factor's level in `config`. A Dropout layer the config leaves at its saved rate
+        has the level None (the network's own rate, unknown without Keras)."""
+        layer = layer_factor(factor) if config.network is not None else None
+        if layer is not None:
+            kind, layer_name = layer
+            if kind == "bn":
+                return layer_name not in config.bn_off
+            return dict(config.layer_dropout).get(layer_name)
         if factor.startswith("bn_"):
             return config.switches[PRESETS[config.preset].bn_positions.index(factor[3:])]
         return getattr(config, factor)
@@ -178,6 +296,14 @@ class StudySpec:
         return ", ".join(shown) if shown else "base"
 
     def cells(self) -> list[Cell]:
+        # The spec is immutable and a page asks for its cells several times per render (a
+        # 96-cell study builds and hashes 96 configs each time): computed once per spec object
+        memo = self.__dict__.get("_cells")
+        if memo is None:
+            memo = self.__dict__["_cells"] = tuple(self._make_cells())
+        return list(memo)
+
+    def _make_cells(self) -> list[Cell]:
         names = list(self.factors)
         if not names:
             combos = []  # named cells only
@@ -239,8 +365,12 @@ class StudySpec:
 
     def runs(self) -> list[tuple[Cell, RunConfig]]:
         """Every (cell, config with seed) of the study: cells x seeds, no duplicates."""
-        return [(cell, cell.config.with_changes(seed=s)) for cell in self.cells()
-                for s in range(self.seeds)]
+        memo = self.__dict__.get("_runs")
+        if memo is None:
+            memo = self.__dict__["_runs"] = tuple(
+                (cell, cell.config.with_changes(seed=s)) for cell in self.cells()
+                for s in range(self.seeds))
+        return list(memo)
 
     # --- JSON -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -268,6 +398,8 @@ def level_text(value: Any) -> str:
     value = value.item() if hasattr(value, "item") else value  # NumPy scalars from frames
     if isinstance(value, bool):
         return "on" if value else "off"
+    if value is None:  # a Dropout layer of your own network at the rate it was saved with
+        return "as saved"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -281,6 +413,9 @@ CHAPTER_TEST_ACCURACY = {"all BN on": 0.7193, "BN on conv_1 only": 0.7057}  # sh
 
 def study_preset(name: str, base: RunConfig, seeds: int = 3,
                  adaptive: AdaptiveRule | None = None) -> StudySpec:
+    if base.network is not None and name in STUDY_PRESETS:
+        raise ConfigError("study preset", name, "none with your own network (the presets are "
+                          "the chapter's network's); give factors: " + NETWORK_FACTORS)
     if name == "chapter":
         base = base.with_changes(bn=None, dropout=0.5)
         return StudySpec(base, {}, "full", seeds, (

@@ -202,3 +202,84 @@ def test_the_new_run_page_draws_your_networks_switches_with_exact_counts(home, e
     at.button(key="launch").click().run()
     (run,) = list_runs(engine)
     assert run.config["network"] == net.key and run.config["bn_off"] == ["b2_bn"]
+
+
+# --- studies over your network's layers -----------------------------------------------------
+def test_a_study_over_two_bn_layers_from_the_cli_reports_effects_named_by_the_layers(
+        home, cli, engine, make_run):
+    from cnn_ablation.study_spec import StudySpec
+    from storage.studies import list_studies
+
+    net = networks.add_file("resnet.keras", saved(resnet_like()))
+    base = RunConfig(network=net.key, dataset="synthetic:100", epochs=1, batch_size=16)
+    spec = StudySpec(base, {"bn:b1_bn": (True, False), "bn:b2_bn": (True, False)}, "full", 2)
+    for cell, config in spec.runs():  # finished elsewhere: b1_bn off costs 5 points, b2_bn 1
+        acc = (0.6 - (0 if cell.levels["bn:b1_bn"] else 0.05)
+               - (0 if cell.levels["bn:b2_bn"] else 0.01) + 0.002 * config.seed)
+        make_run(config, "completed", accuracies=[acc + 0.05])
+    flags = ["--network", "resnet", "--dataset", "synthetic:100", "--epochs", "1",
+             "--batch-size", "16", "--seeds", "2"]
+    refused = cli("study", "create", *flags, "--factor", "bn:b1_bn", "--factor", "bn:b9_bn")
+    assert refused.returncode == 2, refused.stderr
+    assert "factor: 'bn:b9_bn'" in refused.stderr and "bn:b1_bn, bn:b2_bn" in refused.stderr
+    bad_rate = cli("study", "create", *flags, "--factor", "dropout:head_drop=0.1,abc")
+    assert bad_rate.returncode == 2 and "dropout:head_drop levels" in bad_rate.stderr
+    assert list_studies(engine) == [] and len(list_runs(engine)) == 8  # nothing new
+
+    made = cli("study", "create", *flags, "--factor", "bn:b1_bn", "--factor", "bn:b2_bn",
+               "--name", "resnet bn")
+    assert made.returncode == 0, made.stderr
+    assert "4 cells x 2 seeds; queued 0 runs" in made.stdout  # the 8 finished runs count
+    (study,) = list_studies(engine)
+    shown = cli("study", "show", str(study.id), "--json")
+    assert shown.returncode == 0, shown.stderr
+    result = json.loads(shown.stdout)
+    assert result["status"]["state"] == "complete"
+    effects = {row["factor"]: row for row in result["effects"]}
+    assert set(effects) == {"bn:b1_bn", "bn:b2_bn"}
+    assert effects["bn:b1_bn"]["change"] == "on → off"
+    assert effects["bn:b1_bn"]["effect"] == pytest.approx(-0.05, abs=1e-6)
+    assert effects["bn:b2_bn"]["effect"] == pytest.approx(-0.01, abs=1e-6)
+    text = cli("study", "show", str(study.id))
+    assert "bn:b1_bn" in text.stdout and "bn:b2_bn" in text.stdout
+
+    # and one that queues: a Dropout layer's rates, runs with their own switches and counts
+    queued = cli("study", "create", *flags, "--seeds", "1", "--factor", "bn:b1_bn", "--factor",
+                 "dropout:head_drop=0.1,0.3")
+    assert queued.returncode == 0, queued.stderr
+    assert "2 cells x 1 seeds" not in queued.stdout and "queued 4 runs" in queued.stdout
+    runs = {(tuple(r.config["bn_off"]), tuple(map(tuple, r.config["layer_dropout"]))): r
+            for r in list_runs(engine) if r.study_id is not None}
+    assert set(runs) == {(off, (("head_drop", rate),)) for off in ((), ("b1_bn",))
+                         for rate in (0.1, 0.3)}
+    assert runs[(("b1_bn",), (("head_drop", 0.3),))].params == resnet_like().count_params() - 64
+    assert runs[((), (("head_drop", 0.1),))].params == resnet_like().count_params()
+
+
+def test_the_studies_page_offers_your_networks_layers_as_factors(home, engine):
+    from streamlit.testing.v1 import AppTest
+
+    from storage.studies import list_studies
+
+    net = networks.add_file("resnet.keras", saved(resnet_like()))
+    at = AppTest.from_file(str(ROOT / "cnn_ablation" / "ui" / "studies.py"),
+                           default_timeout=240).run()
+    at.selectbox(key="study_dataset").set_value("synthetic").run()
+    at.selectbox(key="study_network").set_value(net.key).run()
+    assert not at.exception, at.exception
+    picker = at.multiselect(key="study_net_bn_factors")
+    assert picker.options == ["b1_bn (16 channels)", "b2_bn (16 channels)"]
+    assert at.text_input(key="study_net_drop_head_drop").label.startswith(
+        "Rates of Dropout head_drop")
+    assert not [b for b in at.button if b.key and b.key.startswith("preset_")]  # chapter's only
+    at.number_input(key="study_seeds").set_value(1)
+    at.number_input(key="study_epochs").set_value(1)
+    picker.set_value(["bn:b1_bn", "bn:b2_bn"]).run()
+    assert "4 cells × 1 seeds = **4 runs**" in " ".join(m.value for m in at.markdown)
+    at.button(key="start_custom").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (study,) = list_studies(engine)
+    offs = sorted(tuple(r.config["bn_off"]) for r in list_runs(engine))
+    assert offs == [(), ("b1_bn",), ("b1_bn", "b2_bn"), ("b2_bn",)]
+    assert all(r.config["network"] == net.key and r.study_id == study.id
+               for r in list_runs(engine))

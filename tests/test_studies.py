@@ -385,6 +385,71 @@ def test_an_incomplete_study_is_provisional_on_the_page_and_in_the_cli(engine, m
     assert list(effects["verdict"]) == ["provisional"]
 
 
+def test_every_number_the_studies_page_shows_is_what_scipy_and_statsmodels_give(engine,
+                                                                              make_run):
+    """The page's per-cell and effects tables, as text, against scipy/statsmodels on the same
+    per-run values (a one-at-a-time study of three cells: each cell against the base, paired by
+    seed, two effects at once so Holm's column is there; one (cell, seed) run twice)."""
+    from streamlit.testing.v1 import AppTest
+
+    spec = StudySpec(BASE, {"bn_conv_2": (True, False), "bn_conv_3": (True, False)}, "ofat",
+                     seeds=4)
+    rng = np.random.default_rng(23)
+    shift = rng.normal(0, 0.01, 4)
+    moved = {"base": 0.0, "bn_conv_2=off": -0.03, "bn_conv_3=off": -0.004}
+    repeat = {("bn_conv_3=off", 1)}
+    values = simulated_study(make_run, spec, lambda cell, seed: 0.7 + moved[cell.label]
+                             + shift[seed] + rng.normal(0, 0.004), repeat=repeat)
+    studies.create(engine, spec, "page numbers")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("cnn_ablation/ui/studies.py").run()
+    assert not at.exception, at.exception
+    tables = [d.value for d in at.dataframe]
+    per_cell = next(t for t in tables if "Δ vs base (95 % CI)" in t.columns)
+    effects = next(t for t in tables if "effect (95 % CI)" in t.columns)
+
+    def pct(x):
+        return f"{100 * x:.1f}"
+
+    def pp(value, low, high):
+        return f"{100 * value:+.1f} pp [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+    seeds = range(4)
+    base = seed_means(values, "base", seeds)
+    expected_p = {}
+    for row in per_cell.to_dict("records"):
+        x = seed_means(values, row["cell"], seeds)
+        ci = stats.ttest_1samp(x, 0.0).confidence_interval(0.95)
+        assert row["final val acc"] == (f"{pct(x.mean())} ± {pct(x.std(ddof=1))} % "
+                                        f"[{pct(ci.low)}, {pct(ci.high)}]")
+        assert row["seeds"] == 4 and row["runs"] == 4 + (row["cell"] == "bn_conv_3=off")
+        if row["cell"] == "base":
+            assert row["Δ vs base (95 % CI)"] == "base"
+            continue
+        test = stats.ttest_rel(x, base)
+        ci = test.confidence_interval(0.95)
+        assert row["Δ vs base (95 % CI)"] == pp(np.mean(x - base), ci.low, ci.high)
+        expected_p[row["cell"]] = (test, np.std(x - base, ddof=1))
+    assert set(expected_p) == {"bn_conv_2=off", "bn_conv_3=off"}
+    holm = dict(zip(expected_p, multipletests([t.pvalue for t, _ in expected_p.values()],
+                                              method="holm")[1], strict=True))
+    assert len(effects) == 2
+    for row in effects.to_dict("records"):
+        test, sd = expected_p[row["cell"]]
+        ci = test.confidence_interval(0.95)
+        x = seed_means(values, row["cell"], seeds)
+        assert row["effect (95 % CI)"] == pp(np.mean(x - base), ci.low, ci.high)
+        assert row["p"] == f"{test.pvalue:.3g}" and row["p (Holm)"] == f"{holm[row['cell']]:.3g}"
+        assert row["paired by seed"] == "yes" and row["seeds"] == 4
+        assert row["verdict"] == ("beyond noise" if ci.low > 0 or ci.high < 0
+                                  else "within noise")
+        assert row["verdict (Holm)"] == ("beyond noise" if holm[row["cell"]] < 0.05
+                                         else "within noise")
+        need = TTestPower().solve_power(effect_size=0.01 / sd, alpha=0.05, power=0.8)
+        assert row["seeds needed"] == f"{max(2, math.ceil(need)):.0f}"  # the default 1 pp
+    assert any("complete: 12 of 12 runs" in str(p.text) for p in at.get("progress"))
+
+
 # --- a real adaptive study ------------------------------------------------------------------
 @pytest.mark.slow
 def test_an_adaptive_study_runs_to_its_stopping_rule_through_a_real_worker(engine, home, cli):
@@ -471,3 +536,145 @@ def test_bad_adaptive_flags_are_refused_before_anything_is_written(home, cli, fl
     out = cli("study", "create", "--dataset", "synthetic:100", "--factor", "bn_conv_2", *flags)
     assert out.returncode == 2 and says in out.stderr, out.stderr
     assert list(home.iterdir()) == []
+
+
+def test_a_study_takes_every_run_setting_new_run_takes_on_the_page_and_in_the_cli(engine, cli):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("cnn_ablation/ui/studies.py").run()
+    for kind, key, value in (("selectbox", "study_dataset", "synthetic"),
+                             ("number_input", "study_epochs", 3),
+                             ("number_input", "study_seeds", 2),
+                             ("number_input", "study_batch_size", 8),
+                             ("number_input", "study_lr", 0.002),
+                             ("number_input", "study_val_split", 0.25),
+                             ("number_input", "study_limit_train", 400),
+                             ("multiselect", "study_bn_factors", ["bn_conv_4"])):
+        next(w for w in getattr(at, kind) if w.key == key).set_value(value)
+        at.run()
+    at.button(key="start_custom").click().run()
+    assert not at.exception, at.exception
+    page_runs = list_runs(engine)
+    assert len(page_runs) == 4
+    for run in page_runs:
+        config = RunConfig.from_json(run.config_json)
+        assert (config.dataset, config.epochs, config.batch_size, config.learning_rate,
+                config.val_split, config.limit_train) == ("synthetic", 3, 8, 0.002, 0.25, 400)
+    assert {(RunConfig.from_json(r.config_json).bn or ())[3] for r in page_runs} == {0, 1}
+
+    out = cli("study", "create", "--dataset", "synthetic:200", "--epochs", "2", "--batch-size",
+              "16", "--lr", "0.001", "--val-split", "0.3", "--limit-train", "150", "--factor",
+              "dropout=0.1,0.4", "--seeds", "1")
+    assert out.returncode == 0, out.stderr
+    cli_runs = [r for r in list_runs(engine) if r.id not in {p.id for p in page_runs}]
+    assert len(cli_runs) == 2
+    for run in cli_runs:
+        config = RunConfig.from_json(run.config_json)
+        assert (config.dataset, config.epochs, config.batch_size, config.learning_rate,
+                config.val_split, config.limit_train) == ("synthetic:200", 2, 16, 0.001, 0.3, 150)
+
+
+def studies_page(link: str | None = None):
+    """A new browser session on the Studies page, opened with `?study=LINK` if given."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    if link is not None:
+        at.query_params["study"] = link
+    at.switch_page("cnn_ablation/ui/studies.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def shown_study(at) -> int:
+    return next(s for s in at.selectbox if s.label == "Study").value
+
+
+def test_the_studies_page_address_names_the_study_shown_so_a_reload_shows_it_again(engine):
+    first, _ = studies.create(engine, StudySpec(BASE, {"dropout": (0.1, 0.2)}, seeds=1), "one")
+    second, _ = studies.create(engine, StudySpec(BASE, {"bn_conv_2": (True, False)}, seeds=3),
+                               "two")
+    at = studies_page()  # no address: the latest study, and the address now names it
+    assert shown_study(at) == second and at.query_params["study"] == str(second)
+    assert any("provisional: 0 of 6 runs" in str(p.text) for p in at.get("progress"))
+
+    next(s for s in at.selectbox if s.label == "Study").set_value(first).run()
+    assert shown_study(at) == first and at.query_params["study"] == str(first)
+    assert any("provisional: 0 of 2 runs" in str(p.text) for p in at.get("progress"))
+
+    reloaded = studies_page(str(first))  # a reload, or the link pasted elsewhere
+    assert shown_study(reloaded) == first
+    assert any("provisional: 0 of 2 runs" in str(p.text) for p in reloaded.get("progress"))
+    assert not [w.value for w in reloaded.warning if "(from the link)" in w.value]
+
+
+@pytest.mark.parametrize("link", ["99", "two", "-1", "1.5", "", "1" * 40])
+def test_a_link_to_a_study_that_does_not_exist_says_so_and_shows_the_latest(engine, link):
+    for name, levels in (("one", (0.1, 0.2)), ("two", (0.3, 0.4))):
+        studies.create(engine, StudySpec(BASE, {"dropout": levels}, seeds=1), name)
+    at = studies_page(link)
+    warnings = [w.value for w in at.warning]
+    assert any("study: " in w and "(from the link) is not allowed; allowed: the number of a "
+               "study that exists (#1 to #2). Showing the latest, #2." in w
+               for w in warnings), warnings
+    assert shown_study(at) == 2 and at.query_params["study"] == "2"
+    assert len(list_runs(engine)) == 4  # nothing queued by a bad link
+
+
+# --- your own network's layers as factors (issue 14) ----------------------------------------
+NET = RunConfig(network="file:resnet@0123456789ab", dataset="synthetic:100", epochs=1,
+                batch_size=16)
+
+
+def test_your_networks_batchnorm_and_dropout_layers_are_factors_of_a_grid():
+    from cnn_ablation.study_spec import parse_factor
+
+    factors = dict(parse_factor(f) for f in ("bn:b1_bn", "bn:b2_bn", "dropout:head_drop=0.1,0.3"))
+    assert factors == {"bn:b1_bn": (True, False), "bn:b2_bn": (True, False),
+                       "dropout:head_drop": (0.1, 0.3)}
+    spec = StudySpec(NET, factors, "full", seeds=2)
+    cells = {c.label: c for c in spec.cells()}
+    assert len(cells) == 8 and len(spec.runs()) == 16
+    off = cells["bn:b1_bn=off, bn:b2_bn=on, dropout:head_drop=0.3"].config
+    assert off.bn_off == ("b1_bn",) and off.layer_dropout == (("head_drop", 0.3),)
+    assert off.network == NET.network and off.preset == "custom"
+    both = cells["bn:b1_bn=off, bn:b2_bn=off, dropout:head_drop=0.1"].config
+    assert both.bn_off == ("b1_bn", "b2_bn")
+    assert spec.base_cell().label == "bn:b1_bn=on, bn:b2_bn=on, dropout:head_drop=0.1"
+    assert spec.interaction_pairs() == [("bn:b1_bn", "bn:b2_bn"),
+                                        ("bn:b1_bn", "dropout:head_drop"),
+                                        ("bn:b2_bn", "dropout:head_drop")]
+    assert StudySpec.from_dict(json.loads(spec.to_json())) == spec
+    # one at a time against a base that already switches b2_bn off: b2_bn's change is "on"
+    ofat = StudySpec(NET.with_changes(bn_off=("b2_bn",)), {"bn:b1_bn": (True, False),
+                                                          "bn:b2_bn": (True, False)}, "ofat", 1)
+    assert [(c.label, c.config.bn_off) for c in ofat.cells()] == [
+        ("base", ("b2_bn",)), ("bn:b1_bn=off", ("b1_bn", "b2_bn")), ("bn:b2_bn=on", ())]
+
+
+@pytest.mark.parametrize("factors,says", [
+    ({"dropout": (0.1, 0.3)}, "factor: 'dropout' .*dropout:<Dropout layer>"),
+    ({"bn_conv_1": (True, False)}, "factor: 'bn_conv_1' .*bn:<BatchNorm layer>"),
+    ({"bn:has space": (True, False)}, "factor: 'bn:has space'"),
+    ({"dropout:head_drop": (0.1, 1.5)}, r"dropout:head_drop: 1.5 .*\[0, 1\)"),
+    ({"dropout:head_drop": (0.3, 0.3)}, "at least two different levels"),
+])
+def test_bad_factors_of_your_network_are_refused_naming_the_field(factors, says):
+    with pytest.raises(ConfigError, match=says):
+        StudySpec(NET, factors)
+
+
+def test_a_factor_naming_a_layer_your_network_lacks_is_refused_with_the_layers_it_has():
+    spec = StudySpec(NET, {"bn:b1_bn": (True, False), "bn:b9_bn": (True, False)})
+    spec.check_layers(["b1_bn", "b9_bn"], [])  # both there: nothing to say
+    with pytest.raises(ConfigError, match="factor: 'bn:b9_bn' .*bn:b1_bn, bn:b2_bn") as refused:
+        spec.check_layers(["b1_bn", "b2_bn"], ["head_drop"])
+    assert refused.value.field == "factor"
+    drop = StudySpec(NET, {"dropout:nope": (0.1, 0.2)})
+    with pytest.raises(ConfigError, match="it has no Dropout layer"):
+        drop.check_layers(["b1_bn"], [])
+    with pytest.raises(ConfigError, match="study preset: 'chapter'"):
+        study_preset("chapter", NET)
+    with pytest.raises(ConfigError, match="factor: 'bn:b1_bn' .*your own network"):
+        StudySpec(BASE, {"bn:b1_bn": (True, False)})  # the chapter's network has positions

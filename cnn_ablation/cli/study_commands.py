@@ -69,6 +69,8 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     name = check_name(args.name or args.study_preset or "study")
     # Every cell checked (and named as studies.create names its runs) before the database is
     # opened: a refused study writes nothing. Seeds differ only in the seed, always valid.
+    # Your own network: its factors must name its layers (asked of the probe, cached) first.
+    studies.check_network(spec)
     for cell in spec.cells():
         new_run(cell.config, name=f"{name}: {cell.label}")
     engine = open_engine()
