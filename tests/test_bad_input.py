@@ -275,6 +275,59 @@ CASES = [
          "x\x1b]0;pwned\x07", names="name"),
     case("study-bad-epochs", "study", "create", *S, "--factor", "bn_conv_3", "--epochs", "0",
          names="epochs"),
+    # --- study settings (every run setting New run takes) and adaptive seeds -------------------
+    case("study-limit-train-zero", "study", "create", *S, "--factor", "bn_conv_3",
+         "--limit-train", "0", names="limit_train", says="a whole number >= 1, or none"),
+    case("study-limit-train-negative", "study", "create", *S, "--factor", "bn_conv_3",
+         "--limit-train", "-5", names="limit_train"),
+    case("study-limit-train-word", "study", "create", *S, "--factor", "bn_conv_3",
+         "--limit-train", "many", names="--limit-train"),
+    case("study-val-split-one", "study", "create", *S, "--factor", "bn_conv_3",
+         "--val-split", "1", names="val_split", says="a number in [0, 1)"),
+    case("study-val-split-negative", "study", "create", *S, "--study-preset", "chapter",
+         "--val-split", "-0.1", names="val_split"),
+    case("study-val-split-nan", "study", "create", *S, "--factor", "bn_conv_3",
+         "--val-split", "nan", names="val_split"),
+    case("study-val-split-leaves-too-few", "study", "create", *S, "--factor", "bn_conv_3",
+         "--val-split", "0.999", names="batch_size", says="after limit and validation split"),
+    case("study-lr-zero", "study", "create", *S, "--factor", "bn_conv_3", "--lr", "0",
+         names="learning_rate"),
+    case("study-batch-zero", "study", "create", *S, "--factor", "bn_conv_3", "--batch-size",
+         "0", names="batch_size"),
+    case("study-target-pp-100", "study", "create", *S, "--factor", "bn_conv_3", "--target-pp",
+         "100", "--max-seeds", "5", names="target_pp", says="> 0 and < 100"),
+    case("study-target-pp-nan", "study", "create", *S, "--factor", "bn_conv_3", "--target-pp",
+         "nan", "--max-seeds", "5", names="target_pp"),
+    case("study-target-pp-word", "study", "create", *S, "--factor", "bn_conv_3", "--target-pp",
+         "lots", "--max-seeds", "5", names="--target-pp"),
+    case("study-max-seeds-51", "study", "create", *S, "--factor", "bn_conv_3", "--target-pp",
+         "1", "--max-seeds", "51", names="max seeds", says="from 2 to 50"),
+    case("study-max-seeds-word", "study", "create", *S, "--factor", "bn_conv_3", "--target-pp",
+         "1", "--max-seeds", "five", names="--max-seeds"),
+    case("study-max-seeds-alone", "study", "create", *S, "--factor", "bn_conv_3",
+         "--max-seeds", "5", names="max_seeds", says="only with --target-pp"),
+    case("study-seed-step-zero", "study", "create", *S, "--factor", "bn_conv_3", "--target-pp",
+         "1", "--max-seeds", "5", "--seed-step", "0", names="seed step", says="from 1 to 50"),
+    # --- study show / report / cancel / delete --------------------------------------------------
+    case("study-show-power-zero", "study", "show", "1", "--power-pp", "0", names="--power-pp",
+         says="> 0 and < 100", seeded=True),
+    case("study-show-power-nan", "study", "show", "1", "--power-pp", "nan", names="--power-pp",
+         seeded=True),
+    case("study-report-power-100", "study", "report", "1", "--out", "{tmp}/report",
+         "--power-pp", "100", names="--power-pp", seeded=True),
+    case("study-show-unknown-metric", "study", "show", "1", "--metric", "loss",
+         names="--metric", seeded=True),
+    case("study-report-zero", "study", "report", "0", "--out", "{tmp}/report",
+         names="study_id", seeded=True),
+    case("study-report-unknown", "study", "report", "99", "--out", "{tmp}/report",
+         names="study 99", says="does not exist", seeded=True),
+    case("study-cancel-zero", "study", "cancel", "0", names="study_id", seeded=True),
+    case("study-cancel-word", "study", "cancel", "all", names="study_id", seeded=True),
+    case("study-cancel-unknown", "study", "cancel", "99", names="study 99",
+         says="does not exist", seeded=True),
+    case("study-delete-negative", "study", "delete", "-3", names="study_id", seeded=True),
+    case("study-delete-unknown", "study", "delete", "99", "--with-runs", names="study 99",
+         says="does not exist", seeded=True),
     # --- environment and database --------------------------------------------------------------
     case("home-is-a-file", "submit", *S, names="ABLATION_HOME", says="is a file",
          env=[("ABLATION_HOME", "{file}")]),
@@ -645,6 +698,47 @@ def make_folders_subset(base: Path, kind: str) -> Path:
     if kind == "text_jpg":
         _bytes(root / "train" / "dog" / "notes.jpg", b"these are my notes, not a photo\n")
     return root
+
+
+# --- the Studies page ----------------------------------------------------------------------------
+@pytest.mark.parametrize("settings,message", [
+    pytest.param({"study_val_split": 1.0},
+                 "val_split: 1.0 is not allowed; allowed: a number in [0, 1)", id="val-split-1"),
+    pytest.param({"study_val_split": -0.1}, "val_split: -0.1 is not allowed", id="val-split-neg"),
+    pytest.param({"study_lr": 0.0}, "learning_rate: 0.0 is not allowed; allowed: a number > 0",
+                 id="lr-zero"),
+    pytest.param({"study_seeds": 5, "study_adaptive": True, "study_max_seeds": 3},
+                 "max seeds: 3 is not allowed; allowed: a whole number >= the starting seeds "
+                 "per cell (5)", id="max-seeds-below-seeds"),
+    pytest.param({"study_dataset": "synthetic", "study_limit_train": 20, "study_val_split": 0.5,
+                  "study_bn_factors": ["bn_conv_3"]},
+                 "batch_size: 32 is not allowed; allowed: a whole number from 1 to 10",
+                 id="limit-leaves-fewer-images-than-a-batch"),
+])
+def test_the_studies_page_refuses_bad_study_settings_naming_the_field(home, settings, message):
+    """The study settings New run also has (validation split, training-image limit, learning
+    rate) and the adaptive rule: refused on the page with the field named, nothing queued."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("cnn_ablation/ui/studies.py").run()
+    for key, value in settings.items():
+        widget = next(w for kind in ("number_input", "toggle", "selectbox", "multiselect")
+                      for w in getattr(at, kind) if w.key == key)
+        widget.set_value(value)
+        at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    shown = [e.value for e in at.error]  # as soon as the value is in, or on a start button
+    starts = [b.key for b in at.button
+              if b.key and (b.key.startswith("preset_") or b.key == "start_custom")]
+    for key in starts:
+        at.button(key=key).click()
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        shown += [e.value for e in at.error]
+    unescaped = [e.replace("\\", "") for e in shown]  # the page escapes Markdown: `\>=`
+    assert any(message in e for e in unescaped), shown
+    assert count(home, "runs") == 0 and count(home, "studies") == 0
 
 
 # --- the harness against the plain command line, and good input beside the bad ------------------

@@ -5,12 +5,14 @@ once every run is in), seeds needed for a chosen effect size, and the report fil
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
 
-from cnn_ablation import analysis, studies
+from cnn_ablation import analysis, datasets, networks, studies
 from cnn_ablation.architecture import PRESETS
 from cnn_ablation.config import (
     BUILTIN_DATASETS,
@@ -23,6 +25,7 @@ from cnn_ablation.config import (
 from cnn_ablation.settings import settings
 from cnn_ablation.study_spec import (
     CHAPTER_TEST_ACCURACY,
+    NETWORK_FACTORS,
     STUDY_PRESETS,
     AdaptiveRule,
     StudySpec,
@@ -31,6 +34,8 @@ from cnn_ablation.study_spec import (
 )
 from cnn_ablation.ui.common import (
     REFRESH_S,
+    _engine,
+    database_key,
     engine_or_stop,
     folder_within_roots,
     plain,
@@ -38,6 +43,7 @@ from cnn_ablation.ui.common import (
     worker_banner,
 )
 from cnn_ablation.ui.figures import band_figure
+from storage import read_models
 from storage.read_models import any_active, epochs_frame
 from storage.studies import list_studies
 
@@ -55,8 +61,15 @@ else:
     start_tab, view_tab = st.tabs(["Start a study", "Results"])
 
 
+@st.cache_data(ttl=30, max_entries=64, show_spinner=False)
+def estimate(url: str, spec_json: str) -> tuple[float | None, str]:
+    """`studies.estimate_seconds`, shared for 30 s: the form redraws on every keystroke and
+    the estimate reads the recent runs' timings."""
+    return studies.estimate_seconds(_engine(url), StudySpec.from_dict(json.loads(spec_json)))
+
+
 def estimate_text(spec: StudySpec) -> str:
-    seconds, basis = studies.estimate_seconds(engine, spec)
+    seconds, basis = estimate(database_key(engine), spec.to_json())
     when = plain(basis) if seconds is None else f"{studies.minutes_text(seconds)} ({plain(basis)})"
     text = f"{len(spec.cells())} cells × {spec.seeds} seeds = **{len(spec.runs())} runs**, {when}."
     rule = spec.adaptive
@@ -87,7 +100,28 @@ def dataset_choice(column) -> tuple[str, str | None]:
     return f"folder:{folder}", None
 
 
+def network_layers(key: str, dataset: str) -> tuple[dict | None, str | None]:
+    """Your own network's BatchNorm and Dropout layers on `dataset` (the probe, in a helper
+    process: this page never imports TensorFlow), or why it cannot be used."""
+    try:
+        info = datasets.dataset_info(dataset)
+        with st.spinner("Reading the network's layers…"):
+            answer = networks.probe(key, info.shape, info.num_classes)
+    except (ConfigError, datasets.DatasetUnavailable) as exc:
+        return None, str(exc)
+    return (answer, None) if answer["ok"] else (None, answer["error"])
+
+
 with start_tab:
+    known = {n.key: n for n in networks.list_networks() if n.kind != "preset" or n.key == "seed"}
+    study_network = st.selectbox(
+        "Network", list(known), key="study_network",
+        format_func=lambda k: known[k].title + ("" if known[k].kind == "preset"
+                                                else f" ({known[k].kind})"),
+        help="The chapter's network, or your own (a .keras file added on the New run page or "
+             "in $ABLATION_HOME/networks, or a builder from ABLATION_NETWORK_PATHS): its "
+             "BatchNorm and Dropout layers become the factors.")
+    custom = known[study_network].kind != "preset"
     c1, c2, c3, c4 = st.columns(4)
     dataset, dataset_problem = dataset_choice(c1)
     epochs = c2.number_input("Epochs per run", value=10, min_value=1, step=1, key="study_epochs")
@@ -123,9 +157,11 @@ with start_tab:
     try:
         if dataset_problem is not None:
             raise ConfigError("dataset", dataset, dataset_problem)
-        base = RunConfig(dataset=dataset, epochs=int(epochs), batch_size=int(batch),
-                         learning_rate=float(lr), val_split=float(val_split),
-                         limit_train=int(limit) or None)
+        common = dict(dataset=dataset, epochs=int(epochs), batch_size=int(batch),
+                      learning_rate=float(lr), val_split=float(val_split),
+                      limit_train=int(limit) or None)
+        base = (RunConfig(network=study_network, **common) if custom  # type: ignore[arg-type]
+                else RunConfig(**common))  # type: ignore[arg-type]
         if adaptive:
             rule = AdaptiveRule(half_width=float(target) / 100, max_seeds=int(max_seeds),
                                 step=int(step))
@@ -134,7 +170,10 @@ with start_tab:
         st.stop()
 
     st.markdown("##### One click")
-    for key, title in STUDY_PRESETS.items():
+    if custom:
+        st.caption("The one-click studies are the chapter's network's; for your own network "
+                   "pick its switches under **Your own factors**.")
+    for key, title in () if custom else STUDY_PRESETS.items():
         left, right = st.columns([1, 3])
         try:
             spec = study_preset(key, base, int(seeds), rule)
@@ -155,10 +194,34 @@ with start_tab:
     st.markdown("##### Your own factors")
     positions = PRESETS["seed"].bn_positions
     f1, f2, f3 = st.columns([2, 2, 1])
-    bn_factors = f1.multiselect("BatchNorm switches (on/off)", [f"bn_{p}" for p in positions],
-                                key="study_bn_factors")
-    dropout_levels = f2.text_input("Dropout levels (comma-separated, empty = fixed at 0.5)",
-                                   key="study_dropout_levels", placeholder="0, 0.25, 0.5")
+    layers: dict | None = None
+    layers_problem: str | None = None
+    layer_levels: list[tuple[str, str]] = []  # (dropout:LAYER, its levels as typed)
+    if custom:
+        layers, layers_problem = network_layers(study_network, dataset)
+    if custom and layers is None:
+        f1.error(f"**This network cannot be used here.** {plain(layers_problem)}")
+        bn_factors: list[str] = []
+    elif custom:
+        assert layers is not None
+        channels = {f"bn:{b['name']}": b["channels"] for b in layers["batchnorm"]}
+        bn_factors = f1.multiselect(
+            "BatchNorm layers (on/off)", list(channels), key="study_net_bn_factors",
+            format_func=lambda f: f"{f[3:]} ({channels[f]} channels)",
+            help="Each one a factor: that BatchNorm on, or switched off (an identity).")
+        for layer in layers["dropout"]:
+            layer_levels.append((f"dropout:{layer['name']}", f2.text_input(
+                f"Rates of Dropout {layer['name']} (comma-separated, empty = fixed at "
+                f"{layer['rate']:g})", key=f"study_net_drop_{layer['name']}",
+                placeholder="0.1, 0.3")))
+        if not layers["dropout"]:
+            f2.caption("This network has no Dropout layer.")
+    else:
+        bn_factors = f1.multiselect("BatchNorm switches (on/off)",
+                                    [f"bn_{p}" for p in positions], key="study_bn_factors")
+    dropout_levels = "" if custom else f2.text_input(
+        "Dropout levels (comma-separated, empty = fixed at 0.5)", key="study_dropout_levels",
+        placeholder="0, 0.25, 0.5")
     design = f3.radio("Design", ["full", "ofat"], key="study_design",
                       format_func=lambda d: {"full": "full factorial",
                                              "ofat": "one at a time"}[d])
@@ -169,8 +232,8 @@ with start_tab:
                                  placeholder="32, 128")
     factors: dict[str, tuple] = {f: (True, False) for f in bn_factors}
     problem = None
-    for factor, text in (("dropout", dropout_levels), ("learning_rate", lr_levels),
-                         ("batch_size", batch_levels)):
+    for factor, text in (("dropout", dropout_levels), *layer_levels,
+                         ("learning_rate", lr_levels), ("batch_size", batch_levels)):
         if text.strip():
             try:
                 factors[factor] = parse_levels(factor, text)
@@ -183,13 +246,48 @@ with start_tab:
             spec = StudySpec(base, factors, design, int(seeds), adaptive=rule)
             st.markdown(estimate_text(spec))
             if st.button("Start this study", type="primary", key="start_custom"):
-                study_id, queued = studies.create(engine, spec, name or "custom study")
+                with st.spinner("Checking every cell…" if not custom else
+                                "Checking every cell with Keras (a helper process)…"):
+                    study_id, queued = studies.create(engine, spec, name or "custom study")
                 st.session_state["study_choice"] = study_id
                 st.success(f"Study #{study_id} started: {len(queued)} runs queued.")
         except ConfigError as exc:
             st.error(plain(exc))
-    else:
+    elif custom and layers is not None:
+        st.caption("Pick at least one BatchNorm layer or give a Dropout layer's rates. "
+                   f"Factors of your own network: {plain(NETWORK_FACTORS)}.")
+    elif not custom:
         st.caption("Pick at least one switch or give dropout levels.")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def study_results(url: str, study_id: int, spec_json: str, fingerprint: tuple, metric: str,
+                  power_pp: float) -> dict:
+    """`studies.results`, shared by every session while the study's runs stay as they are
+    (`fingerprint`: read_models.runs_fingerprint, one indexed query per refresh): a 96-cell
+    study takes seconds to analyse, a refresh that finds nothing new takes milliseconds."""
+    engine = _engine(url)
+    return studies.results(engine, studies.load(engine, study_id), metric, power_pp=power_pp)
+
+
+MAX_BANDS = 8  # more bands than this on one chart hide each other
+
+
+def curve_cells(result: dict) -> list[str]:
+    """The cells whose curves are drawn: all of them in a small study; in a larger one the base
+    and the cells that moved the result most (|Δ vs base|), which the user can change."""
+    summary = result["summary"]
+    cells = summary["cell"].tolist()
+    if len(cells) <= MAX_BANDS:
+        return cells
+    base = result["base_cell"]
+    moved = summary[summary["cell"] != base].assign(
+        size=pd.to_numeric(summary["delta"], errors="coerce").abs()).sort_values(
+        "size", ascending=False, na_position="last")
+    default = [base, *moved["cell"].head(MAX_BANDS - 1)]
+    return st.multiselect(f"Cells drawn (the base and the {MAX_BANDS - 1} that moved the result "
+                          f"most, of {len(cells)})", cells, default=default,
+                          key="study_curve_cells")
 
 
 def report_file(view: studies.StudyView, result: dict, kind: str) -> Callable[[], bytes]:
@@ -253,10 +351,23 @@ with view_tab:
     ids = [s.id for s in existing]
     names = {s.id: s.name for s in existing}
     chosen = st.session_state.get("study_choice")
+    linked = st.query_params.get("study")  # ?study=N: a reload or a pasted link shows study N
+    if linked is not None and not st.session_state.get("study_link_read"):
+        st.session_state["study_link_read"] = True  # once per session: then the picker rules
+        wanted = int(linked) if re.fullmatch(r"[0-9]{1,18}", linked) else None
+        if wanted in ids:
+            chosen = wanted
+        else:
+            st.warning(f"study: {plain(repr(linked[:40]))} (from the link) is not allowed; "
+                       f"allowed: the number of a study that exists (#{ids[0]} to #{ids[-1]}). "
+                       "Showing " + ("the one picked before." if chosen in ids
+                                     else f"the latest, #{ids[-1]}."))
     chosen = chosen if chosen in ids else ids[-1]
     study_id = st.selectbox("Study", ids, index=ids.index(chosen),
                             format_func=lambda i: f"#{i} {names[i]}")
     st.session_state["study_choice"] = study_id
+    if st.query_params.get("study") != str(study_id):
+        st.query_params["study"] = str(study_id)  # the address names the study shown
     first = studies.load(engine, study_id)
     adaptive_going = first.spec.adaptive is not None and not first.spec.adaptive.stopped
     active = adaptive_going or any_active(engine, [c.config_hash for _, c in first.spec.runs()])
@@ -266,10 +377,13 @@ with view_tab:
         if adaptive_going:
             studies.advance(engine)  # queue the next round if this one is done
         view = studies.load(engine, study_id)
-        runs = studies.attempts(engine, view)  # once per refresh, for the grid and results
         metric = st.session_state.get("study_metric", "final_val_accuracy")
         power_pp = float(st.session_state.get("study_power_pp", studies.DEFAULT_POWER_PP))
-        result = studies.results(engine, view, metric, runs, power_pp=power_pp)
+        fingerprint = read_models.runs_fingerprint(
+            engine, [c.config_hash for _, c in view.spec.runs()])
+        result = study_results(database_key(engine), view.id, view.spec_json, fingerprint,
+                               metric, power_pp)
+        runs = result["runs"]
         done, total = result["done"], result["total"]
         st.progress(done / total if total else 0, text=studies.status_line(result))
         if view.spec.adaptive is not None:
@@ -315,27 +429,37 @@ with view_tab:
                     st.dataframe(table.map(lambda v: f"{100 * v:.1f} %" if pd.notna(v) else "–"))
         completed = result["completed"]
         if len(completed):
-            curves = analysis.cell_curves(epochs_frame(engine, completed["run_id"].tolist()),
-                                          completed, "val_accuracy")
             st.subheader("Validation accuracy per cell (mean ± 1 std over seeds)")
+            drawn = curve_cells(result)
+            shown = completed[completed["cell"].isin(drawn)]
+            curves = analysis.cell_curves(epochs_frame(engine, shown["run_id"].tolist()),
+                                          shown, "val_accuracy")
             st.plotly_chart(band_figure(curves), key="study_curves")
         st.subheader("Report")
         st.caption("Tables in Markdown and LaTeX, a forest plot of the effects (PNG, SVG) and "
                    "the verdict" + ("" if result["complete"] else ", marked provisional") + ".")
         stem = f"study-{view.id}"
+        # on_click="ignore": a download does not rerun this view. A rerun would give every
+        # report button a new deferred-file id and drop the old ones at its end, so a second
+        # click landing before the browser has the new ids would fail ("Failed to generate
+        # file for download"); that is what made the downloads flaky on a loaded machine.
         d = st.columns(4)
         d[0].download_button("Report (Markdown)", report_file(view, result, "markdown"),
-                             file_name=f"{stem}-report.md", mime="text/markdown", key="dl_md")
+                             file_name=f"{stem}-report.md", mime="text/markdown", key="dl_md",
+                             on_click="ignore")
         d[1].download_button("Table (LaTeX)", report_file(view, result, "latex"),
-                             file_name=f"{stem}-table.tex", mime="text/x-tex", key="dl_tex")
+                             file_name=f"{stem}-table.tex", mime="text/x-tex", key="dl_tex",
+                             on_click="ignore")
         d[2].download_button("Forest plot (PNG)", report_file(view, result, "png"),
-                             file_name=f"{stem}-forest.png", mime="image/png", key="dl_png")
+                             file_name=f"{stem}-forest.png", mime="image/png", key="dl_png",
+                             on_click="ignore")
         d[3].download_button("Forest plot (SVG)", report_file(view, result, "svg"),
-                             file_name=f"{stem}-forest.svg", mime="image/svg+xml", key="dl_svg")
+                             file_name=f"{stem}-forest.svg", mime="image/svg+xml", key="dl_svg",
+                             on_click="ignore")
         c = st.columns(4)
         c[0].download_button("Runs (CSV)", result["runs"].to_csv(index=False),
-                             file_name=f"{stem}-runs.csv", key="dl_runs")
+                             file_name=f"{stem}-runs.csv", key="dl_runs", on_click="ignore")
         c[1].download_button("Cells (CSV)", result["summary"].to_csv(index=False),
-                             file_name=f"{stem}-cells.csv", key="dl_cells")
+                             file_name=f"{stem}-cells.csv", key="dl_cells", on_click="ignore")
 
     study_view()
