@@ -21,6 +21,7 @@ every function here can be checked against scipy on a hand-made table."""
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 from itertools import product
@@ -185,17 +186,28 @@ def cell_values(means: pd.DataFrame, cell: str) -> pd.Series:
     return pd.Series(rows["value"].to_numpy(dtype=float), index=rows["seed"].to_numpy())
 
 
+def values_by_cell(means: pd.DataFrame) -> dict[str, pd.Series]:
+    """`cell_values` of every cell at once (one pass over `means`, not one mask per cell: a
+    study of 100 cells would otherwise scan its frame 100 times)."""
+    return {cell: pd.Series(rows["value"].to_numpy(dtype=float), index=rows["seed"].to_numpy())
+            for cell, rows in means.groupby("cell", sort=False)}
+
+
 def cell_summary(runs: pd.DataFrame, cells: list[str]) -> pd.DataFrame:
     """One row per cell: `runs` (completed runs), `n` (seeds: repeats of a seed averaged first),
     and mean, std, ci_low, ci_high over seeds of each metric (NaN where there are none)."""
     rows = []
-    means = {m: seed_means(runs, m) for m in METRICS}
+    values = {m: values_by_cell(seed_means(runs, m)) for m in METRICS}
+    counts: dict[str, tuple[int, int]] = {}
+    if len(runs):
+        grouped = runs.groupby("cell")["seed"].agg(["size", "nunique"])
+        counts = {str(c): (int(r["size"]), int(r["nunique"])) for c, r in grouped.iterrows()}
+    none = pd.Series(dtype=float)
     for cell in cells:
-        mine = runs[runs["cell"] == cell] if len(runs) else runs
-        row: dict[str, object] = {"cell": cell, "runs": len(mine),
-                                  "n": int(mine["seed"].nunique()) if len(mine) else 0}
+        size, seeds = counts.get(cell, (0, 0))
+        row: dict[str, object] = {"cell": cell, "runs": size, "n": seeds}
         for metric in METRICS:
-            mean, std, low, high, _ = mean_interval(cell_values(means[metric], cell))
+            mean, std, low, high, _ = mean_interval(values[metric].get(cell, none))
             row.update({f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_ci_low": low,
                         f"{metric}_ci_high": high})
         rows.append(row)
@@ -261,9 +273,10 @@ def main_effects(runs: pd.DataFrame, factors: dict[str, tuple], reference: dict[
 def versus_base(runs: pd.DataFrame, cells: list[str], base_cell: str,
                 metric: str = "final_val_accuracy") -> pd.DataFrame:
     """Each cell minus the base cell, per seed (paired by seed, else Welch), in cell order."""
-    means = seed_means(runs, metric)
-    ref = cell_values(means, base_cell)
-    rows = [{"cell": cell, **compare(ref, cell_values(means, cell)).row()}
+    values = values_by_cell(seed_means(runs, metric))
+    none = pd.Series(dtype=float)
+    ref = values.get(base_cell, none)
+    rows = [{"cell": cell, **compare(ref, values.get(cell, none)).row()}
             for cell in cells if cell != base_cell]
     return pd.DataFrame(rows, columns=["cell", *EFFECT_COLUMNS])
 
@@ -326,7 +339,14 @@ def holm(pvalues: list[float]) -> list[float]:
     known = [i for i, p in enumerate(pvalues) if not pd.isna(p)]
     out = [math.nan] * len(pvalues)
     if known:
-        adjusted = multipletests([pvalues[i] for i in known], alpha=ALPHA, method="holm")[1]
+        # multipletests' Holm branch calls gc.collect(), which costs ~0.25 s in a process with
+        # a big heap (a Streamlit server): freeze the heap for the call so it scans nothing old
+        gc.freeze()
+        try:
+            adjusted = multipletests([pvalues[i] for i in known], alpha=ALPHA,
+                                     method="holm")[1]
+        finally:
+            gc.unfreeze()
         for i, p in zip(known, adjusted, strict=True):
             out[i] = float(p)
     return out

@@ -210,8 +210,13 @@ class RunConfig:
 
     @property
     def config_hash(self) -> str:
-        """Stable across processes and versions: the same variant and seed give the same hash."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """Stable across processes and versions: the same variant and seed give the same hash.
+        Computed once per (immutable) config: studies and pages ask for it many times."""
+        memo = self.__dict__.get("_config_hash")
+        if memo is None:
+            memo = self.__dict__["_config_hash"] = hashlib.sha256(
+                self.to_json().encode()).hexdigest()[:16]
+        return memo
 
     @property
     def variant_hash(self) -> str:

@@ -121,9 +121,13 @@ class _JsonTest(ColumnElement[bool]):
     inherit_cache = False
 
     def __init__(self, column: Any, key: str | None, op: str, value: str,
-                 index: int | None = None):
+                 index: int | None = None, text_only: bool = False):
         self.document, self.json_key, self.test_op, self.text, self.position = \
             column, key, op, value, index
+        self.text_only = text_only  # tags: "2024" and "true" are text, never a number/boolean
+
+    def bound_value(self) -> Any:
+        return self.text if self.text_only else _typed(self.text)
 
 
 def _typed(value: str) -> Any:
@@ -141,7 +145,7 @@ def _json_test_sqlite(element: _JsonTest, compiler: Any, **kw: Any) -> str:
     if element.position is not None:
         path += f"[{element.position}]"
     p = compiler.process(bindparam(None, path, type_=String()), **kw)
-    typed = _typed(element.text)
+    typed = element.bound_value()
     v = compiler.process(bindparam(None, typed, type_=_bind_type(typed)), **kw)
     kind = f"json_type({column}, {p})"
     got = f"json_extract({column}, {p})"
@@ -167,7 +171,7 @@ def _json_test_postgresql(element: _JsonTest, compiler: Any, **kw: Any) -> str:
         doc = f"({doc} -> CAST({key} AS TEXT))"
     if element.position is not None:
         doc = f"({doc} -> {int(element.position)})"
-    typed = _typed(element.text)
+    typed = element.bound_value()
     if isinstance(typed, bool):
         literal = f"CAST({'true' if typed else 'false'} AS BOOLEAN)"
     else:
@@ -269,7 +273,8 @@ class RunFilter:
             where.append(or_(RunRow.name.icontains(needle, autoescape=True),
                              RunRow.label.icontains(needle, autoescape=True)))
         for tag in self.tags:
-            where.append(_JsonTest(RunRow.tags_json, None, "contains", str(tag).strip().lower()))
+            where.append(_JsonTest(RunRow.tags_json, None, "contains", str(tag).strip().lower(),
+                                   text_only=True))
         for condition in self.conditions:
             where.append(_config_condition(*check_condition(*condition)))
         for metric, low, high in self.metrics:

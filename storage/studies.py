@@ -77,12 +77,13 @@ TIMING_COLUMNS = ["run_id", "config_json", "device", "host", "worker_id", "start
 
 
 def run_timings(engine: Engine, preset: str, dataset: str, hosts: list[str] | None = None,
-                devices: list[str] | None = None) -> pd.DataFrame:
+                devices: list[str] | None = None, recent: int | None = None) -> pd.DataFrame:
     """Where the time of each completed run of one preset and dataset went (on `hosts` and
     `devices` if given; runs resumed from a checkpoint left out): start-up (claimed ->
     first epoch began: process, imports, data, model), the first epoch (graph tracing
     included), the mean of the later epochs, and the test pass (last epoch -> finished), all
-    in seconds, from `epoch_metrics.seconds` and `recorded_at`."""
+    in seconds, from `epoch_metrics.seconds` and `recorded_at`. `recent`: only the runs that
+    finished last (the query reads their epochs only: a lab's database has thousands)."""
     query = select(RunRow.id, RunRow.config_json, RunRow.device, RunRow.host, RunRow.worker_id,
                    RunRow.started_at, RunRow.finished_at).where(
         RunRow.status == RunStatus.COMPLETED, RunRow.preset == preset, RunRow.dataset == dataset,
@@ -92,6 +93,8 @@ def run_timings(engine: Engine, preset: str, dataset: str, hosts: list[str] | No
         query = query.where(RunRow.host.in_(hosts))
     if devices:
         query = query.where(RunRow.device.in_(devices))
+    if recent is not None:
+        query = query.order_by(RunRow.finished_at.desc(), RunRow.id.desc()).limit(recent)
     with session_scope(engine, write=False) as session:
         runs = pd.DataFrame(session.execute(query).mappings().all(),
                             columns=["id", "config_json", "device", "host", "worker_id",
@@ -105,9 +108,10 @@ def run_timings(engine: Engine, preset: str, dataset: str, hosts: list[str] | No
             .order_by(EpochMetricRow.run_id, EpochMetricRow.epoch)).mappings().all(),
             columns=["run_id", "epoch", "seconds", "recorded_at"])
     rows = []
+    by_run = dict(iter(epochs.groupby("run_id", sort=False)))
     for run in runs.to_dict("records"):
-        mine = epochs[epochs["run_id"] == run["id"]]
-        if mine.empty or int(mine["epoch"].iloc[0]) != 1:
+        mine = by_run.get(run["id"])
+        if mine is None or int(mine["epoch"].iloc[0]) != 1:
             continue
         first = mine.iloc[0]
         later = mine.iloc[1:]
@@ -123,19 +127,18 @@ def run_timings(engine: Engine, preset: str, dataset: str, hosts: list[str] | No
     return pd.DataFrame(rows, columns=TIMING_COLUMNS)
 
 
-def handover_seconds(engine: Engine, worker_ids: list[str]) -> list[float]:
+def handover_seconds(engine: Engine, worker_ids: list[str], recent: int = 200) -> list[float]:
     """Gaps between one run's end and the next claim by the same worker on the same device
     (a training process exiting, the worker noticing, claiming, starting the next): what a
-    queue of runs costs besides the runs themselves. Gaps over a minute (an empty queue) are
-    left out."""
+    queue of runs costs besides the runs themselves, over the `recent` runs these workers
+    started last. Gaps over a minute (an empty queue) are left out."""
     if not worker_ids:
         return []
     query = select(RunRow.worker_id, RunRow.device, RunRow.started_at, RunRow.finished_at).where(
         RunRow.worker_id.in_(worker_ids), RunRow.started_at.is_not(None),
-        RunRow.finished_at.is_not(None)).order_by(RunRow.worker_id, RunRow.device,
-                                                  RunRow.started_at)
+        RunRow.finished_at.is_not(None)).order_by(RunRow.started_at.desc()).limit(recent)
     with session_scope(engine, write=False) as session:
-        rows = session.execute(query).all()
+        rows = sorted(session.execute(query).all(), key=lambda r: (r[0], r[1], r[2]))
     gaps = []
     for previous, current in zip(rows, rows[1:], strict=False):
         if (previous[0], previous[1]) == (current[0], current[1]):

@@ -18,7 +18,7 @@ from cnn_ablation.report import text_table
 from cnn_ablation.ui.figures import POINT_BUDGET, curves_figure, downsample, minmax_indices
 from storage import lifecycle, read_models
 from storage.read_models import SORTS, EpochCache, RunFilter
-from storage.runs import delete_run
+from storage.runs import delete_run, update_labels
 from tests.support import TEST_WORKER
 
 
@@ -334,6 +334,11 @@ def test_tags_and_metric_ranges_narrow_a_listing_in_sql(engine, labelled_runs):
     assert ids(tags=("keep",)) == [every[1], every[3], every[5]]
     assert ids(tags=("KEEP", "custom")) == [every[5]]  # every tag, any case
     assert ids(tags=("nothing",)) == []
+    # tags that read as a number or a boolean are still text
+    update_labels(engine, every[0], tags=["2024", "true", "1e3"])
+    for tag in ("2024", "true", "1e3"):
+        assert ids(tags=(tag,)) == [every[0]], tag
+    assert ids(tags=("2024.0",)) == []
     rows = {r["id"]: r for r in read_models.run_rows(engine)}
     for metric in ("best_val_accuracy", "final_val_accuracy", "test_accuracy"):
         for low, high in ((0.2, 0.5), (None, 0.3), (0.5, None), (0.0, 1.0)):

@@ -43,7 +43,7 @@ def test_every_page_renders_with_an_empty_database(home, page):
         assert "No runs" in at.info[0].value  # says what to do next
     if page == PAGES[3]:
         assert "No studies yet" in at.info[0].value
-    assert any("No worker is running" in w.value for w in at.sidebar.warning)
+    assert any("No worker is running" in w.value for w in at.warning)
 
 
 def test_unreadable_database_says_what_to_do(home):

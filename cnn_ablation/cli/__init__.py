@@ -6,6 +6,7 @@ commands that build or train a model."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -192,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     except SQLAlchemyError as exc:
         print(f"error: {database_error(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        # Python would flush stdout again at exit and print a second error: point it at nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a shell reports a process ended by SIGPIPE
     except Exception as exc:
         if not _dataset_unavailable(exc):
             raise

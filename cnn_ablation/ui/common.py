@@ -93,8 +93,9 @@ def worker_banner(engine: Engine) -> None:
     if started:
         st.sidebar.success("Started a local worker: queued runs will train in the background.")
     elif alive.empty:
-        st.sidebar.warning("**No worker is running**, so queued runs wait.  \nStart one in a "
-                           "terminal: `python -m cnn_ablation worker`")
+        # on the page itself, not only in the (collapsed) sidebar: queued runs wait for nothing
+        st.warning("**No worker is running**, so queued runs wait.  \nStart one in a "
+                   "terminal: `python -m cnn_ablation worker`")
     else:
         slots = ", ".join(sorted(set(",".join(alive["slots"]).split(","))))
         st.sidebar.caption(f"Workers: {len(alive)} alive ({slots})")
@@ -308,7 +309,14 @@ def step_frame(engine: Engine, run_ids: list[int], options: ChartOptions) -> pd.
     them (step, time); None on the epoch axis, where they are not read at all."""
     if options.x == "epoch" or not run_ids:
         return None
-    rows = read_models.step_rows(engine, run_ids)
+    return _steps(database_key(engine), tuple(run_ids))
+
+
+@st.cache_data(ttl=5, max_entries=64, show_spinner=False)
+def _steps(url: str, run_ids: tuple[int, ...]) -> pd.DataFrame | None:
+    """Shared by the sessions drawing the same runs for 5 s: workers write sampled steps every
+    5 s, so reading them on every 1 s refresh would only repeat the same rows."""
+    rows = read_models.step_rows(_engine(url), list(run_ids))
     return pd.DataFrame(rows) if rows else None
 
 

@@ -4,6 +4,8 @@ The selection lives in the URL (`?runs=3,5,8`): a reload or a pasted link shows 
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 
@@ -36,7 +38,7 @@ def ids_from_url() -> tuple[list[int] | None, str | None]:
         part = part.strip().lstrip("#")
         if not part:
             continue
-        if not part.isdigit():
+        if not re.fullmatch(r"[0-9]{1,18}", part):  # not isdigit(): int("²") fails
             return None, f"The link's runs={text!r} is not a list of run ids such as runs=3,5,8."
         if int(part) not in ids:
             ids.append(int(part))

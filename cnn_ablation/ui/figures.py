@@ -140,19 +140,27 @@ def _x_values(rows: pd.DataFrame, x: str, steps_per_epoch: float | None) -> np.n
 
 def _step_times(run_steps: pd.DataFrame, rows: pd.DataFrame,
                 steps_per_epoch: float | None) -> np.ndarray:
-    """Sampled steps' training time: their database time since the first sample, plus where in
-    its epoch the first sample fell (its share of the epoch's batches times the epoch's time)."""
+    """Sampled steps' training time, on the same clock as the epoch points (epoch durations
+    summed): a step's share of its epoch's batches times that epoch's duration, after the
+    epochs before it. Steps of the epoch still training use the last finished epoch's pace.
+    (Samples are written to the database in batches, so their stored time is not when they
+    were taken.) Before any epoch has finished: the database time since the first sample."""
     at = pd.to_numeric(run_steps["recorded_at"], errors="coerce").to_numpy(dtype=float)
-    first = run_steps.iloc[0]
-    offset = 0.0
-    seconds = rows.loc[rows["epoch"] == first["epoch"], "seconds"] if "seconds" in rows \
-        else pd.Series(dtype=float)
-    if steps_per_epoch and len(seconds):
-        done_before = float(pd.to_numeric(rows.loc[rows["epoch"] < first["epoch"], "seconds"],
-                                          errors="coerce").fillna(0).sum())
-        within = (float(first["step"]) - (float(first["epoch"]) - 1) * steps_per_epoch)
-        offset = done_before + float(seconds.iloc[0]) * max(within, 0) / steps_per_epoch
-    return at - at[0] + offset
+    if not steps_per_epoch or "seconds" not in rows or not len(rows):
+        return at - at[0]
+    seconds = pd.to_numeric(rows.set_index("epoch")["seconds"], errors="coerce").fillna(0)
+    seconds = seconds.groupby(level=0).last().sort_index()
+    start = seconds.cumsum() - seconds  # training time when each epoch began
+    done, pace = float(seconds.sum()), float(seconds.iloc[-1])
+    out = np.empty(len(run_steps))
+    for i, (epoch, step) in enumerate(zip(run_steps["epoch"], run_steps["step"], strict=True)):
+        within = min(max(float(step) - (float(epoch) - 1) * steps_per_epoch, 0.0),
+                     steps_per_epoch) / steps_per_epoch
+        if epoch in seconds.index:
+            out[i] = float(start[epoch]) + float(seconds[epoch]) * within
+        else:
+            out[i] = done + pace * within
+    return out
 
 
 def _steps_per_epoch(steps: pd.DataFrame | None) -> float | None:

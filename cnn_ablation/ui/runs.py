@@ -25,6 +25,7 @@ any full rerun, and AppTest (which reruns the whole script on every click) can d
 
 from __future__ import annotations
 
+import re
 from dataclasses import astuple, replace
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,10 @@ def apply_url(state: dict[str, list[str]], datasets: list[str], tags: list[str])
     statuses = [s for s in state.get("status", []) if s in list(RunStatus)]
     st.session_state["filter_status"] = statuses
     st.session_state["filter_dataset"] = [d for d in state.get("dataset", []) if d in datasets]
-    st.session_state["filter_tags"] = [t for t in state.get("tag", []) if t.lower() in tags]
+    st.session_state["filter_tags"] = [t.lower() for t in state.get("tag", [])
+                                       if t.lower() in tags]
+    problems += [f"tag: {t!r} is not a tag of any run" for t in state.get("tag", [])
+                 if t.lower() not in tags]
     st.session_state["filter_text"] = (state.get("q") or [""])[0]
     conditions = []
     for text in state.get("where", []):
@@ -139,7 +143,7 @@ def apply_url(state: dict[str, list[str]], datasets: list[str], tags: list[str])
     st.session_state["runs_sort"] = sort if sort in SORTS else "newest first"
     st.session_state[PAGE] = 1
     run = (state.get("run") or [""])[0]
-    if run.isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", run):  # not isdigit(): "²" is a digit int() refuses
         st.session_state[FORCE] = int(run)
         st.session_state.pop(DELETED, None)
     elif run:
