@@ -263,9 +263,9 @@ listing = common.runs_page(url, tuple(token), astuple(filters), sort,
 
 
 COLUMNS = {**TABLE_COLUMNS,
-           "name": st.column_config.TextColumn(width=150),
+           "name": st.column_config.TextColumn(width=230),
            "epoch": st.column_config.TextColumn(width=110),
-           "tags": st.column_config.ListColumn(width="medium"),
+           "tags": st.column_config.ListColumn(width="small"),
            # wide enough for their headers
            "best val acc": st.column_config.NumberColumn(format="%.1f %%", width=105),
            "final val acc": st.column_config.NumberColumn(format="%.1f %%", width=110)}
