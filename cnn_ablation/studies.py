@@ -376,8 +376,12 @@ def estimate_seconds(engine: Engine, spec: StudySpec, configs: list[RunConfig] |
         return 0.0, "nothing left to run"
     hosts, devices, live_slots = _where_runs_train(engine)
     slots = slots or live_slots
+    # your own networks share one preset ("custom"): read more, keep this network's runs below
     timings = stored_studies.run_timings(engine, base.preset, base.dataset, hosts, devices,
-                                         recent=2 * RECENT_RUNS)
+                                         recent=2 * RECENT_RUNS if base.network is None else 500)
+    if base.network is not None and len(timings):
+        timings = timings[[RunConfig.from_json(c).network == base.network
+                           for c in timings["config_json"]]]
     # the most recent runs: what this machine does now (its load changes; old runs mislead)
     timings = timings.sort_values("finished_at").tail(RECENT_RUNS)
     if timings.empty:

@@ -21,7 +21,7 @@ from cnn_ablation.config import ConfigError, RunConfig
 from cnn_ablation.study_spec import AdaptiveRule, StudySpec, study_preset
 from storage import lifecycle
 from storage.engine import session_scope
-from storage.models import EpochMetricRow
+from storage.models import EpochMetricRow, RunRow
 from storage.read_models import layer_stats_frame
 from storage.runs import find_run, list_runs
 from tests.support import ROOT, TEST_WORKER
@@ -250,6 +250,29 @@ def test_time_estimate_adds_start_up_epochs_and_test_time_of_comparable_runs(eng
     assert studies.estimate_seconds(engine, other) == (None, pytest.approx(
         "no estimate yet: no finished seed run on synthetic:3000 on this machine; the first one "
         "gives the estimate"))
+
+
+def test_time_estimate_of_your_own_network_counts_only_that_networks_runs(engine, make_run):
+    """Every network of your own shares the preset `custom`: another network's runs must not
+    stand in for this one's."""
+    def config(key):
+        return RunConfig(dataset="synthetic:2000", epochs=2, network=key)
+
+    def custom_run(key, started, epochs, finished):
+        # stored as a run of that network would be (queueing one would probe a real .keras file)
+        run_id = timed_run(engine, make_run, RunConfig(dataset="synthetic:2000", epochs=2),
+                           started, epochs, finished)
+        with session_scope(engine) as session:
+            session.execute(update(RunRow).where(RunRow.id == run_id).values(
+                preset="custom", config_json=config(key).to_json()))
+
+    mine, other = "file:a@0000000000a1", "file:b@0000000000b2"
+    custom_run(other, 1000.0, [(30.0, 1032.0), (10.0, 1042.0)], 1047.0)
+    spec = StudySpec(config(mine), {"bn:b1_bn": (True, False)}, seeds=1)
+    assert studies.estimate_seconds(engine, spec)[0] is None  # no run of this network yet
+    custom_run(mine, 2000.0, [(3.0, 2005.0), (1.0, 2006.0)], 2006.5)
+    seconds, _ = studies.estimate_seconds(engine, spec)
+    assert seconds == pytest.approx(2 * (2 + 3 + 1 + 0.5))  # this network's pace, not the other's
 
 
 # --- every number of `study show --json` ----------------------------------------------------
