@@ -115,6 +115,3 @@ def browser():
         yield chromium
         chromium.close()
 
-
-def launch_browser(p):
-    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
