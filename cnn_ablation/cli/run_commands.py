@@ -137,6 +137,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from cnn_ablation.liveness import reap_lost_runs
     from cnn_ablation.report import print_runs, run_dict
     from storage import read_models
+    from storage.run_filters import RunFilter
     from storage.runs import check_tags
 
     try:
@@ -146,7 +147,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 2
     engine = open_engine()
     reap_lost_runs(engine)
-    rows = read_models.run_rows(engine, read_models.RunFilter(
+    rows = read_models.run_rows(engine, RunFilter(
         statuses=(args.status,) if args.status else (), tags=tags))
     if args.json:
         print(json.dumps([run_dict(row) for row in rows], indent=1))

@@ -23,7 +23,8 @@ from cnn_ablation.settings import database_error, settings, shown_url, storage_p
 from cnn_ablation.ui.figures import ChartOptions
 from cnn_ablation.worker import ensure_local_worker
 from storage import get_engine, read_models, workers
-from storage.read_models import RunFilter, RunsPage
+from storage.read_models import RunsPage
+from storage.run_filters import RunFilter
 from storage.status import RunStatus
 
 REFRESH_S = 2.0  # live parts of a page re-read the database this often while runs are active

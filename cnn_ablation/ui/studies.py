@@ -352,8 +352,10 @@ with view_tab:
     names = {s.id: s.name for s in existing}
     chosen = st.session_state.get("study_choice")
     linked = st.query_params.get("study")  # ?study=N: a reload or a pasted link shows study N
-    if linked is not None and not st.session_state.get("study_link_read"):
-        st.session_state["study_link_read"] = True  # once per session: then the picker rules
+    first_visit = not st.session_state.get("study_link_read")
+    st.session_state["study_link_read"] = True  # once per session: then the picker rules (the
+    # address written below must not pull the page back to the study shown first)
+    if linked is not None and first_visit:
         wanted = int(linked) if re.fullmatch(r"[0-9]{1,18}", linked) else None
         if wanted in ids:
             chosen = wanted
