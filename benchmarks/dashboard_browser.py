@@ -31,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from scale_db import DEFAULT_HOME, build  # noqa: E402
+
+from tests.support import start_streamlit  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -51,33 +52,13 @@ POINTS_OF_FIRST_TRACE = """n => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(home: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "ABLATION_HOME": str(home), "ABLATION_START_WORKER": "0",
-           "PYTHONUNBUFFERED": "1"}
-    env.pop("ABLATION_DATABASE_URL", None)
-    log = open(home / "streamlit-bench.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                return server, url
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit((home / "streamlit-bench.log").read_text()) from None
-            time.sleep(0.3)
+    """The dashboard over `home` without a worker (the benchmark writes the live run itself)."""
+    try:
+        return start_streamlit(home, {**os.environ, "ABLATION_START_WORKER": "0"},
+                               "streamlit-bench.log", wait_s=90)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def rss_mb(pid: int) -> float:

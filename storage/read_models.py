@@ -29,7 +29,7 @@ from sqlalchemy import Engine, Select, and_, case, func, or_, select
 from sqlalchemy.orm import aliased
 
 from storage.engine import session_scope
-from storage.models import EpochMetricRow, LayerStatRow, RunRow
+from storage.models import EpochMetricRow, LayerStatRow, RunRow, StepMetricRow
 from storage.records import RUN_FIELDS, Run
 from storage.run_filters import (  # noqa: F401  (re-exported: existing imports keep working)
     CONDITION_OPS,
@@ -292,15 +292,20 @@ def epoch_counts(engine: Engine, run_ids: Sequence[int]) -> dict[int, int]:
 
 
 # --- epochs and per-layer norms --------------------------------------------------------------------
-def _epochs_query(run_ids: Sequence[int], after: dict[int, int] | None = None) -> Select[Any]:
-    query = select(*[getattr(EpochMetricRow, c) for c in EPOCH_COLUMNS]).where(
-        EpochMetricRow.run_id.in_(run_ids))
+def _rows_after(table: Any, columns: Sequence[str], position: Any, run_ids: Sequence[int],
+                after: dict[int, int] | None = None) -> Select[Any]:
+    """`columns` of a per-run series table (epochs, sampled steps) for `run_ids`, ordered by run
+    and `position`; with `after`, only rows past `after[run_id]` (through the table's
+    (run_id, position) index): what a refresh has not drawn yet."""
+    query = select(*[getattr(table, c) for c in columns]).where(table.run_id.in_(run_ids))
     if after:
-        query = query.where(or_(*[
-            and_(EpochMetricRow.run_id == rid, EpochMetricRow.epoch > after.get(rid, 0))
-            for rid in run_ids
-        ]))
-    return query.order_by(EpochMetricRow.run_id, EpochMetricRow.epoch)
+        query = query.where(or_(*[and_(table.run_id == rid, position > after.get(rid, 0))
+                                  for rid in run_ids]))
+    return query.order_by(table.run_id, position)
+
+
+def _epochs_query(run_ids: Sequence[int], after: dict[int, int] | None = None) -> Select[Any]:
+    return _rows_after(EpochMetricRow, EPOCH_COLUMNS, EpochMetricRow.epoch, run_ids, after)
 
 
 def epoch_rows(engine: Engine, run_ids: Sequence[int],
@@ -459,16 +464,7 @@ def step_rows(engine: Engine, run_ids: Sequence[int],
     `after`, only steps after `after[run_id]` (read through the (run_id, step) key). No pandas."""
     if not run_ids:
         return []
-    from storage.models import StepMetricRow
-
-    query = select(*[getattr(StepMetricRow, c) for c in STEP_COLUMNS]).where(
-        StepMetricRow.run_id.in_(run_ids))
-    if after:
-        query = query.where(or_(*[
-            and_(StepMetricRow.run_id == rid, StepMetricRow.step > after.get(rid, 0))
-            for rid in run_ids
-        ]))
-    query = query.order_by(StepMetricRow.run_id, StepMetricRow.step)
+    query = _rows_after(StepMetricRow, STEP_COLUMNS, StepMetricRow.step, run_ids, after)
     with session_scope(engine, write=False) as session:
         return _dicts(session, query)
 

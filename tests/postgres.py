@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support import free_port
+
 
 class PostgresUnavailable(RuntimeError):
     pass
@@ -27,18 +29,12 @@ def _bin(name: str) -> str:
     return found[-1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PostgresServer:
     """`start()` a cluster; `url(db)` for a database in it; `create(db)`/`drop(db)`; `stop()`."""
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ablation-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.as_user: list[str] = []
         if os.geteuid() == 0:  # initdb refuses to run as root: run the server as `postgres`
             try:

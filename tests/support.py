@@ -32,3 +32,45 @@ def alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_streamlit(home: Path, env: dict[str, str], log_name: str = "streamlit.log",
+                    wait_s: float = 120.0):
+    """`streamlit run app.py` on a free port of 127.0.0.1 over `home` (with `env`, SQLite:
+    ABLATION_DATABASE_URL is dropped); returns (process, url) once its health check answers.
+    RuntimeError with the server's log if it exits or does not answer within `wait_s`. Shared
+    by the browser tests and benchmarks/dashboard_browser.py."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = {**env, "ABLATION_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("ABLATION_DATABASE_URL", None)
+    port = free_port()
+    log_path = home / log_name
+    with open(log_path, "w") as log:  # the child keeps its own handle
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--server.port", str(port),
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                return server, url
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(log_path.read_text()) from None
+            time.sleep(0.3)

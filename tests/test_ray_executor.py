@@ -31,7 +31,7 @@ from cnn_ablation.ray_executor import (
 from storage import lifecycle
 from storage.read_models import epochs_frame
 from storage.runs import find_run
-from tests.support import HEARTBEAT, ROOT, alive, wait_for
+from tests.support import HEARTBEAT, ROOT, alive, free_port, wait_for
 
 LONG = RunConfig(dataset="synthetic:3000", epochs=40, val_split=0.0)  # minutes: stopped by tests
 QUICK = RunConfig(dataset="synthetic:100", epochs=1, batch_size=16)
@@ -41,12 +41,6 @@ QUICK = RunConfig(dataset="synthetic:100", epochs=1, batch_size=16)
 # turns it on for the head but not for a driver, which is then refused.
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "disabled"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RayHead:

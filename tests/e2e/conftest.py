@@ -9,28 +9,19 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, start_streamlit
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_cli(home: Path, *args: str, timeout: float = 600) -> str:
@@ -49,33 +40,14 @@ def streamlit_server(home: Path, *, start_worker: bool) -> Iterator[str]:
     `start_worker` the app starts its own (detached) worker, stopped here at the end."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: `apt-get install chromium` (.ci/run does)")
-    port = free_port()
-    env = {**os.environ, "ABLATION_HOME": str(home), "ABLATION_HEARTBEAT_SECONDS": "1",
-           "ABLATION_START_WORKER": "1" if start_worker else "0", "PYTHONUNBUFFERED": "1"}
-    env.pop("ABLATION_DATABASE_URL", None)
-    log = open(home / "streamlit.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise AssertionError((home / "streamlit.log").read_text()) from None
-            time.sleep(0.3)
+    env = {**os.environ, "ABLATION_HEARTBEAT_SECONDS": "1",
+           "ABLATION_START_WORKER": "1" if start_worker else "0"}
+    server, url = start_streamlit(home, env)
     try:
         yield url
     finally:
         server.terminate()
         server.wait(timeout=30)
-        log.close()
         if start_worker:
             # The worker the app started is detached on purpose (it outlives the app).
             from storage.engine import get_engine
@@ -115,3 +87,14 @@ def browser():
         yield chromium
         chromium.close()
 
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    """A home with two finished synthetic runs (2 epochs each), then the dashboard over it:
+    yields (url, home)."""
+    for bn in ("1,1,1,1,1", "1,0,0,0,1"):
+        run_cli(tmp_path, "submit", "--dataset", "synthetic:100", "--epochs", "2", "--bn", bn)
+    run_cli(tmp_path, "worker", "--once", "--gpus", "none")  # drains the queue
+    with streamlit_server(tmp_path, start_worker=False) as url:
+        yield url, tmp_path

@@ -4,7 +4,7 @@ eye). Screenshots go to test-artifacts/e2e/."""
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, run_cli, streamlit_server
+from tests.e2e.conftest import ARTIFACTS
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.e2e
@@ -40,16 +40,6 @@ SIDEBAR_OPEN = """() => {
   const box = bar.getBoundingClientRect();
   return box.right > 1 && box.width > 1;  // on screen and not folded away
 }"""
-
-
-@pytest.fixture
-def two_runs(tmp_path):
-    """A home with two finished synthetic runs (2 epochs each), then the dashboard over it."""
-    for bn in ("1,1,1,1,1", "1,0,0,0,1"):
-        run_cli(tmp_path, "submit", "--dataset", "synthetic:100", "--epochs", "2", "--bn", bn)
-    run_cli(tmp_path, "worker", "--once", "--gpus", "none")  # drains the queue
-    with streamlit_server(tmp_path, start_worker=False) as url:
-        yield url, tmp_path
 
 
 def check_page(page, name: str) -> None:
