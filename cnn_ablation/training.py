@@ -45,6 +45,18 @@ from storage.status import CancelMode, RunStatus
 
 log = logging.getLogger(__name__)
 
+# Training steps per call into TensorFlow (Keras' `steps_per_execution`): the same steps on the
+# same batches in the same order, run 16 at a time inside one graph call, so Python's per-step
+# work (the data iterator, the callbacks) is paid once per 16 steps. On this project's 2-core
+# CPU a step of the chapter's network took ~20 % longer one at a time (benchmarks/
+# throughput_memory.py). Batch callbacks then see every 16th step (still several a second).
+# Keras on PyTorch runs one step per call only.
+STEPS_PER_EXECUTION = 16
+
+
+def steps_per_execution() -> int:
+    return 1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION
+
 
 def split(config: RunConfig, data: datasets.Dataset):
     """Training limit, then a seeded shuffle split into fit and validation parts (still uint8).
@@ -116,6 +128,7 @@ def compiled_model(config: RunConfig, info: datasets.DatasetInfo) -> keras.Model
         # without a float32 one-hot copy of the labels.
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution(),
     )
     return model
 
@@ -335,6 +348,9 @@ def test_metrics(model: keras.Model, data: datasets.Dataset,
     if progress is not None:
         progress.total = len(data.y_test)
         callbacks.append(progress)
+    if model.steps_per_execution != 1:  # one call per 1,000 images: progress after each
+        model.steps_per_execution = 1
+        model.make_predict_function(force=True)
     probs = model.predict(data.x_test, batch_size=1000, verbose=0, callbacks=callbacks)
     labels = data.y_test.astype(np.int64)
     probs = probs / probs.sum(axis=1, keepdims=True)  # as Keras' cross-entropy does

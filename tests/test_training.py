@@ -8,7 +8,7 @@ from storage.runs import find_run
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("keras")
-from cnn_ablation.training import train_run  # noqa: E402
+from cnn_ablation.training import STEPS_PER_EXECUTION, train_run  # noqa: E402
 
 
 def test_two_epoch_run_records_each_epoch_and_test_metrics(engine, make_run):
@@ -108,16 +108,20 @@ def test_steps_are_sampled_within_epochs_and_tensorboard_gets_every_scalar(engin
                                                                            make_run):
     from storage.read_models import step_rows
 
-    config = RunConfig(dataset="synthetic:500", epochs=2, batch_size=32)  # 450 fit: 15 batches
+    config = RunConfig(dataset="synthetic:1000", epochs=2, batch_size=32)  # 900 fit: 29 batches
     run_id = make_run(config, "running")
-    assert train_run(engine, run_id, interval=0.0) == "completed"  # every batch sampled
+    assert train_run(engine, run_id, interval=0.0) == "completed"  # every batch hook sampled
     steps = step_rows(engine, [run_id])
-    assert [r["step"] for r in steps] == list(range(1, 31))
-    assert [r["epoch"] for r in steps] == [1] * 15 + [2] * 15  # steps 1-15: epoch 1
+    # the batch hook runs after each call of STEPS_PER_EXECUTION steps (16): steps 16 and 29
+    # (a short last call, numbered by its last step, not 32), then 29 + 16 and 58
+    assert STEPS_PER_EXECUTION == 16
+    assert [r["step"] for r in steps] == [16, 29, 45, 58]
+    assert [r["epoch"] for r in steps] == [1, 1, 2, 2]
     epochs = epochs_frame(engine, [run_id])
+    by_step = {r["step"]: r for r in steps}
     for epoch, loss, accuracy in zip(epochs["epoch"], epochs["loss"], epochs["accuracy"],
                                      strict=True):  # each epoch's last step is its training loss
-        last = steps[epoch * 15 - 1]
+        last = by_step[epoch * 29]
         assert (last["loss"], last["accuracy"]) == (loss, accuracy)
     assert all(r["loss"] > 0 and 0 <= r["accuracy"] <= 1 for r in steps)
 
@@ -131,7 +135,7 @@ def test_steps_are_sampled_within_epochs_and_tensorboard_gets_every_scalar(engin
                                  ("epoch_accuracy", validation, "val_accuracy")):
         assert scalars[tag] == pytest.approx(stored[column].to_dict(), rel=1e-6), (tag, column)
     assert train["batch_loss"] == pytest.approx({r["step"]: r["loss"] for r in steps}, rel=1e-6)
-    assert set(train["batch_accuracy"]) == set(range(1, 31))
+    assert set(train["batch_accuracy"]) == {16, 29, 45, 58}
     run = find_run(engine, run_id)
     assert set(test) == {"epoch_loss", "epoch_accuracy"}
     assert test["epoch_loss"] == pytest.approx({2: run.test_loss}, rel=1e-6)
