@@ -44,8 +44,8 @@ def free_port() -> int:
 
 
 def start_streamlit(home: Path, env: dict[str, str], log_name: str = "streamlit.log",
-                    wait_s: float = 120.0):
-    """`streamlit run app.py` on a free port of 127.0.0.1 over `home` (with `env`, SQLite:
+                    wait_s: float = 120.0, script: str = "app.py"):
+    """`streamlit run app.py` (or `script`) on a free port of 127.0.0.1 over `home` (with `env`, SQLite:
     ABLATION_DATABASE_URL is dropped); returns (process, url) once its health check answers.
     RuntimeError with the server's log if it exits or does not answer within `wait_s`. Shared
     by the browser tests and benchmarks/dashboard_browser.py."""
@@ -59,7 +59,7 @@ def start_streamlit(home: Path, env: dict[str, str], log_name: str = "streamlit.
     log_path = home / log_name
     with open(log_path, "w") as log:  # the child keeps its own handle
         server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+            [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
              "--server.address", "127.0.0.1", "--server.port", str(port),
              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
