@@ -45,17 +45,25 @@ from storage.status import CancelMode, RunStatus
 
 log = logging.getLogger(__name__)
 
-# Training steps per call into TensorFlow (Keras' `steps_per_execution`): the same steps on the
+# Training steps per call into the backend (Keras' `steps_per_execution`): the same steps on the
 # same batches in the same order, run 16 at a time inside one graph call, so Python's per-step
 # work (the data iterator, the callbacks) is paid once per 16 steps. On this project's 2-core
 # CPU a step of the chapter's network took ~20 % longer one at a time (benchmarks/
-# throughput_memory.py). Batch callbacks then see every 16th step (still several a second).
+# throughput_memory.py). Only where steps are that short: the built-in networks on images up to
+# 64 x 64 (a call of 16 steps well under a second on a CPU); your own networks and larger
+# images take one step per call, since their steps are long enough for Python's share to vanish,
+# and progress, stop-now and the hang check (ABLATION_NO_PROGRESS_SECONDS) act between calls.
 # Keras on PyTorch runs one step per call only.
 STEPS_PER_EXECUTION = 16
+FAST_STEP_MAX_PIXELS = 64 * 64
 
 
-def steps_per_execution() -> int:
-    return 1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION
+def steps_per_execution(config: RunConfig, shape: tuple[int, ...]) -> int:
+    """Steps per call for this run's model (see STEPS_PER_EXECUTION); batch callbacks see the
+    last step of each call."""
+    if keras.backend.backend() == "torch" or config.network is not None:
+        return 1
+    return STEPS_PER_EXECUTION if shape[0] * shape[1] <= FAST_STEP_MAX_PIXELS else 1
 
 
 def split(config: RunConfig, data: datasets.Dataset):
@@ -128,7 +136,7 @@ def compiled_model(config: RunConfig, info: datasets.DatasetInfo) -> keras.Model
         # without a float32 one-hot copy of the labels.
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        steps_per_execution=steps_per_execution(),
+        steps_per_execution=steps_per_execution(config, info.shape),
     )
     return model
 

@@ -163,3 +163,20 @@ def test_the_test_pass_reports_images_done_of_the_total(engine, make_run):
                     "testing: 2,500 of 2,500 images"]
     run = find_run(engine, run_id)
     assert (run.phase, run.progress_batch, run.progress_batches) == ("testing", 2500, 2500)
+
+
+def test_short_steps_run_sixteen_per_call_and_long_ones_one():
+    """16 steps per call only where a step is short: the built-in networks on small images; a
+    network of your own or larger images keep one step per call, so progress, stop-now and the
+    hang check act between steps."""
+    from dataclasses import replace
+
+    from cnn_ablation.training import steps_per_execution
+
+    chapter = RunConfig()
+    assert steps_per_execution(chapter, (32, 32, 3)) == STEPS_PER_EXECUTION == 16
+    assert steps_per_execution(chapter, (64, 64, 3)) == 16
+    assert steps_per_execution(chapter, (65, 64, 3)) == 1
+    assert steps_per_execution(chapter, (224, 224, 3)) == 1
+    own = replace(chapter, network="builder:my_models:resnet@" + "0" * 12)
+    assert steps_per_execution(own, (32, 32, 3)) == 1
