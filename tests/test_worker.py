@@ -194,6 +194,7 @@ def test_app_helper_starts_exactly_one_worker_when_called_repeatedly(engine, hom
 def test_a_worker_run_samples_steps_writes_tensorboard_files_and_delete_removes_its_files(
         engine, home, workers):
     from cnn_ablation.launch import delete_runs
+    from cnn_ablation.training import STEPS_PER_EXECUTION
     from storage.read_models import step_rows
     from tests.test_training import event_scalars
 
@@ -204,8 +205,12 @@ def test_a_worker_run_samples_steps_writes_tensorboard_files_and_delete_removes_
     assert run.status == "completed", run.error
     steps = step_rows(engine, [run_id])
     numbers = [r["step"] for r in steps]
-    assert numbers == sorted(set(numbers)) and numbers[0] == 1  # the first batch is sampled
+    # steps run 16 per call (training.STEPS_PER_EXECUTION): the first call is sampled, at its
+    # last step, and every sample is a call's last step: a 16th step or the epoch's last
+    assert numbers == sorted(set(numbers)) and numbers[0] == STEPS_PER_EXECUTION == 16
     assert all(r["epoch"] == (r["step"] - 1) // 57 + 1 for r in steps)  # epochs match steps
+    assert all((r["step"] - 57 * (r["epoch"] - 1)) % 16 == 0 or r["step"] % 57 == 0
+               for r in steps)
     epochs = epochs_frame(engine, [run_id]).set_index("epoch")
     by_step = {r["step"]: r for r in steps}
     for epoch in (1, 2):  # each epoch ends on its own training loss
