@@ -110,7 +110,7 @@ class RecordingCallback(keras.callbacks.Callback):
         batch = min(batch, self.batches - 1)
         now = time.monotonic()
         if now < self._next_report or not self._lock.acquire(blocking=False):
-            return  # the first batch always passes: _next_report starts at 0
+            return  # the first call always passes: _next_report starts at 0
         try:
             if self.first_step_at is None:
                 self.first_step_at = time.time()
