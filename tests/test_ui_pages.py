@@ -571,6 +571,10 @@ def test_the_run_shows_the_tail_of_its_log_and_its_tensorboard_logdir(home, engi
     run_id = make_run(RunConfig(dataset="synthetic"), "running", accuracies=[0.3],
                       log_path=str(log))
     at = app(PAGES[1])
+    assert [e.label for e in at.expander if e.label == "Log and TensorBoard"]
+    assert not any("line 4999" in c.value for c in at.code)  # closed: not read, not drawn
+    at.session_state["run_log_open"] = True  # what opening the expander does
+    at.run()
     code = [c.value for c in at.code if "line 4999" in c.value]
     assert code and "line 4800" in code[0] and "line 4799" not in code[0]  # the last 200 lines
     logdir = settings().tensorboard_dir(run_id)
@@ -579,6 +583,29 @@ def test_the_run_shows_the_tail_of_its_log_and_its_tensorboard_logdir(home, engi
         f.write("line 5000\n")
     at.run()  # what the live refresh does
     assert any("line 5000" in c.value for c in at.code)
+
+
+def test_the_runs_config_and_diagnostics_are_drawn_only_when_opened(home, engine, make_run):
+    report = {"class_names": ["a", "b"], "confusion": [[9, 1], [2, 8]]}
+    run_id = make_run(RunConfig(dataset="synthetic", dropout=0.3), accuracies=[0.5, 0.7],
+                      test_report_json=json.dumps(report))
+    at = app(PAGES[1])
+    labels = [e.label for e in at.expander]
+    assert "Config, device and timing" in labels and any("Diagnostics" in x for x in labels)
+    # closed: only the curves are drawn (a closed expander's charts would still cost the browser
+    # Plotly's and the code view's JavaScript on the first visit)
+    assert len(at.get("plotly_chart")) == 1
+    assert not at.json
+    at.session_state["run_diagnostics_open"] = True
+    at.session_state["run_config_open"] = True
+    at.run()
+    assert not at.exception, at.exception
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(figures) == 2  # the curves and the confusion matrix (no layer norms were saved)
+    assert figures[1]["data"][0]["type"] == "heatmap"
+    assert json.loads(at.json[0].proto.body)["dropout"] == 0.3
+    assert list(at.dataframe[1].value["images"]) == [10, 10]  # per class, from the report
+    assert at.session_state["run_choice"] == run_id
 
 
 def test_bulk_cancel_and_compare_several_selected_runs(home, engine, make_run):

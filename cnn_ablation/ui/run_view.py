@@ -50,16 +50,19 @@ def show_run(engine: Engine, run_id: int, *, tag_options: list[str],
     live(engine, run.id, run_state(run), options)
     actions(run)
     labels_form(engine, run, tag_options, flash)
-    with st.expander("Config, device and timing"):
-        st.json(run.config)
-        st.caption(plain(f"{run.params or 0:,} parameters · device {run.device or '–'} on "
-                         f"{run.host or '–'} · config hash {run.config_hash}"
-                         + (f" · log {run.log_path}" if run.log_path else "")))
-    if run.status == RunStatus.COMPLETED:
+    box = lazy_expander("Config, device and timing", "run_config_open")
+    if box.open:
+        box.json(run.config)
+    box.caption(plain(f"{run.params or 0:,} parameters · device {run.device or '–'} on "
+                      f"{run.host or '–'} · config hash {run.config_hash}"
+                      + (f" · log {run.log_path}" if run.log_path else "")))
+    if run.status == RunStatus.COMPLETED and (box := lazy_expander(
+            "Diagnostics: per-layer gradient and weight norms, confusion matrix",
+            "run_diagnostics_open")).open:
         report = run.test_report
         last = read_models.last_epochs(engine, [run.id]).get(run.id, 0)
         stats = common.layer_stats(common.database_key(engine), run.id, last)
-        with st.expander("Diagnostics: per-layer gradient and weight norms, confusion matrix"):
+        with box:
             if len(stats):
                 st.plotly_chart(layer_norms_figure(stats), key="run_norms")
             if report:
@@ -115,9 +118,8 @@ def live_run(engine: Engine, run_id: int, drawn: tuple, options: ChartOptions) -
     if run.error and run.status != RunStatus.COMPLETED:
         box = st.warning if run.status == RunStatus.CANCELLED else st.error
         box(f"**{run.status}**: {plain(run.error)}")
-        if run.traceback:
-            with st.expander("Traceback"):
-                st.code(run.traceback)
+        if run.traceback and (box := lazy_expander("Traceback", "run_traceback_open")).open:
+            box.code(run.traceback)
     if run.notes:
         st.caption("  \n".join(plain(line) for line in run.notes.splitlines() if line.strip()))
     if len(epochs):
@@ -195,9 +197,12 @@ def training_images(config: dict[str, Any]) -> int | None:
 
 
 def log_and_tensorboard(run: Run) -> None:
-    """The run's log, read again with the run (the live part), and its TensorBoard folder."""
+    """The run's log, read again with the run (the live part) while its expander is open, and
+    its TensorBoard folder."""
+    if not (box := lazy_expander("Log and TensorBoard", "run_log_open")).open:
+        return
     logdir = settings().tensorboard_dir(run.id)
-    with st.expander("Log and TensorBoard"):
+    with box:
         tail = log_tail(run.log_path)
         if run.log_path:
             st.caption(f"Log file: {plain(run.log_path)} (last 200 lines, follows the run)")
@@ -209,6 +214,16 @@ def log_and_tensorboard(run: Run) -> None:
                    + ("" if Path(logdir).exists() else " (not written yet)")
                    + ". Open it with:")
         st.code(f"tensorboard --logdir {logdir}", language="bash")
+
+
+def lazy_expander(label: str, key: str) -> Any:
+    """A collapsed expander that knows whether it is open (`.open`; Streamlit reruns when it
+    opens or closes, and `key` keeps it open from run to run): what is costly goes in only while
+    it is open. A closed expander's content is still drawn: the first visit to a run made the
+    browser fetch and compile the code view's and Plotly's JavaScript (1.5 and 4.7 MB) for
+    charts nobody saw, before the table above showed, and the server read the log every second
+    for nobody."""
+    return st.expander(label, key=key, on_change="rerun")
 
 
 def log_tail(path: str | None, lines: int = 200) -> str | None:
