@@ -5,6 +5,7 @@ turns that off)."""
 import streamlit as st
 
 from cnn_ablation.ui.access import may_enter, require_access
+from cnn_ablation.ui.preload import warm_chart_code
 
 st.set_page_config(page_title="cnn-ablation", page_icon=":material/science:", layout="wide",
                    initial_sidebar_state="collapsed")
@@ -22,3 +23,4 @@ pages = [
 page = st.navigation(pages, position="top" if may_enter() else "hidden")
 require_access()
 page.run()
+warm_chart_code()  # the browser loads the chart code while idle (cnn_ablation/ui/preload.py)

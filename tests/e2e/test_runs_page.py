@@ -199,6 +199,32 @@ def clipped(page) -> list[str]:
     }""")
 
 
+LOADED = """prefix => performance.getEntriesByType('resource')
+    .some(e => e.name.split('/').pop().startsWith(prefix))"""
+
+
+def test_chart_code_loads_while_new_run_is_idle_and_closed_parts_load_nothing(site, page):
+    """The landing page loads Plotly's code in the background (cnn_ablation/ui/preload.py), so
+    the first visit to Runs does not wait for it; a run's closed expanders draw nothing, so the
+    code view's JavaScript is fetched only when one is opened."""
+    url, home, engine = site
+    run_id = make(engine, home, seed=70, dropout=0.35)
+    page.goto(url)
+    expect(page.get_by_role("heading", name="New run")).to_be_visible(timeout=60_000)
+    page.wait_for_function(LOADED, arg="PlotlyChart.", timeout=60_000)
+    assert page.get_by_test_id("stPlotlyChart").count() == 0  # loaded, nothing drawn
+    open_runs(page, url, run=run_id)
+    expect(heading_of(page, run_id)).to_be_visible()
+    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
+    assert page.get_by_test_id("stJson").count() == 0
+    assert not page.evaluate(LOADED, "StreamlitSyntaxHighlighter.")
+    page.get_by_text("Config, device and timing").click()
+    expect(page.get_by_test_id("stJson").first).to_contain_text("0.35")
+    page.get_by_text("Log and TensorBoard").click()
+    expect(page.get_by_test_id("stCode").filter(has_text="tensorboard --logdir")).to_be_visible()
+    assert page.evaluate(LOADED, "StreamlitSyntaxHighlighter.")
+
+
 def test_at_800_px_no_button_heading_or_figure_is_cut(site, browser):
     url, home, engine = site
     run_id = make(engine, home, seed=40, name="a run at 800 px", accuracies=(0.61, 0.72, 0.8),
