@@ -22,5 +22,6 @@ pages = [
 # st.login: OpenID Connect needs an identity provider; see cnn_ablation/ui/access.py).
 page = st.navigation(pages, position="top" if may_enter() else "hidden")
 require_access()
+with st.sidebar:  # before the page, which may stop early; the sidebar shows nothing of it
+    warm_chart_code()  # the browser loads the chart code while idle (cnn_ablation/ui/preload.py)
 page.run()
-warm_chart_code()  # the browser loads the chart code while idle (cnn_ablation/ui/preload.py)

@@ -3,9 +3,10 @@ Playwright in Debian's Chromium (benchmarks/scale_db.py makes the database once)
 
 Measures, and prints beside the issue's goals:
 - Runs page, navigation -> table visible: clicking Runs in the top bar of an open dashboard
-  (the goal), and a new browser session (empty cache) opening /runs, read against a baseline:
-  the same for a Streamlit page with one table and nothing of ours (median and worst of
-  --trials; the first new session finds the server's caches empty);
+  and a new browser session (empty cache) opening /runs, beside a baseline: the same for a
+  Streamlit page with one table and nothing of ours (median and worst of --trials; the first
+  new session finds the server's caches empty; the first click waits until New run has
+  settled, or not with --click-at-once);
 - epoch saved -> point on screen: a live run (written through `storage.lifecycle`, as a
   training process writes: a progress beat every second, an epoch every 0.4-1.6 s) is watched
   on the Runs page; each sample is the time from `record_epoch`'s commit to the epoch's marker
@@ -15,7 +16,7 @@ Measures, and prints beside the issue's goals:
   different run (the live one, and completed ones with their diagnostics opened).
 
     python benchmarks/dashboard_browser.py [--home DIR] [--trials 5] [--samples 30]
-                                           [--sessions 10] [--hold 30]
+                                           [--sessions 10] [--hold 30] [--click-at-once]
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def settle(page) -> None:
     page.evaluate("() => new Promise(done => requestIdleCallback(() => done(true)))")
 
 
-def navigation(browser, url: str, floor_url: str, trials: int) -> dict[str, list[float]]:
+def navigation(browser, url: str, floor_url: str, trials: int,
+               click_at_once: bool = False) -> dict[str, list[float]]:
     """Seconds from asking for the Runs page to its table on screen: `in_app`, clicking Runs in
     the top bar of an open dashboard (what a user does; the first click once New run has
     settled); `fresh`, a new browser session (empty cache) loading /runs, which adds
@@ -159,7 +161,8 @@ def navigation(browser, url: str, floor_url: str, trials: int) -> dict[str, list
     page = context.new_page()
     page.goto(url)
     page.get_by_role("heading", name="New run").wait_for(timeout=120_000)
-    settle(page)
+    if not click_at_once:
+        settle(page)
     for _ in range(trials):
         start = time.perf_counter()
         page.get_by_role("link", name="Runs").click()
@@ -236,7 +239,7 @@ def memory(browser, url: str, live: LiveRun, pid: int, sessions: int,
 
 
 def measure(home: Path, trials: int = 5, samples: int = 30, sessions: int = 10,
-            hold: float = 30.0) -> dict:
+            hold: float = 30.0, click_at_once: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
     from storage.engine import get_engine
@@ -252,7 +255,7 @@ def measure(home: Path, trials: int = 5, samples: int = 30, sessions: int = 10,
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             idle_before = rss_mb(server.pid)
             load_before = os.getloadavg()
-            nav = navigation(browser, url, floor_url, trials)
+            nav = navigation(browser, url, floor_url, trials, click_at_once)
             live = LiveRun(engine)
             points = epoch_to_point(browser, url, live, samples)
             mem = memory(browser, url, live, server.pid, sessions, hold)
@@ -271,20 +274,21 @@ def measure(home: Path, trials: int = 5, samples: int = 30, sessions: int = 10,
 
 
 def rows(result: dict) -> list[tuple[str, str, str, bool | None]]:
-    """(what, measured, goal, met) for the table; met is None for a row without a goal of its
-    own: a new session's start is mostly Streamlit's (its JavaScript, its websocket), which the
-    baseline row measures alone, so that row is read against the baseline."""
+    """(what, measured, goal, met) for the table; met is None for the baseline, which has no
+    goal: it measures Streamlit's own start in a new session (its JavaScript, its websocket),
+    the floor under the new-session row."""
     nav, pts, mem = result["navigation_s"], result["epoch_to_point_s"], result["memory"]
     in_app, fresh, floor = nav["in_app"], nav["fresh"], nav["floor"]
     return [
         ("Runs page in Chromium, navigation -> table visible (top bar click)",
          f"median {statistics.median(in_app):.2f} s, worst {max(in_app):.2f} s "
-         f"(n={len(in_app)})", "<= 1.5 s", max(in_app) <= 1.5),
+         f"(n={len(in_app)}; the session's first visit {in_app[0]:.2f} s)", "<= 1.5 s",
+         max(in_app) <= 1.5),
         ("Runs page in Chromium, new browser session -> table visible",
          f"median {statistics.median(fresh):.2f} s, worst {max(fresh):.2f} s (first, server "
          f"cold, {fresh[0]:.2f} s; n={len(fresh)}): "
          f"+{statistics.median(fresh) - statistics.median(floor):.2f} s over the baseline",
-         "(the baseline's)", None),
+         "<= 1.5 s", max(fresh) <= 1.5),
         ("  baseline: Streamlit alone (one table, nothing of ours), new session",
          f"median {statistics.median(floor):.2f} s, worst {max(floor):.2f} s (n={len(floor)})",
          "", None),
@@ -307,8 +311,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--hold", type=float, default=30.0)
     parser.add_argument("--json", action="store_true", help="print the raw measurements")
+    parser.add_argument("--click-at-once", action="store_true",
+                        help="click Runs as soon as New run's heading shows, not once it settled")
     args = parser.parse_args()
-    result = measure(args.home, args.trials, args.samples, args.sessions, args.hold)
+    result = measure(args.home, args.trials, args.samples, args.sessions, args.hold,
+                     args.click_at_once)
     if args.json:
         print(json.dumps(result))
         return

@@ -179,6 +179,8 @@ def test_the_web_app_never_imports_tensorflow(home, engine, make_run):
 import sys
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(ROOT / "app.py")!r}, default_timeout=60).run()
+for key in ("run_log_open", "run_config_open", "run_diagnostics_open"):
+    at.session_state[key] = True  # the run's expanders open: all they draw is drawn too
 for page in {PAGES!r}:
     at.switch_page(page).run()
     assert not at.exception, (page, at.exception)

@@ -4,11 +4,12 @@ a session does not wait for it.
 Streamlit's browser side fetches the code of an element kind the first time one is drawn:
 Plotly's is 4.7 MB, the data grid's 0.5 MB. On a loaded 2-core machine compiling Plotly's takes
 the browser's main thread 0.7-0.9 s, so the first visit to Runs (its table, then the open run's
-curves) showed the table about 1 s later than every later visit. `warm_chart_code`, called once
-per page run by app.py, mounts an empty component whose JavaScript imports those modules when
-the browser is next idle (a user reading New run), once per browser tab. They are the very
-modules Streamlit imports later (same URL), so they are fetched and run once. Where Streamlit's
-files are not where this looks (another version), nothing is loaded and nothing breaks.
+curves) showed the table about 1 s later than every later visit. `warm_chart_code`, called by
+app.py in the sidebar before every page runs (a page may stop early), mounts an empty component
+whose JavaScript imports those modules when the browser is next idle (a user reading New run),
+once per browser tab. They are the very modules Streamlit imports later (the same URL, relative
+to its main script), so they are fetched and run once. Where Streamlit's files are not where
+this looks (another version), nothing is loaded and nothing breaks.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ export default function({ data }) {
   const main = document.querySelector('script[type="module"][src*="/static/js/index."]');
   if (!main) return;
   const load = () => data.forEach(name => import(new URL(name, main.src).href).catch(() => {}));
-  if (window.requestIdleCallback) window.requestIdleCallback(load, { timeout: 4000 });
-  else window.setTimeout(load, 1000);
+  // no deadline: compiling Plotly's code takes the main thread up to a second on a slow machine,
+  // which must not land while someone types
+  if (window.requestIdleCallback) window.requestIdleCallback(load);
+  else window.setTimeout(load, 2000);
 }
 """
 
