@@ -19,6 +19,38 @@ def wait_for(predicate, timeout=120.0, what="condition"):
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def running_with_epochs(engine, run_id: int, n: int = 1):
+    """The pid of the run's training process once the run is running with `n` epochs saved
+    (falsy until then): what a test waits for before it interrupts a run."""
+    from storage.read_models import epochs_frame
+    from storage.runs import find_run
+
+    run = find_run(engine, run_id)
+    return run.status == "running" and len(epochs_frame(engine, [run_id])) >= n and run.pid
+
+
+def requeued_by_sigterm(engine, workers) -> tuple[int, int]:
+    """A 4-epoch run on a worker (the `workers` fixture) that gets SIGTERM once epoch 1 is
+    saved: the worker exits 0 and the run is queued again, to resume after the epochs it kept.
+    Returns (run id, epochs kept)."""
+    import signal
+
+    from cnn_ablation.config import RunConfig
+    from cnn_ablation.launch import submit
+    from storage.read_models import epochs_frame
+    from storage.runs import find_run
+
+    (run_id,) = submit(engine, [RunConfig(dataset="synthetic:2000", epochs=4, val_split=0.0)])
+    worker = workers()
+    wait_for(lambda: running_with_epochs(engine, run_id), what="epoch 1")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=180) == 0
+    run = find_run(engine, run_id)
+    done = len(epochs_frame(engine, [run_id]))
+    assert run.status == "queued" and run.resume_epoch == done and 1 <= done < 4
+    return run_id, done
+
+
 def alive(pid: int) -> bool:
     """Whether a process runs (a zombie counts as gone)."""
     import os

@@ -19,16 +19,11 @@ from storage import lifecycle
 from storage.engine import get_engine
 from storage.read_models import epochs_frame
 from storage.runs import find_run, list_runs
-from tests.support import alive, wait_for
+from tests.support import alive, requeued_by_sigterm, running_with_epochs, wait_for
 
 pytestmark = pytest.mark.slow
 LONG = RunConfig(dataset="synthetic:3000", epochs=40, val_split=0.0)  # minutes: stopped by tests
 QUICK = RunConfig(dataset="synthetic:100", epochs=1, batch_size=16)
-
-
-def running_with_epochs(engine, run_id, n=1):
-    run = find_run(engine, run_id)
-    return run.status == "running" and len(epochs_frame(engine, [run_id])) >= n and run.pid
 
 
 def test_a_hung_training_process_is_killed_and_its_run_failed_naming_the_limit(engine, workers):
@@ -187,17 +182,9 @@ def test_a_run_requeued_with_a_checkpoint_this_host_lacks_fails_saying_so_keepin
     another host, where that file is not, cannot resume it: the run fails naming the checkpoint
     and the host, before it trains a step, with the epochs of its one training kept; the
     worker goes on with the queue."""
-    config = RunConfig(dataset="synthetic:2000", epochs=4, val_split=0.0)
-    (run_id,) = submit(engine, [config])
-    worker = workers()
-    wait_for(lambda: running_with_epochs(engine, run_id), what="epoch 1")
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=180) == 0
-    run = find_run(engine, run_id)
+    run_id, done = requeued_by_sigterm(engine, workers)
     before = epochs_frame(engine, [run_id])
-    done = len(before)
-    assert run.status == "queued" and run.resume_epoch == done and 1 <= done < 4
-    checkpoint = run.checkpoint_path
+    checkpoint = find_run(engine, run_id).checkpoint_path
     os.rename(checkpoint, home / "on-the-other-host.keras")  # this host never had it
     (after,) = submit(engine, [QUICK])
 

@@ -14,7 +14,7 @@ from storage import lifecycle
 from storage.read_models import epochs_frame
 from storage.runs import find_run, list_runs
 from storage.workers import live_workers, register_worker
-from tests.support import HEARTBEAT, alive, wait_for
+from tests.support import HEARTBEAT, alive, requeued_by_sigterm, running_with_epochs, wait_for
 
 pytestmark = pytest.mark.slow
 LONG = RunConfig(dataset="synthetic:3000", epochs=40, val_split=0.0)  # minutes: stopped by tests
@@ -23,12 +23,6 @@ QUICK = RunConfig(dataset="synthetic:100", epochs=1, batch_size=16)
 
 def all_logs(home) -> str:
     return "\n".join(p.read_text() for p in [*home.glob("worker-*.out"), *home.glob("logs/*.log")])
-
-
-def running_with_epochs(engine, run_id, n=1):
-    run = find_run(engine, run_id)
-    epochs = epochs_frame(engine, [run_id])
-    return run.status == "running" and len(epochs) >= n and run.pid
 
 
 def test_three_workers_complete_nine_runs_each_claimed_once(engine, home, workers):
@@ -112,15 +106,8 @@ def test_cancelled_queued_run_never_starts(engine, home, workers):
 
 def test_sigterm_requeues_with_a_checkpoint_and_the_next_worker_resumes_it(engine, home,
                                                                            workers):
-    config = RunConfig(dataset="synthetic:2000", epochs=4, val_split=0.0)
-    (run_id,) = submit(engine, [config])
-    worker = workers()
-    wait_for(lambda: running_with_epochs(engine, run_id), what="epoch 1")
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=180) == 0
+    run_id, done = requeued_by_sigterm(engine, workers)
     run = find_run(engine, run_id)
-    done = len(epochs_frame(engine, [run_id]))
-    assert run.status == "queued" and run.resume_epoch == done and 1 <= done < 4
     assert f"worker stopped after epoch {done}" in run.notes and run.checkpoint_path
     assert list_runs(engine, statuses=["running"]) == []
     assert len(live_workers(engine, max_age=60)) == 0  # it signed off
