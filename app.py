@@ -22,6 +22,7 @@ pages = [
 # st.login: OpenID Connect needs an identity provider; see cnn_ablation/ui/access.py).
 page = st.navigation(pages, position="top" if may_enter() else "hidden")
 require_access()
-with st.sidebar:  # before the page, which may stop early; the sidebar shows nothing of it
-    warm_chart_code()  # the browser loads the chart code while idle (cnn_ablation/ui/preload.py)
 page.run()
+# Last, so the browser has the whole page before it loads the chart code (a page that stops
+# early leaves this to the next one): cnn_ablation/ui/preload.py
+warm_chart_code()

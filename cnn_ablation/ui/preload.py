@@ -5,11 +5,12 @@ Streamlit's browser side fetches the code of an element kind the first time one 
 Plotly's is 4.7 MB, the data grid's 0.5 MB. On a loaded 2-core machine compiling Plotly's takes
 the browser's main thread 0.7-0.9 s, so the first visit to Runs (its table, then the open run's
 curves) showed the table about 1 s later than every later visit. `warm_chart_code`, called by
-app.py in the sidebar before every page runs (a page may stop early), mounts an empty component
-whose JavaScript imports those modules when the browser is next idle (a user reading New run),
-once per browser tab. They are the very modules Streamlit imports later (the same URL, relative
-to its main script), so they are fetched and run once. Where Streamlit's files are not where
-this looks (another version), nothing is loaded and nothing breaks.
+app.py after every page (so the browser has all of the page first; a page that stops early
+leaves it to the next one), mounts an empty component whose JavaScript imports those modules
+once the page is drawn and the browser is idle (a user reading New run), once per browser tab.
+They are the very modules Streamlit imports later (the same URL, relative to its main script),
+so they are fetched and run once. Where Streamlit's files are not where this looks (another
+version), nothing is loaded and nothing breaks.
 """
 
 from __future__ import annotations
@@ -28,10 +29,15 @@ export default function({ data }) {
   const main = document.querySelector('script[type="module"][src*="/static/js/index."]');
   if (!main) return;
   const load = () => data.forEach(name => import(new URL(name, main.src).href).catch(() => {}));
-  // no deadline: compiling Plotly's code takes the main thread up to a second on a slow machine,
-  // which must not land while someone types
-  if (window.requestIdleCallback) window.requestIdleCallback(load);
-  else window.setTimeout(load, 2000);
+  // Only once the page is drawn: no element still waiting for its own code (a skeleton), the
+  // script not running. Then at an idle moment, with no deadline: compiling Plotly's code takes
+  // the main thread up to a second on a slow machine, which must not land while someone types.
+  const busy = '[data-testid="stSkeleton"], [data-testid="stAppSkeleton"], '
+    + '[data-testid^="stStatusWidgetRunning"]';
+  const idle = window.requestIdleCallback || (f => window.setTimeout(f, 1000));
+  const attempt = () => document.querySelector(busy) ? window.setTimeout(() => idle(attempt), 250)
+    : load();
+  idle(attempt);
 }
 """
 
