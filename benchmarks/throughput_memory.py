@@ -76,7 +76,8 @@ def _timer_callbacks():
 
 
 def notebook_side(images: int):
-    """shared/seed's training, In [5] onwards: returns fit(epoch, callbacks) and images trained."""
+    """shared/seed's training, In [5] onwards: returns fit(first, last, callbacks) and the
+    number of images trained."""
     import keras
     from keras import layers, models, optimizers, utils
 
@@ -110,8 +111,8 @@ def notebook_side(images: int):
 
 
 def project_side(images: int, epochs: int, val_split: float):
-    """The production setup of a queued run: returns fit(epoch, callbacks), images trained,
-    whether the per-layer diagnostics are on, and the setup."""
+    """The production setup of a queued run: returns fit(first, last, callbacks), the number
+    of images trained and whether the per-layer diagnostics are on."""
     import dataclasses
 
     from cnn_ablation.config import RunConfig
@@ -169,7 +170,7 @@ def peak_rss_mb() -> float:
 def throughput(images: int, rounds: int, val_split: float) -> dict:
     """Both sides in this process, one epoch each per round, in alternating order."""
     _prepare()
-    sides = {"notebook": notebook_side(images)[:2]}
+    sides = {"notebook": notebook_side(images)}
     fit, trained, diagnostics = project_side(images, rounds + 1, val_split)
     sides["project"] = (fit, trained)
     result: dict = {"notebook": [], "project": [], "project_whole_epoch": [],

@@ -51,7 +51,7 @@ def chunk_names() -> tuple[str, ...]:
 
 
 @cache
-def _component():  # registered once per process (a second registration would warn)
+def _component():  # registered once per process, not on every page run
     return st.components.v2.component("cnn_ablation.warm_chart_code", js=JS)
 
 

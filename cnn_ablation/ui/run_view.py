@@ -118,8 +118,8 @@ def live_run(engine: Engine, run_id: int, drawn: tuple, options: ChartOptions) -
     if run.error and run.status != RunStatus.COMPLETED:
         box = st.warning if run.status == RunStatus.CANCELLED else st.error
         box(f"**{run.status}**: {plain(run.error)}")
-        if run.traceback and (box := lazy_expander("Traceback", "run_traceback_open")).open:
-            box.code(run.traceback)
+        if run.traceback and (trace := lazy_expander("Traceback", "run_traceback_open")).open:
+            trace.code(run.traceback)
     if run.notes:
         st.caption("  \n".join(plain(line) for line in run.notes.splitlines() if line.strip()))
     if len(epochs):
