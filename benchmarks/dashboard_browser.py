@@ -80,7 +80,7 @@ class LiveRun:
 
     def __init__(self, engine, epochs_before: int = 5):
         from cnn_ablation.config import RunConfig
-        from cnn_ablation.launch import new_run
+        from cnn_ablation.jobs.launch import new_run
         from storage import lifecycle
 
         self.engine, self.worker = engine, "bench-live"

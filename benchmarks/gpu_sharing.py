@@ -1,7 +1,7 @@
 """What K runs sharing one GPU gain: total training images/s of the chapter's network with K
 processes on one device at once, K = 1, 2, 4 (what `worker --runs-per-gpu K` does).
 
-Each process builds the chapter's network with our own builder (`cnn_ablation.model.build_model`,
+Each process builds the chapter's network with our own builder (`cnn_ablation.networks.model.build_model`,
 all BatchNorms on, dropout 0.5), compiles it as a run does (Adam 5e-4, sparse cross-entropy,
 accuracy), and fits random CIFAR-shaped uint8 images (batch 32) for a few epochs, capped at its
 share of the GPU's memory (1/K). Every process compiles and warms up first, then all start
@@ -50,7 +50,7 @@ def child(args: argparse.Namespace) -> None:
     import keras
 
     from cnn_ablation.config import RunConfig
-    from cnn_ablation.model import build_model
+    from cnn_ablation.networks.model import build_model
 
     config = RunConfig(dataset="synthetic")  # the chapter's network: BN everywhere, dropout 0.5
     keras.utils.set_random_seed(args.index)

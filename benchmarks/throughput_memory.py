@@ -81,7 +81,7 @@ def notebook_side(images: int):
     import keras
     from keras import layers, models, optimizers, utils
 
-    from cnn_ablation import datasets
+    from cnn_ablation.data import datasets
 
     data = datasets.load(f"synthetic:{images}")
     keras.utils.set_random_seed(0)
@@ -116,9 +116,9 @@ def project_side(images: int, epochs: int, val_split: float):
     import dataclasses
 
     from cnn_ablation.config import RunConfig
-    from cnn_ablation.launch import new_run
-    from cnn_ablation.recording import RunControl
-    from cnn_ablation.training import prepare_training
+    from cnn_ablation.jobs.launch import new_run
+    from cnn_ablation.training.recording import RunControl
+    from cnn_ablation.training.run import prepare_training
     from storage import lifecycle, runs
     from storage.engine import get_engine
 

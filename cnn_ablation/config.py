@@ -57,7 +57,7 @@ class RunConfig:
     val_split: float = 0.1  # fraction of the training images held out for val_* curves
     limit_train: int | None = None  # use only the first N training images (quick runs)
     image_size: tuple[int, int] | None = None  # folder: datasets only, (height, width) to resize to
-    # Your own network (cnn_ablation/networks.py): its key with content hash, the BatchNorm
+    # Your own network (cnn_ablation/networks/registry.py): its key with content hash, the BatchNorm
     # layers switched off (by name), and each Dropout layer's rate. Unset for the presets.
     network: str | None = None
     bn_off: tuple[str, ...] = ()

@@ -37,7 +37,7 @@ class StudyNotFound(NotFound):
 
 @dataclass(frozen=True)
 class NewRun:
-    """What a queued run needs: filled by `cnn_ablation.launch` from a validated RunConfig."""
+    """What a queued run needs: filled by `cnn_ablation.jobs.launch` from a validated RunConfig."""
 
     config_json: str
     config_hash: str

@@ -92,7 +92,7 @@ def make_run(engine):
     then finished with test metrics. `columns` overwrite stored values afterwards (times,
     host, config) for tests about what was stored.
     """
-    from cnn_ablation.launch import new_run
+    from cnn_ablation.jobs.launch import new_run
     from storage import lifecycle, runs
     from storage.engine import session_scope
     from storage.models import RunRow

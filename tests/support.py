@@ -36,7 +36,7 @@ def requeued_by_sigterm(engine, workers) -> tuple[int, int]:
     import signal
 
     from cnn_ablation.config import RunConfig
-    from cnn_ablation.launch import submit
+    from cnn_ablation.jobs.launch import submit
     from storage.read_models import epochs_frame
     from storage.runs import find_run
 

@@ -471,7 +471,7 @@ def read_only_folder(path: Path):
 def seed_database(home: Path) -> None:
     """A database with one queued run, as `submit` would leave it."""
     from cnn_ablation.config import RunConfig
-    from cnn_ablation.launch import new_run
+    from cnn_ablation.jobs.launch import new_run
     from storage import runs
     from storage.engine import get_engine
 
@@ -505,8 +505,8 @@ def launch_all(plan_file: str) -> None:
     import traceback
 
     import cnn_ablation.cli  # noqa: F401  the imports every case would repeat, done once
-    import cnn_ablation.launch  # noqa: F401
-    import cnn_ablation.studies  # noqa: F401
+    import cnn_ablation.jobs.launch  # noqa: F401
+    import cnn_ablation.studies.manage  # noqa: F401
 
     def child(item: dict) -> None:
         code = 1

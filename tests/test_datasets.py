@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnn_ablation import datasets
 from cnn_ablation.config import ConfigError, RunConfig
+from cnn_ablation.data import datasets
 
 
 def write_idx(path, array):

@@ -158,8 +158,8 @@ def cnn_ablation_commands():
 
 def test_every_cnn_ablation_command_a_container_runs_parses_and_its_flags_are_allowed(
         monkeypatch):
-    from cnn_ablation.ray_executor import check_options
-    from cnn_ablation.slots import make_slots
+    from cnn_ablation.jobs.ray_executor import check_options
+    from cnn_ablation.jobs.slots import make_slots
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # a fake GPU: the flags, not the machine
     found = dict(cnn_ablation_commands())

@@ -5,12 +5,12 @@ on: seeds differ by their seed alone, and a repeat of a (cell, seed) repeats the
 import numpy as np
 import pytest
 
-from cnn_ablation import datasets
 from cnn_ablation.config import RunConfig
+from cnn_ablation.data import datasets
 from storage.read_models import epochs_frame
 
 pytest.importorskip("keras")
-from cnn_ablation.training import split, train_run  # noqa: E402
+from cnn_ablation.training.run import split, train_run  # noqa: E402
 
 
 def indexed(n: int = 500) -> datasets.Dataset:

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from cnn_ablation.config import RunConfig
-from cnn_ablation.launch import submit
+from cnn_ablation.jobs.launch import submit
 from storage import lifecycle
 from storage.engine import get_engine
 from storage.read_models import epochs_frame

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from cnn_ablation.config import RunConfig
-from cnn_ablation.launch import submit
+from cnn_ablation.jobs.launch import submit
 from storage.engine import get_engine
 from storage.migrate import HEAD, _alembic_config
 from storage.models import Base

@@ -5,7 +5,7 @@ import pytest
 from cnn_ablation.architecture import count_params, summary_rows
 from cnn_ablation.config import RunConfig
 
-keras_model = pytest.importorskip("cnn_ablation.model")
+keras_model = pytest.importorskip("cnn_ablation.networks.model")
 
 CHAPTER_SEED_LAYERS = {  # shared/seed: model.summary() of the all-BatchNorm network
     "conv_1": 896, "bn_conv_1": 128, "conv_2": 9_248, "bn_conv_2": 128, "conv_3": 18_496,

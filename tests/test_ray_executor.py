@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from cnn_ablation.config import RunConfig
-from cnn_ablation.launch import submit
-from cnn_ablation.ray_executor import (
+from cnn_ablation.jobs.launch import submit
+from cnn_ablation.jobs.ray_executor import (
     RayTask,
     check_options,
     default_slots,
@@ -239,7 +239,7 @@ def test_a_task_that_ray_lost_says_why():
 
 
 def test_a_worker_waits_for_a_node_with_a_cpu_or_gpu_before_it_chooses_what_runs_ask_for():
-    from cnn_ablation.ray_executor import wait_for_resources
+    from cnn_ablation.jobs.ray_executor import wait_for_resources
 
     class Cluster:
         def __init__(self):
@@ -253,7 +253,7 @@ def test_a_worker_waits_for_a_node_with_a_cpu_or_gpu_before_it_chooses_what_runs
 
 @pytest.mark.both_backends
 def test_the_task_puts_the_node_and_device_ray_chose_on_its_run_and_on_no_other(engine):
-    from cnn_ablation import ray_executor
+    from cnn_ablation.jobs import ray_executor
 
     mine, other, queued = submit(engine, [QUICK, QUICK.with_changes(seed=1),
                                           QUICK.with_changes(seed=2)])
@@ -276,8 +276,8 @@ def test_the_task_puts_the_node_and_device_ray_chose_on_its_run_and_on_no_other(
 
 
 def test_a_task_sets_its_slot_and_environment_up_as_the_local_worker_does():
-    from cnn_ablation.ray_executor import task_slot
-    from cnn_ablation.slots import Slot, child_env
+    from cnn_ablation.jobs.ray_executor import task_slot
+    from cnn_ablation.jobs.slots import Slot, child_env
 
     slot = task_slot(["1"], 4, None, totals={"1": 80000, "0": 40000})
     assert (slot.device, slot.cuda_visible_devices, slot.memory_limit_mb) == (
@@ -299,7 +299,7 @@ def test_a_task_sets_its_slot_and_environment_up_as_the_local_worker_does():
 
 
 def test_ray_is_imported_only_by_a_ray_worker():
-    code = ("import sys, cnn_ablation.cli, cnn_ablation.worker, cnn_ablation.ray_executor; "
+    code = ("import sys, cnn_ablation.cli, cnn_ablation.jobs.worker, cnn_ablation.jobs.ray_executor; "
             "from cnn_ablation.cli import build_parser; build_parser(); "
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

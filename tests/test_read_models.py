@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import pytest
 
 from cnn_ablation.config import RunConfig
-from cnn_ablation.report import text_table
+from cnn_ablation.run_report import text_table
 from cnn_ablation.ui.figures import POINT_BUDGET, curves_figure, downsample, minmax_indices
 from storage import lifecycle, read_models
 from storage.read_models import SORTS, EpochCache, RunFilter

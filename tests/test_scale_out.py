@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from cnn_ablation.config import RunConfig
-from cnn_ablation.launch import submit
-from cnn_ablation.slots import Slot, child_env, make_slots
+from cnn_ablation.jobs.launch import submit
+from cnn_ablation.jobs.slots import Slot, child_env, make_slots
 from storage import lifecycle
 from storage.engine import session_scope
 from storage.models import EpochMetricRow
@@ -76,7 +76,7 @@ def test_the_recorded_environment_names_the_keras_backend_and_its_versions():
     import numpy as np
     import tensorflow as tf
 
-    from cnn_ablation.training import environment
+    from cnn_ablation.training.run import environment
 
     env = environment()
     assert env["keras_backend"] == keras.backend.backend() == "tensorflow"

@@ -14,7 +14,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from cnn_ablation import analysis
+from cnn_ablation.studies import analysis
 
 FACTORS = {"bn_conv_2": (True, False), "dropout": (0.5, 0.0)}
 REFERENCE = {"bn_conv_2": True, "dropout": 0.5}

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from cnn_ablation.config import RunConfig
-from cnn_ablation.launch import submit
+from cnn_ablation.jobs.launch import submit
 from storage import clock, lifecycle, workers
 from storage.records import RunLost, RunNotFound
 from storage.runs import delete_run, find_run

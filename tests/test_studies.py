@@ -16,9 +16,9 @@ from sqlalchemy import update
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from cnn_ablation import studies
 from cnn_ablation.config import ConfigError, RunConfig
-from cnn_ablation.study_spec import AdaptiveRule, StudySpec, study_preset
+from cnn_ablation.studies import manage as studies
+from cnn_ablation.studies.spec import AdaptiveRule, StudySpec, study_preset
 from storage import lifecycle
 from storage.engine import session_scope
 from storage.models import EpochMetricRow, RunRow
@@ -651,7 +651,7 @@ NET = RunConfig(network="file:resnet@0123456789ab", dataset="synthetic:100", epo
 
 
 def test_your_networks_batchnorm_and_dropout_layers_are_factors_of_a_grid():
-    from cnn_ablation.study_spec import parse_factor
+    from cnn_ablation.studies.spec import parse_factor
 
     factors = dict(parse_factor(f) for f in ("bn:b1_bn", "bn:b2_bn", "dropout:head_drop=0.1,0.3"))
     assert factors == {"bn:b1_bn": (True, False), "bn:b2_bn": (True, False),

@@ -10,9 +10,10 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from cnn_ablation import studies, study_report
 from cnn_ablation.config import RunConfig
-from cnn_ablation.study_spec import StudySpec
+from cnn_ablation.studies import manage as studies
+from cnn_ablation.studies import report as study_report
+from cnn_ablation.studies.spec import StudySpec
 from tests.support import ROOT
 
 BASE = RunConfig(dataset="synthetic:100", epochs=1, batch_size=16)

@@ -169,8 +169,8 @@ def test_the_web_app_never_imports_tensorflow(home, engine, make_run):
     import subprocess
     import sys
 
-    from cnn_ablation import studies
-    from cnn_ablation.study_spec import StudySpec
+    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies.spec import StudySpec
 
     make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.6])
     studies.create(engine, StudySpec(RunConfig(dataset="synthetic"), {"dropout": (0.25, 0.5)}),

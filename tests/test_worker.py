@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from cnn_ablation.config import RunConfig
-from cnn_ablation.launch import submit
+from cnn_ablation.jobs.launch import submit
 from storage import lifecycle
 from storage.read_models import epochs_frame
 from storage.runs import find_run, list_runs
@@ -121,7 +121,7 @@ def test_sigterm_requeues_with_a_checkpoint_and_the_next_worker_resumes_it(engin
 
 
 def test_another_hosts_run_is_reaped_only_after_its_worker_is_silent_past_the_margin(engine):
-    from cnn_ablation.liveness import lost_after_s, reap_lost_runs
+    from cnn_ablation.jobs.liveness import lost_after_s, reap_lost_runs
 
     (run_id,) = submit(engine, [QUICK])
     register_worker(engine, "far", "another-host", 4242, "cpu")
@@ -137,7 +137,7 @@ def test_another_hosts_run_is_reaped_only_after_its_worker_is_silent_past_the_ma
 def test_a_run_whose_worker_process_is_gone_on_this_host_is_reaped_at_once(engine):
     import socket
 
-    from cnn_ablation.liveness import reap_lost_runs
+    from cnn_ablation.jobs.liveness import reap_lost_runs
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -153,7 +153,7 @@ def test_a_run_whose_worker_process_is_gone_on_this_host_is_reaped_at_once(engin
 
 
 def test_app_helper_starts_exactly_one_worker_when_called_repeatedly(engine, home, monkeypatch):
-    from cnn_ablation.worker import ensure_local_worker
+    from cnn_ablation.jobs.worker import ensure_local_worker
 
     monkeypatch.setenv("ABLATION_START_WORKER", "1")
     monkeypatch.setenv("ABLATION_HEARTBEAT_SECONDS", str(HEARTBEAT))
@@ -180,8 +180,8 @@ def test_app_helper_starts_exactly_one_worker_when_called_repeatedly(engine, hom
 
 def test_a_worker_run_samples_steps_writes_tensorboard_files_and_delete_removes_its_files(
         engine, home, workers):
-    from cnn_ablation.launch import delete_runs
-    from cnn_ablation.training import STEPS_PER_EXECUTION
+    from cnn_ablation.jobs.launch import delete_runs
+    from cnn_ablation.training.run import STEPS_PER_EXECUTION
     from storage.read_models import step_rows
     from tests.test_training import event_scalars
 

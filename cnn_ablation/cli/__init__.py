@@ -35,7 +35,7 @@ from cnn_ablation.cli.study_commands import (
 )
 from cnn_ablation.config import METRICS, ConfigError
 from cnn_ablation.settings import SettingsError, database_error
-from cnn_ablation.study_spec import STUDY_PRESETS
+from cnn_ablation.studies.spec import STUDY_PRESETS
 from storage.records import NotFound
 from storage.status import RunStatus
 
@@ -208,7 +208,7 @@ def _dataset_unavailable(exc: BaseException) -> bool:
     """Whether `exc` is a `datasets.DatasetUnavailable`. It can be one only if a command loaded
     that module, so the module is not imported to ask: commands that read no dataset (runs,
     show, cancel) start without NumPy."""
-    datasets = sys.modules.get("cnn_ablation.datasets")
+    datasets = sys.modules.get("cnn_ablation.data.datasets")
     return datasets is not None and isinstance(exc, datasets.DatasetUnavailable)
 
 

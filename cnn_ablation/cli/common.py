@@ -73,7 +73,7 @@ def config_from_args(args: argparse.Namespace, default_dataset: str = "cifar10")
             raise ConfigError("image_size", args.image_size, "HxW, e.g. 64x64") from None
     dataset = default_dataset if args.dataset is None else args.dataset
     if args.network is not None:
-        from cnn_ablation.networks import find
+        from cnn_ablation.networks.registry import find
 
         if args.bn is not None:
             raise ConfigError("bn", args.bn, "nothing with --network: use --bn-off NAME,...")
@@ -101,7 +101,7 @@ def quiet_keras_import() -> None:
     """TensorFlow prints start-up lines on stderr before its log level applies; hide just those."""
     if "keras" in sys.modules:
         return
-    from cnn_ablation.slots import detect_gpus
+    from cnn_ablation.jobs.slots import detect_gpus
 
     if not detect_gpus():  # CPU-only: skip TensorFlow's failing CUDA probe and its error line
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")

@@ -17,7 +17,7 @@ from cnn_ablation.settings import settings
 # --- commands -------------------------------------------------------------------------------------
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnn_ablation.config import ConfigError
-    from cnn_ablation.datasets import DatasetUnavailable, dataset_info
+    from cnn_ablation.data.datasets import DatasetUnavailable, dataset_info
 
     config = config_from_args(args, default_dataset="synthetic")
     if args.dataset:
@@ -33,11 +33,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
         shape, classes = PRESETS[config.preset].input_shape, 10
     quiet_keras_import()
     if config.network is not None:
-        from cnn_ablation.surgery import build_custom
+        from cnn_ablation.networks.surgery import build_custom
 
         model = build_custom(config, shape, classes)
     else:
-        from cnn_ablation.model import build_model
+        from cnn_ablation.networks.model import build_model
 
         model = build_model(config, shape, classes)
     print(f"Model {config.preset!r}: {config.label}, input {shape[0]}x{shape[1]}x{shape[2]}, "
@@ -55,8 +55,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cnn_ablation.launch import new_run
-    from cnn_ablation.slots import detect_gpus
+    from cnn_ablation.jobs.launch import new_run
+    from cnn_ablation.jobs.slots import detect_gpus
     from storage import lifecycle, runs
 
     config = config_from_args(args)
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{new.params or 0:,} params", flush=True)
     try:
         quiet_keras_import()
-        from cnn_ablation.training import execute
+        from cnn_ablation.training.run import execute
 
         status = execute(engine, run_id, echo=lambda line: print(line, flush=True),
                          own_worker=True)
@@ -85,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from cnn_ablation.launch import new_run, with_seeds
+    from cnn_ablation.jobs.launch import new_run, with_seeds
     from storage import runs
 
     configs = with_seeds(config_from_args(args), args.seeds)
@@ -99,11 +99,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from cnn_ablation import log
-    from cnn_ablation.slots import make_slots
-    from cnn_ablation.worker import Worker
+    from cnn_ablation.jobs.slots import make_slots
+    from cnn_ablation.jobs.worker import Worker
+    from cnn_ablation.studies.manage import advance  # adaptive studies' next round, after each run
 
     if args.executor == "ray":  # the same worker, each run a Ray task (Ray is imported only then)
-        from cnn_ablation.ray_executor import RayUnavailable, RayWorker, check_options
+        from cnn_ablation.jobs.ray_executor import RayUnavailable, RayWorker, check_options
 
         try:  # what was typed, then the database, then Ray: each refused before the next
             check_options(args.gpus, args.runs_per_gpu, args.gpu_memory_mb, args.slots,
@@ -112,7 +113,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             log.setup("worker")
             worker: Worker = RayWorker(engine, args.ray_address, args.runs_per_gpu,
                                        args.gpu_memory_mb, args.slots, args.gpus,
-                                       once=args.once, worker_id=args.worker_id)
+                                       once=args.once, worker_id=args.worker_id,
+                                       on_run_ended=advance)
         except (ValueError, RayUnavailable) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -129,13 +131,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.setup("worker")
-    Worker(open_engine(), slots, once=args.once, worker_id=args.worker_id).run()
+    Worker(open_engine(), slots, once=args.once, worker_id=args.worker_id,
+           on_run_ended=advance).run()
     return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from cnn_ablation.liveness import reap_lost_runs
-    from cnn_ablation.report import print_runs, run_dict
+    from cnn_ablation.jobs.liveness import reap_lost_runs
+    from cnn_ablation.run_report import print_runs, run_dict
     from storage import read_models
     from storage.run_filters import RunFilter
     from storage.runs import check_tags
@@ -157,8 +160,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from cnn_ablation.liveness import reap_lost_runs
-    from cnn_ablation.report import print_run
+    from cnn_ablation.jobs.liveness import reap_lost_runs
+    from cnn_ablation.run_report import print_run
     from storage import read_models, runs
 
     engine = open_engine()
@@ -180,14 +183,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from cnn_ablation.launch import retry
+    from cnn_ablation.jobs.launch import retry
 
     print(retry(open_engine(), args.run_id))
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from cnn_ablation.launch import delete_runs
+    from cnn_ablation.jobs.launch import delete_runs
 
     try:
         removed = delete_runs(open_engine(), [args.run_id])
@@ -231,9 +234,9 @@ def cmd_execute(args: argparse.Namespace) -> int:
 
     log.setup("run", args.run_id)
     quiet_keras_import()
-    from cnn_ablation.training import execute
+    from cnn_ablation.training.run import execute
 
-    logger = logging.getLogger("cnn_ablation.training")
+    logger = logging.getLogger("cnn_ablation.training.run")
     status = execute(open_engine(), args.run_id, echo=logger.info, parent_pid=args.parent_pid)
     logger.info("run %s: %s", args.run_id, status)
     return 0

@@ -13,11 +13,11 @@ from sqlalchemy import Engine
 
 from cnn_ablation.cli.common import config_from_args, open_engine
 from cnn_ablation.config import ConfigError
-from cnn_ablation.study_spec import parse_factor
+from cnn_ablation.studies.spec import parse_factor
 
 if TYPE_CHECKING:  # studies imports pandas: only the commands that need it load it
-    from cnn_ablation.studies import StudyView
-    from cnn_ablation.study_spec import AdaptiveRule
+    from cnn_ablation.studies.manage import StudyView
+    from cnn_ablation.studies.spec import AdaptiveRule
 
 
 def power_pp(text: str) -> float:
@@ -34,7 +34,7 @@ def power_pp(text: str) -> float:
 
 def _adaptive_rule(args: argparse.Namespace) -> AdaptiveRule | None:
     """The adaptive-seeds rule the flags ask for (ConfigError naming the flag if not valid)."""
-    from cnn_ablation.study_spec import AdaptiveRule
+    from cnn_ablation.studies.spec import AdaptiveRule
 
     if args.target_pp is None:
         for flag, value in (("max_seeds", args.max_seeds), ("seed_step", args.seed_step)):
@@ -54,10 +54,10 @@ def _adaptive_rule(args: argparse.Namespace) -> AdaptiveRule | None:
 
 # --- study commands -------------------------------------------------------------------------------
 def cmd_study_create(args: argparse.Namespace) -> int:
-    from cnn_ablation import studies
     from cnn_ablation.config import check_name
-    from cnn_ablation.launch import new_run
-    from cnn_ablation.study_spec import StudySpec, study_preset
+    from cnn_ablation.jobs.launch import new_run
+    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies.spec import StudySpec, study_preset
 
     base = config_from_args(args)
     rule = _adaptive_rule(args)
@@ -86,7 +86,7 @@ def cmd_study_create(args: argparse.Namespace) -> int:
 
 
 def cmd_study_list(args: argparse.Namespace) -> int:
-    from cnn_ablation import studies
+    from cnn_ablation.studies import manage as studies
     from storage.studies import list_studies
 
     engine = open_engine()
@@ -107,14 +107,14 @@ def cmd_study_list(args: argparse.Namespace) -> int:
 
 def _study(args: argparse.Namespace) -> tuple[Engine, StudyView]:
     """The engine and the study `args.study_id` (StudyNotFound, exit 2, if there is none)."""
-    from cnn_ablation import studies
+    from cnn_ablation.studies import manage as studies
 
     engine = open_engine()
     return engine, studies.load(engine, args.study_id)
 
 
 def cmd_study_fill(args: argparse.Namespace) -> int:
-    from cnn_ablation import studies
+    from cnn_ablation.studies import manage as studies
 
     engine, view = _study(args)
     action = studies.fill_missing if args.study_command == "fill" else studies.rerun_failed
@@ -124,7 +124,7 @@ def cmd_study_fill(args: argparse.Namespace) -> int:
 
 
 def cmd_study_export(args: argparse.Namespace) -> int:
-    from cnn_ablation import studies
+    from cnn_ablation.studies import manage as studies
 
     engine, view = _study(args)
     result = studies.results(engine, view, args.metric)
@@ -137,8 +137,8 @@ def cmd_study_export(args: argparse.Namespace) -> int:
 
 
 def cmd_study_report(args: argparse.Namespace) -> int:
-    from cnn_ablation import studies
-    from cnn_ablation.study_report import write_report
+    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies.report import write_report
 
     engine, view = _study(args)
     result = studies.results(engine, view, args.metric, power_pp=args.power_pp)
@@ -149,7 +149,7 @@ def cmd_study_report(args: argparse.Namespace) -> int:
 
 
 def cmd_study_cancel(args: argparse.Namespace) -> int:
-    from cnn_ablation import studies
+    from cnn_ablation.studies import manage as studies
 
     engine, view = _study(args)
     outcome = studies.cancel(engine, view.id, now=args.now)
@@ -161,7 +161,7 @@ def cmd_study_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_study_delete(args: argparse.Namespace) -> int:
-    from cnn_ablation import studies
+    from cnn_ablation.studies import manage as studies
 
     engine, view = _study(args)
     try:
@@ -176,8 +176,8 @@ def cmd_study_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_study_show(args: argparse.Namespace) -> int:
-    from cnn_ablation import studies
-    from cnn_ablation.analysis import readable_effects, readable_summary
+    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies.analysis import readable_effects, readable_summary
 
     engine, view = _study(args)
     if view.spec.adaptive is not None:

@@ -16,12 +16,12 @@ import streamlit as st
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from cnn_ablation.liveness import reap_lost_runs
-from cnn_ablation.report import duration_s, epoch_progress, format_duration
-from cnn_ablation.report import pct as report_pct
+from cnn_ablation.jobs.liveness import reap_lost_runs
+from cnn_ablation.jobs.worker import ensure_local_worker
+from cnn_ablation.run_report import duration_s, epoch_progress, format_duration
+from cnn_ablation.run_report import pct as report_pct
 from cnn_ablation.settings import database_error, settings, shown_url, storage_problem
 from cnn_ablation.ui.figures import ChartOptions
-from cnn_ablation.worker import ensure_local_worker
 from storage import get_engine, read_models, workers
 from storage.read_models import RunsPage
 from storage.run_filters import RunFilter

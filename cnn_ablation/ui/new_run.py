@@ -12,7 +12,6 @@ from typing import Literal
 import pandas as pd
 import streamlit as st
 
-from cnn_ablation import datasets, networks
 from cnn_ablation.architecture import PRESETS, Conv, LayerRow, summary_rows
 from cnn_ablation.config import (
     BUILTIN_DATASETS,
@@ -22,7 +21,9 @@ from cnn_ablation.config import (
     check_name,
     defaults,
 )
-from cnn_ablation.launch import prepare, submit, with_seeds
+from cnn_ablation.data import datasets
+from cnn_ablation.jobs.launch import prepare, submit, with_seeds
+from cnn_ablation.networks import registry as networks
 from cnn_ablation.settings import settings
 from cnn_ablation.ui.common import (
     engine_or_stop,

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from cnn_ablation.report import duration_s, format_duration
+from cnn_ablation.run_report import duration_s, format_duration
 from cnn_ablation.settings import settings
 from cnn_ablation.ui import common
 from cnn_ablation.ui.common import CANCELLING, LIVE_S, pct, plain, shown_status
@@ -181,7 +181,7 @@ def batchnorm_hint(run: Run, epochs: pd.DataFrame) -> str | None:
 def training_images(config: dict[str, Any]) -> int | None:
     """How many images a run trained on (after its limit and validation split); None where
     that is not known without reading the data (a folder without a limit, a broken name)."""
-    from cnn_ablation.datasets import dataset_info
+    from cnn_ablation.data.datasets import dataset_info
 
     dataset = str(config.get("dataset", ""))
     limit = config.get("limit_train")

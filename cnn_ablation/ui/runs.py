@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from cnn_ablation.launch import delete_runs, retry, run_files
+from cnn_ablation.jobs.launch import delete_runs, retry, run_files
 from cnn_ablation.ui import common, run_view
 from cnn_ablation.ui.common import (
     REFRESH_S,

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import pandas as pd
 import streamlit as st
 
-from cnn_ablation import analysis, datasets, networks, studies
 from cnn_ablation.architecture import PRESETS
 from cnn_ablation.config import (
     BUILTIN_DATASETS,
@@ -22,8 +21,12 @@ from cnn_ablation.config import (
     RunConfig,
     defaults,
 )
+from cnn_ablation.data import datasets
+from cnn_ablation.networks import registry as networks
 from cnn_ablation.settings import settings
-from cnn_ablation.study_spec import (
+from cnn_ablation.studies import analysis
+from cnn_ablation.studies import manage as studies
+from cnn_ablation.studies.spec import (
     CHAPTER_TEST_ACCURACY,
     NETWORK_FACTORS,
     STUDY_PRESETS,
@@ -295,7 +298,7 @@ def report_file(view: studies.StudyView, result: dict, kind: str) -> Callable[[]
     Matplotlib is loaded then, not with the page."""
 
     def make() -> bytes:
-        from cnn_ablation import study_report
+        from cnn_ablation.studies import report as study_report
 
         if kind in ("png", "svg"):
             return study_report.forest_plot(view, result, kind)

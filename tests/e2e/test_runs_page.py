@@ -16,7 +16,7 @@ import urllib.parse
 import pytest
 
 from cnn_ablation.config import RunConfig
-from cnn_ablation.launch import new_run
+from cnn_ablation.jobs.launch import new_run
 from storage import lifecycle
 from storage.engine import get_engine
 from storage.runs import find_run, update_labels

@@ -12,9 +12,9 @@ import sys
 import time
 
 from cnn_ablation import log
+from cnn_ablation.jobs.slots import make_slots
+from cnn_ablation.jobs.worker import Worker
 from cnn_ablation.settings import settings
-from cnn_ablation.slots import make_slots
-from cnn_ablation.worker import Worker
 from storage import lifecycle, runs
 from storage.engine import get_engine
 from storage.records import RunLost

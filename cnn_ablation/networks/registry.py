@@ -1,6 +1,6 @@
 """The registry of networks a run can ablate: the chapter's two presets, `.keras` files, and Python
 builders. Pure Python (no TensorFlow): the web app lists networks with this module, and asks a
-short-lived helper process (`cnn_ablation.network_probe`) for what needs Keras.
+short-lived helper process (`cnn_ablation.networks.probe`) for what needs Keras.
 
 A custom network is named in a run's config by its registry key plus a content hash,
 `file:resnet@1a2b3c4d5e6f` or `builder:my_nets:vgg@1a2b3c4d5e6f`: every file is also kept
@@ -162,7 +162,7 @@ def probe(key: str, shape: tuple[int, int, int], classes: int, bn_off: tuple[str
     cache = networks_dir() / ".cache" / f"{_digest(json.dumps(args).encode())}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    done = subprocess.run([sys.executable, "-m", "cnn_ablation.network_probe", *args],
+    done = subprocess.run([sys.executable, "-m", "cnn_ablation.networks.probe", *args],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"})
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

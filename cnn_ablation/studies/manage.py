@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 import pandas as pd
 from sqlalchemy import Engine
 
-from cnn_ablation import analysis
 from cnn_ablation.config import MAX_NAME, METRICS, ConfigError, RunConfig, check_name
-from cnn_ablation.datasets import dataset_info
-from cnn_ablation.launch import delete_runs, new_run
+from cnn_ablation.data.datasets import dataset_info
+from cnn_ablation.jobs.launch import delete_runs, new_run
 from cnn_ablation.settings import settings
-from cnn_ablation.study_spec import Cell, StudySpec
+from cnn_ablation.studies import analysis
+from cnn_ablation.studies.spec import Cell, StudySpec
 from storage import lifecycle, read_models, workers
 from storage import studies as stored_studies
 from storage.records import NewRun, RunNotFound
@@ -66,9 +66,9 @@ def check_network(spec: StudySpec) -> None:
     base = spec.base
     if base.network is None:
         return
-    from cnn_ablation import networks
-    from cnn_ablation.datasets import DatasetUnavailable, check_fits
-    from cnn_ablation.datasets import resolve as resolve_dataset
+    from cnn_ablation.data.datasets import DatasetUnavailable, check_fits
+    from cnn_ablation.data.datasets import resolve as resolve_dataset
+    from cnn_ablation.networks import registry as networks
 
     networks.resolve(base.network)
     try:

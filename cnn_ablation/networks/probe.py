@@ -1,7 +1,7 @@
 """A short-lived helper process that answers, with Keras, what the web app and the CLI need to
 know about your own network without importing TensorFlow themselves:
 
-    python -m cnn_ablation.network_probe KEY --shape 32,32,3 --classes 10 [--bn-off a,b]
+    python -m cnn_ablation.networks.probe KEY --shape 32,32,3 --classes 10 [--bn-off a,b]
                                              [--dropout name=rate,...]
 
 prints one JSON object: the BatchNorm and Dropout layers, the variant's parameter count and its
@@ -21,7 +21,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # a probe never needs the G
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cnn_ablation.network_probe")
+    parser = argparse.ArgumentParser(prog="python -m cnn_ablation.networks.probe")
     parser.add_argument("network")
     parser.add_argument("--shape", required=True)
     parser.add_argument("--classes", type=int, required=True)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                            layer_dropout=tuple((n, float(r)) for n, _, r in
                                                (item.partition("=") for item in
                                                 args.dropout.split(",") if item)))
-        from cnn_ablation import surgery
+        from cnn_ablation.networks import surgery
 
         base = surgery.load(surgery.resolve(args.network), shape, args.classes)  # type: ignore[arg-type]
         model = surgery.build_custom(config, shape, args.classes)  # type: ignore[arg-type]

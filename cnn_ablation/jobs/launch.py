@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from cnn_ablation.architecture import count_params
 from cnn_ablation.config import ConfigError, RunConfig, check_name, check_seed_count
-from cnn_ablation.datasets import DatasetUnavailable, check_fits, resolve
+from cnn_ablation.data.datasets import DatasetUnavailable, check_fits, resolve
 from cnn_ablation.settings import settings
 from storage import runs
 from storage.records import NewRun
@@ -26,7 +26,7 @@ def prepare(config: RunConfig) -> tuple[RunConfig, int]:
     except DatasetUnavailable as exc:
         raise ConfigError("dataset", config.dataset, f"a dataset that exists here ({exc})") from exc
     if config.network is not None:  # your own network: Keras knows, in a helper process
-        from cnn_ablation import networks
+        from cnn_ablation.networks import registry as networks
 
         networks.resolve(config.network)
         answer = networks.probe(config.network, info.shape, info.num_classes, config.bn_off,

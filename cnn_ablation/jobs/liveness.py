@@ -1,5 +1,5 @@
 """How anyone but a run's own worker decides that the worker is gone (DESIGN: liveness is judged
-by the process that knows). The worker judges its own children (cnn_ablation/worker.py); pages,
+by the process that knows). The worker judges its own children (cnn_ablation/jobs/worker.py); pages,
 the CLI and other workers judge only the worker: on this host, whether its process is alive;
 elsewhere, its heartbeat, stale by more than twice its interval plus twice the database's busy
 timeout, so a slow write (which may wait the whole busy timeout) never makes a live run look

@@ -13,7 +13,7 @@ from typing import Any
 import keras
 
 from cnn_ablation.config import ConfigError, RunConfig
-from cnn_ablation.networks import Network, resolve
+from cnn_ablation.networks.registry import Network, resolve
 
 
 @keras.saving.register_keras_serializable(package="cnn_ablation")

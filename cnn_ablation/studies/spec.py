@@ -153,7 +153,7 @@ class StudySpec:
     combination), `ofat` (the base, then each factor's other levels one at a time).
     `extra_cells` adds named cells given as config overrides (e.g. "all BatchNorm off"). Each
     cell runs with seeds 0..seeds-1; with an `adaptive` rule `seeds` is the number asked for so
-    far, and grows a round at a time (`cnn_ablation.studies.advance`).
+    far, and grows a round at a time (`cnn_ablation.studies.manage.advance`).
     """
 
     base: RunConfig

@@ -24,10 +24,12 @@ import keras
 import numpy as np
 from sqlalchemy import Engine
 
-from cnn_ablation import datasets
 from cnn_ablation.config import RunConfig
-from cnn_ablation.model import build_model
-from cnn_ablation.recording import (
+from cnn_ablation.data import datasets
+from cnn_ablation.jobs import exit_codes
+from cnn_ablation.networks.model import build_model
+from cnn_ablation.settings import settings
+from cnn_ablation.training.recording import (
     DIAGNOSTIC_BATCH,
     PROGRESS_INTERVAL_S,
     EventFiles,
@@ -36,8 +38,6 @@ from cnn_ablation.recording import (
     RunControl,
     layer_norms,
 )
-from cnn_ablation.settings import settings
-from cnn_ablation.worker import EXIT_DISK_FULL, EXIT_PARENT_GONE
 from storage import lifecycle, runs, workers
 from storage.engine import is_disk_full
 from storage.records import Run, RunLost
@@ -125,7 +125,7 @@ def compiled_model(config: RunConfig, info: datasets.DatasetInfo) -> keras.Model
     """The chapter's compile: Adam at the config's rate, cross-entropy, accuracy (your own
     network too: its variant is built by `surgery.build_custom`)."""
     if config.network is not None:
-        from cnn_ablation.surgery import build_custom
+        from cnn_ablation.networks.surgery import build_custom
 
         model = build_custom(config, info.shape, info.num_classes)
     else:
@@ -178,7 +178,7 @@ def train_run(engine: Engine, run_id: int, echo: Callable[[str], None] | None = 
                              traceback=traceback.format_exc())
         except Exception:
             if is_disk_full(exc):  # cannot even record it: the worker will, from our exit code
-                raise SystemExit(EXIT_DISK_FULL) from exc
+                raise SystemExit(exit_codes.DISK_FULL) from exc
             raise
         return RunStatus.FAILED
 
@@ -241,7 +241,7 @@ def prepare_training(engine: Engine, run: Run, worker_id: str, control: RunContr
     (x_fit, y_fit), validation = split(config, data)
     if resume and run.checkpoint_path:
         if config.network is not None:
-            import cnn_ablation.surgery  # noqa: F401 (registers SwitchedOff for loading)
+            import cnn_ablation.networks.surgery  # noqa: F401 (registers SwitchedOff for loading)
         model = keras.models.load_model(run.checkpoint_path)  # weights and optimizer state
         lifecycle.add_note(engine, run.id, f"resumed at epoch {resume + 1} on "
                                            f"{socket.gethostname()} from its checkpoint")
@@ -454,7 +454,7 @@ def execute(engine: Engine, run_id: int, echo: Callable[[str], None] | None = No
     def beat() -> None:
         while not done.wait(interval):
             if parent_pid is not None and os.getppid() != parent_pid:
-                os._exit(EXIT_PARENT_GONE)
+                os._exit(exit_codes.PARENT_GONE)
             try:
                 if own_worker:
                     workers.heartbeat_worker(engine, worker_id)

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cnn_ablation import analysis
 from cnn_ablation.config import METRICS
-from cnn_ablation.studies import REPEATS_NOTE, StudyView, status_line
+from cnn_ablation.studies.manage import REPEATS_NOTE, StudyView, analysis, status_line
 
 HOLM_MARK = "*"
 

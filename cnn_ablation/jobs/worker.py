@@ -18,22 +18,26 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from cnn_ablation import liveness
+from cnn_ablation.jobs import exit_codes, liveness
+from cnn_ablation.jobs.slots import Child, Launched, LocalProcess, Slot, child_env
 from cnn_ablation.settings import settings
-from cnn_ablation.slots import Child, Launched, LocalProcess, Slot, child_env
 from storage import clock, lifecycle, runs, workers
 from storage.engine import is_disk_full, retry_when_locked
 from storage.records import Run, RunLost
 from storage.status import CancelMode, RunStatus
 
 POLL_S = 0.5  # how often a free slot looks for queued runs
-EXIT_DISK_FULL = 28  # a training process that could not write for lack of space (ENOSPC)
-EXIT_PARENT_GONE = 70  # a training process whose worker died: it stops unowned
 log = logging.getLogger(__name__)
+
+# Called after each run ends, with the engine; returns the ids of runs it queued. The studies
+# register theirs (`studies.manage.advance`: an adaptive study's next round) through the command
+# that starts the worker, so this lower floor never imports the studies above it.
+RunEndedHook = Callable[[Engine], list[int]]
 
 
 class Worker:
@@ -46,9 +50,10 @@ class Worker:
     """
 
     def __init__(self, engine: Engine, slots: list[Slot], once: bool = False,
-                 worker_id: str | None = None):
+                 worker_id: str | None = None, on_run_ended: RunEndedHook | None = None):
         config = settings()
         self.engine, self.slots, self.once = engine, slots, once
+        self.on_run_ended = on_run_ended
         self.url = engine.url.render_as_string(hide_password=False)
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.host = socket.gethostname()
@@ -176,16 +181,16 @@ class Worker:
             final = runs.find_run(self.engine, child.run_id)
             log.info("run %s: %s", child.run_id, final.status if final else "deleted")
             slot.child = None
-            self._advance_studies()
+            self._run_ended()
 
-    def _advance_studies(self) -> None:
-        """Adaptive studies whose round just completed queue the next one (or record why they
-        stop); done here, right after a run ends, so `--once` picks the next round up too."""
-        from cnn_ablation import studies  # pandas/scipy, never TensorFlow
-
-        queued = studies.advance(self.engine)
+    def _run_ended(self) -> None:
+        """The run-ended hook (adaptive studies queue their next round or record why they stop);
+        called here, right after a run ends, so `--once` picks the next round up too."""
+        if self.on_run_ended is None:
+            return
+        queued = self.on_run_ended(self.engine)
         if queued:
-            log.info("adaptive studies: next round queued: runs %s", ", ".join(map(str, queued)))
+            log.info("after a run ended: queued runs %s", ", ".join(map(str, queued)))
 
     def _why_ended(self, child: Child, code: int) -> tuple[RunStatus, str]:
         """The status and reason for a child that exited while its run was still running."""
@@ -199,7 +204,7 @@ class Worker:
             return RunStatus.CANCELLED, f"{reason} (training process killed)"
         if child.process.lost_reason:
             return RunStatus.FAILED, f"worker lost: {child.process.lost_reason}; epochs are kept"
-        if code == EXIT_DISK_FULL:
+        if code == exit_codes.DISK_FULL:
             return RunStatus.FAILED, ("disk full: the training process could not write "
                                       f"(see {child.log_path}); finished epochs are kept")
         how = (f"killed by signal {signal.Signals(-code).name}" if code < 0

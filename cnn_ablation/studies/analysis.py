@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import stats  # type: ignore[import-untyped]
 
 from cnn_ablation.config import METRICS
-from cnn_ablation.study_spec import level_text
+from cnn_ablation.studies.spec import level_text
 
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE
