@@ -33,13 +33,6 @@ def command(home, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def pandas_at_import(module: str) -> bool:
-    code = f"import sys, {module}; print('pandas' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, check=True)
-    return out.stdout.strip() == "True"
-
-
 @pytest.mark.parametrize("args", [("runs",), ("runs", "--json"), ("show", "{done}"),
                                   ("show", "{done}", "--json"), ("cancel", "{queued}"),
                                   ("submit", "--dataset", "synthetic", "--epochs", "1")])
@@ -52,9 +45,6 @@ def test_everyday_commands_import_neither_tensorflow_nor_pandas_nor_plotly(home,
     assert result["code"] == 0 and result["stdout"]
     loaded = set(result["loaded"])
     assert not loaded & {"tensorflow", "keras", "plotly"}, loaded
-    if "pandas" in loaded and args[0] in ("runs", "show") and pandas_at_import("storage.workers"):
-        pytest.xfail("storage/workers.py imports pandas at module level; `runs` and `show` "
-                     "reap lost runs through it (the change is in the report of issue 11)")
     assert "pandas" not in loaded, loaded
 
 

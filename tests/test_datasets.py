@@ -8,6 +8,8 @@ from PIL import Image
 
 from cnn_ablation.config import ConfigError, RunConfig
 from cnn_ablation.data import datasets
+from cnn_ablation.data.arrays import DatasetUnavailable
+from cnn_ablation.data.builtin import DEBIAN_FASHION_MNIST, IDX_FILES, read_idx
 
 
 def write_idx(path, array):
@@ -21,17 +23,17 @@ def test_idx_files_in_the_standard_format_are_read_as_uint8(tmp_path):
     labels = np.array([7, 0, 9], dtype=np.uint8)
     write_idx(tmp_path / "img.gz", images)
     write_idx(tmp_path / "lab.gz", labels)
-    got = datasets.read_idx(tmp_path / "img.gz")
+    got = read_idx(tmp_path / "img.gz")
     assert got.dtype == np.uint8 and got.shape == (3, 4, 5, 1)
     assert np.array_equal(got[..., 0], images)
-    assert np.array_equal(datasets.read_idx(tmp_path / "lab.gz"), labels)
+    assert np.array_equal(read_idx(tmp_path / "lab.gz"), labels)
 
 
 def test_idx_reader_refuses_a_truncated_file(tmp_path):
     with gzip.open(tmp_path / "bad.gz", "wb") as f:
         f.write(struct.pack(">HBB", 0, 8, 1) + struct.pack(">I", 10) + b"\x01\x02")
     with pytest.raises(ValueError, match="expected 10 values"):
-        datasets.read_idx(tmp_path / "bad.gz")
+        read_idx(tmp_path / "bad.gz")
 
 
 def make_folder(root, sizes):
@@ -64,7 +66,7 @@ def test_folder_image_size_is_stated_in_the_run_config(home):
 
 def test_missing_folder_says_where_the_images_go(home):
     start = time.monotonic()
-    with pytest.raises(datasets.DatasetUnavailable, match="train/<class>/"):
+    with pytest.raises(DatasetUnavailable, match="train/<class>/"):
         datasets.dataset_info(f"folder:{home}/nothing")
     assert datasets.availability(f"folder:{home}/nothing").state == "missing"
     assert time.monotonic() - start < 5
@@ -101,7 +103,7 @@ def test_batch_larger_than_the_data_is_refused():
 
 
 def test_fashion_mnist_from_debian_when_installed(home, monkeypatch):
-    if not (datasets.DEBIAN_FASHION_MNIST / datasets.IDX_FILES[0]).exists():
+    if not (DEBIAN_FASHION_MNIST / IDX_FILES[0]).exists():
         pytest.skip("Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
     monkeypatch.setenv("KERAS_HOME", str(home / "keras"))
     data = datasets.load("fashion_mnist")
@@ -116,7 +118,7 @@ def test_a_corrupt_image_is_named_and_an_edited_one_is_looked_at_again(home):
     assert datasets.dataset_info(name).train_size == 4
     bad = root / "test" / "dog" / "1.png"
     bad.write_bytes(bad.read_bytes()[:30])  # truncated after the scan was remembered
-    with pytest.raises(datasets.DatasetUnavailable, match=r"dog/1\.png: not a readable image"):
+    with pytest.raises(DatasetUnavailable, match=r"dog/1\.png: not a readable image"):
         datasets.dataset_info(name)
     assert datasets.availability(name).state == "missing"
     Image.new("RGB", (8, 8)).save(bad)  # mended: usable again
@@ -129,14 +131,14 @@ def test_class_sets_and_sizes_are_checked(home, monkeypatch):
     Image.new("RGB", (8, 8)).save(root / "train" / "cat" / "x.jpg")
     (root / "test" / "fox").mkdir()
     Image.new("RGB", (8, 8)).save(root / "test" / "fox" / "0.png")
-    with pytest.raises(datasets.DatasetUnavailable, match="same class set.*only in test/: fox"):
+    with pytest.raises(DatasetUnavailable, match="same class set.*only in test/: fox"):
         datasets.dataset_info(f"folder:{root}")
     (root / "test" / "fox" / "0.png").unlink()  # an empty class folder is no class
     (root / "train" / ".ipynb_checkpoints").mkdir()  # hidden: not a class
     (root / "train" / "cat" / "._0.png").write_bytes(b"macOS resource fork")  # hidden: skipped
     assert datasets.dataset_info(f"folder:{root}").class_names == ("cat", "dog")
     monkeypatch.setenv("ABLATION_MAX_IMAGE_SIDE", "7")
-    with pytest.raises(datasets.DatasetUnavailable, match="8x8 pixels; the largest side allowed is 7"):
+    with pytest.raises(DatasetUnavailable, match="8x8 pixels; the largest side allowed is 7"):
         datasets.dataset_info(f"folder:{root}")
 
 
@@ -145,7 +147,7 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(home):
     make_folder(root, [(8, 8)])
     Image.new("1", (10_000, 10_000)).save(root / "train" / "dog" / "bomb.png")  # PIL only warns
     start = time.monotonic()
-    with pytest.raises(datasets.DatasetUnavailable, match="bomb.png: too many pixels"):
+    with pytest.raises(DatasetUnavailable, match="bomb.png: too many pixels"):
         datasets.dataset_info(f"folder:{root}")
     assert time.monotonic() - start < 2
 

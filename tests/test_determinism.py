@@ -7,19 +7,21 @@ import pytest
 
 from cnn_ablation.config import RunConfig
 from cnn_ablation.data import datasets
+from cnn_ablation.data.arrays import Dataset
 from storage.read_models import epochs_frame
 
 pytest.importorskip("keras")
-from cnn_ablation.training.run import split, train_run  # noqa: E402
+from cnn_ablation.training.pipeline import split  # noqa: E402
+from cnn_ablation.training.run import train_run  # noqa: E402
 
 
-def indexed(n: int = 500) -> datasets.Dataset:
+def indexed(n: int = 500) -> Dataset:
     """A dataset whose every training image carries its own index in its pixels (and labels
     that are the index too), so a split can be read back as indices."""
     data = datasets.load("synthetic:100")
     x = np.zeros((n, 4, 4, 1), dtype=np.uint8)
     x[:, 0, 0, 0], x[:, 0, 1, 0] = np.arange(n) // 256, np.arange(n) % 256
-    return datasets.Dataset(data.info, x, np.arange(n), data.x_test, data.y_test)
+    return Dataset(data.info, x, np.arange(n), data.x_test, data.y_test)
 
 
 def indices(part) -> np.ndarray:

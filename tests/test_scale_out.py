@@ -76,7 +76,7 @@ def test_the_recorded_environment_names_the_keras_backend_and_its_versions():
     import numpy as np
     import tensorflow as tf
 
-    from cnn_ablation.training.run import environment
+    from cnn_ablation.training.environment import environment
 
     env = environment()
     assert env["keras_backend"] == keras.backend.backend() == "tensorflow"

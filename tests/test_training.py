@@ -8,7 +8,8 @@ from storage.runs import find_run
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("keras")
-from cnn_ablation.training.run import STEPS_PER_EXECUTION, train_run  # noqa: E402
+from cnn_ablation.training.pipeline import STEPS_PER_EXECUTION  # noqa: E402
+from cnn_ablation.training.run import train_run  # noqa: E402
 
 
 def test_two_epoch_run_records_each_epoch_and_test_metrics(engine, make_run):
@@ -60,7 +61,7 @@ def test_an_exception_marks_the_run_failed_with_its_message(engine, home, make_r
 
 def test_split_arrays_go_to_tensorflow_without_a_copy():
     from cnn_ablation.data import datasets
-    from cnn_ablation.training.run import as_tensor, split
+    from cnn_ablation.training.pipeline import as_tensor, split
 
     data = datasets.load("synthetic")
     (x_fit, _), (x_val, _) = split(RunConfig(dataset="synthetic", val_split=0.2), data)
@@ -74,7 +75,8 @@ def test_split_arrays_go_to_tensorflow_without_a_copy():
 
 def test_one_test_pass_gives_what_keras_evaluate_gives():
     from cnn_ablation.data import datasets
-    from cnn_ablation.training.run import compiled_model, test_metrics
+    from cnn_ablation.training.evaluation import test_metrics
+    from cnn_ablation.training.run import compiled_model
 
     config = RunConfig(dataset="synthetic:300", epochs=1)
     data = datasets.load(config.dataset)
@@ -144,7 +146,8 @@ def test_steps_are_sampled_within_epochs_and_tensorboard_gets_every_scalar(engin
 
 def test_the_test_pass_reports_images_done_of_the_total(engine, make_run):
     from cnn_ablation.data import datasets
-    from cnn_ablation.training.run import TestProgress, compiled_model, test_metrics
+    from cnn_ablation.training.evaluation import TestProgress, test_metrics
+    from cnn_ablation.training.run import compiled_model
     from tests.conftest import TEST_WORKER
 
     config = RunConfig(dataset="synthetic:12500", limit_train=64, epochs=1)  # 2,500 test images
@@ -171,7 +174,7 @@ def test_short_steps_run_sixteen_per_call_and_long_ones_one():
     hang check act between steps."""
     from dataclasses import replace
 
-    from cnn_ablation.training.run import steps_per_execution
+    from cnn_ablation.training.pipeline import steps_per_execution
 
     chapter = RunConfig()
     assert steps_per_execution(chapter, (32, 32, 3)) == STEPS_PER_EXECUTION == 16

@@ -181,7 +181,7 @@ def test_app_helper_starts_exactly_one_worker_when_called_repeatedly(engine, hom
 def test_a_worker_run_samples_steps_writes_tensorboard_files_and_delete_removes_its_files(
         engine, home, workers):
     from cnn_ablation.jobs.launch import delete_runs
-    from cnn_ablation.training.run import STEPS_PER_EXECUTION
+    from cnn_ablation.training.pipeline import STEPS_PER_EXECUTION
     from storage.read_models import step_rows
     from tests.test_training import event_scalars
 

@@ -205,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dataset_unavailable(exc: BaseException) -> bool:
-    """Whether `exc` is a `datasets.DatasetUnavailable`. It can be one only if a command loaded
+    """Whether `exc` is a `DatasetUnavailable` (data.arrays). It can be one only if a command loaded
     that module, so the module is not imported to ask: commands that read no dataset (runs,
     show, cancel) start without NumPy."""
-    datasets = sys.modules.get("cnn_ablation.data.datasets")
+    datasets = sys.modules.get("cnn_ablation.data.arrays")
     return datasets is not None and isinstance(exc, datasets.DatasetUnavailable)
 
 

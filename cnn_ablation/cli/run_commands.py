@@ -17,7 +17,8 @@ from cnn_ablation.settings import settings
 # --- commands -------------------------------------------------------------------------------------
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnn_ablation.config import ConfigError
-    from cnn_ablation.data.datasets import DatasetUnavailable, dataset_info
+    from cnn_ablation.data.arrays import DatasetUnavailable
+    from cnn_ablation.data.datasets import dataset_info
 
     config = config_from_args(args, default_dataset="synthetic")
     if args.dataset:
@@ -236,7 +237,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
     quiet_keras_import()
     from cnn_ablation.training.run import execute
 
-    logger = logging.getLogger("cnn_ablation.training.run")
+    logger = logging.getLogger("cnn_ablation.training")
     status = execute(open_engine(), args.run_id, echo=logger.info, parent_pid=args.parent_pid)
     logger.info("run %s: %s", args.run_id, status)
     return 0

@@ -1,5 +1,10 @@
-"""Data: a dataset's name -> uint8 arrays and class names, from Keras' loaders, Debian's
-Fashion-MNIST, a folder of images or the synthetic set, with a cache keyed by the source.
+"""Data: a dataset's name -> uint8 arrays and class names, offline where possible.
 
-May import: `cnn_ablation.config`, `cnn_ablation.settings`, numpy, PIL, keras (inside functions).
+- `datasets`: what a name means, whether it is here, whether a config fits it; loading, cached.
+- `arrays`: a dataset as held (`DatasetInfo`, aligned uint8 arrays), `DatasetUnavailable`.
+- `builtin`: Keras' loaders, Debian's Fashion-MNIST, the synthetic set.
+- `folders`: `folder:<path>` datasets: scan, checks, digest, loading.
+
+May import: `cnn_ablation.config`, `cnn_ablation.settings`, numpy, PIL, keras (inside functions:
+the web app imports this package and never Keras).
 """

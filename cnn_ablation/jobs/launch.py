@@ -11,7 +11,8 @@ from sqlalchemy import Engine
 
 from cnn_ablation.architecture import count_params
 from cnn_ablation.config import ConfigError, RunConfig, check_name, check_seed_count
-from cnn_ablation.data.datasets import DatasetUnavailable, check_fits, resolve
+from cnn_ablation.data.arrays import DatasetUnavailable
+from cnn_ablation.data.datasets import check_fits, resolve
 from cnn_ablation.settings import settings
 from storage import runs
 from storage.records import NewRun

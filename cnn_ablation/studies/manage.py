@@ -66,7 +66,8 @@ def check_network(spec: StudySpec) -> None:
     base = spec.base
     if base.network is None:
         return
-    from cnn_ablation.data.datasets import DatasetUnavailable, check_fits
+    from cnn_ablation.data.arrays import DatasetUnavailable
+    from cnn_ablation.data.datasets import check_fits
     from cnn_ablation.data.datasets import resolve as resolve_dataset
     from cnn_ablation.networks import registry as networks
 

@@ -1,6 +1,10 @@
-"""Training: one run in its own process: compile, fit with the recording callbacks (every epoch a
-committed row, heartbeats, cancel, NaN guard), checkpoint and resume, the test pass.
+"""Training: one run in its own process (`python -m cnn_ablation execute RUN`).
 
-May import: networks, data, `cnn_ablation.jobs.exit_codes` (its contract with the worker), storage,
-keras. Nothing imports this package but the CLI's `execute`/`train` verbs and benchmarks.
+- `run`: set up, fit, test, finish (or requeue with a checkpoint); the heartbeat thread.
+- `pipeline`: the validation split, each epoch's order from (seed, epoch), random ops reseeded.
+- `recording`: the callbacks: every epoch a committed row, progress, cancel, NaN guard.
+- `checkpoint`, `evaluation` (the test pass), `environment` (GPUs, what the run records).
+
+May import: networks, data, `cnn_ablation.jobs.exit_codes` (its contract with the worker),
+storage, keras. Nothing imports this package but the CLI's `execute`/`train` verbs and benchmarks.
 """

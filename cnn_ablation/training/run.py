@@ -5,7 +5,6 @@ stops (storage.status)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -26,9 +25,20 @@ from sqlalchemy import Engine
 
 from cnn_ablation.config import RunConfig
 from cnn_ablation.data import datasets
+from cnn_ablation.data.arrays import Dataset, DatasetInfo
 from cnn_ablation.jobs import exit_codes
 from cnn_ablation.networks.model import build_model
 from cnn_ablation.settings import settings
+from cnn_ablation.training.checkpoint import CheckpointMissing, checkpoint_path, remove_checkpoint
+from cnn_ablation.training.environment import configure_gpus, environment, process_started_at
+from cnn_ablation.training.evaluation import TestProgress, test_metrics
+from cnn_ablation.training.pipeline import (
+    EpochBatches,
+    EpochStart,
+    as_tensor,
+    split,
+    steps_per_execution,
+)
 from cnn_ablation.training.recording import (
     DIAGNOSTIC_BATCH,
     PROGRESS_INTERVAL_S,
@@ -45,83 +55,8 @@ from storage.status import CancelMode, RunStatus
 
 log = logging.getLogger(__name__)
 
-# Training steps per call into the backend (Keras' `steps_per_execution`): the same steps on the
-# same batches in the same order, run 16 at a time inside one graph call, so Python's per-step
-# work (the data iterator, the callbacks) is paid once per 16 steps. On this project's 2-core
-# CPU a step of the chapter's network took ~20 % longer one at a time (benchmarks/
-# throughput_memory.py). Only where steps are that short: the built-in networks on images up to
-# 64 x 64 (a call of 16 steps well under a second on a CPU); your own networks and larger
-# images take one step per call, since their steps are long enough for Python's share to vanish,
-# and progress, stop-now and the hang check (ABLATION_NO_PROGRESS_SECONDS) act between calls.
-# Keras on PyTorch runs one step per call only.
-STEPS_PER_EXECUTION = 16
-FAST_STEP_MAX_PIXELS = 64 * 64
 
-
-def steps_per_execution(config: RunConfig, shape: tuple[int, ...]) -> int:
-    """Steps per call for this run's model (see STEPS_PER_EXECUTION); batch callbacks see the
-    last step of each call."""
-    if keras.backend.backend() == "torch" or config.network is not None:
-        return 1
-    return STEPS_PER_EXECUTION if shape[0] * shape[1] <= FAST_STEP_MAX_PIXELS else 1
-
-
-def split(config: RunConfig, data: datasets.Dataset):
-    """Training limit, then a seeded shuffle split into fit and validation parts (still uint8).
-
-    The images are not copied for the fit part: the rows it keeps are moved up, in their
-    order, within the training array itself (`data.x_train` is reordered: a run loads its
-    dataset once and splits it once), so the fit part is a view of its start, aligned and
-    contiguous for `as_tensor`. Only the validation rows are copied out first (val_split of
-    the images). The parts hold the same rows in the same order as copying them would."""
-    x, y = data.x_train, data.y_train
-    if config.limit_train:
-        x, y = x[: config.limit_train], y[: config.limit_train]
-    n_val = int(round(len(x) * config.val_split))
-    if n_val == 0:
-        return (x, y), None  # no copy: the arrays go to fit as they are
-    order = np.random.default_rng(config.seed).permutation(len(x))
-    fit_idx, val_idx = np.sort(order[n_val:]), np.sort(order[:n_val])
-    validation = (_take(x, val_idx), y[val_idx])
-    if not (x.flags.writeable and x.flags.c_contiguous):  # cannot reorder in place: copy
-        return (_take(x, fit_idx), y[fit_idx]), validation
-    _move_up(x, fit_idx)
-    return (x[: len(fit_idx)], y[fit_idx]), validation
-
-
-def _move_up(x: np.ndarray, idx: np.ndarray, chunk: int = 4096) -> None:
-    """x[:len(idx)] = x[idx] in place, for ascending `idx` (so idx[i] >= i): each chunk's rows
-    are gathered before they are written, and no later chunk reads a row written earlier."""
-    for start in range(0, len(idx), chunk):
-        stop = min(start + chunk, len(idx))
-        x[start:stop] = x[idx[start:stop]]
-
-
-def _take(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    out = datasets.aligned_empty((len(idx), *x.shape[1:]), x.dtype)  # aligned: see as_tensor
-    return np.take(x, idx, axis=0, out=out)
-
-
-def as_tensor(x: np.ndarray):
-    """Images as a TensorFlow tensor sharing memory with `x` (DLPack, no copy).
-
-    Given a NumPy array, Keras' `fit` copies it whole into TensorFlow and briefly holds a second
-    copy while doing so (+300 MB peak for 50,000 CIFAR-sized images: benchmarks/). TensorFlow
-    can read the array in place when it is C-contiguous and 64-byte aligned, which datasets.py
-    and `split` ensure; anything else is passed on unchanged (Keras copies it, as before).
-    """
-    aligned = x.flags.c_contiguous and x.flags.writeable and x.ctypes.data % 64 == 0
-    if keras.backend.backend() != "tensorflow" or not aligned:
-        return x
-    import tensorflow as tf
-
-    try:
-        return tf.experimental.dlpack.from_dlpack(x.__dlpack__())
-    except (TypeError, ValueError, BufferError, RuntimeError):  # no DLPack here: let Keras copy
-        return x
-
-
-def compiled_model(config: RunConfig, info: datasets.DatasetInfo) -> keras.Model:
+def compiled_model(config: RunConfig, info: DatasetInfo) -> keras.Model:
     """The chapter's compile: Adam at the config's rate, cross-entropy, accuracy (your own
     network too: its variant is built by `surgery.build_custom`)."""
     if config.network is not None:
@@ -190,10 +125,11 @@ class TrainingSetup:
     callback with its per-layer diagnostics. The benchmarks call the same function."""
 
     config: RunConfig
-    data: datasets.Dataset
+    data: Dataset
     model: keras.Model
-    x_fit: Any  # a tensor sharing memory with the uint8 images (`as_tensor`)
+    x_fit: np.ndarray  # the fit part's uint8 images (a view: `split`)
     y_fit: np.ndarray
+    epoch_batches: EpochBatches  # what fit trains on: each epoch in its own order
     validation: tuple[Any, np.ndarray] | None
     recorder: RecordingCallback
     initial_epoch: int  # epochs a resumed checkpoint already holds
@@ -202,25 +138,16 @@ class TrainingSetup:
 
     def fit(self, callbacks: list[keras.callbacks.Callback] | None = None) -> Any:
         """`model.fit` as a run calls it. `callbacks` replaces `[self.recorder]` (benchmarks
-        wrap the recorder in timers, or leave it out to measure what it costs)."""
+        wrap the recorder in timers, or leave it out to measure what it costs); the epoch
+        start (this epoch's order, the random ops reseeded) always comes first."""
+        start = EpochStart(self.epoch_batches, self.config.seed)
         return self.model.fit(
-            self.x_fit, self.y_fit, batch_size=self.config.batch_size, epochs=self.config.epochs,
-            initial_epoch=self.initial_epoch, validation_data=self.validation, shuffle=True,
-            verbose=0, callbacks=[self.recorder] if callbacks is None else callbacks)
-
-
-class CheckpointMissing(RuntimeError):
-    """A run went back to the queue with a checkpoint that this host cannot read (it is on the
-    disk of the host whose worker stopped it, or was removed). The run fails saying so, before
-    anything is loaded: starting again at epoch 1 under the same run would put a second
-    training's epochs on the curve of the first, and its recorded epochs always stay."""
-
-    def __init__(self, path: str | None, host: str, epochs: int):
-        super().__init__(
-            f"checkpoint {path or '(none)'} not found on {host}: the run cannot resume after "
-            f"epoch {epochs} here (the checkpoint is on the disk of the host whose worker "
-            f"stopped it, or was removed); its {epochs} epoch{'s' if epochs != 1 else ''} "
-            "are kept; Retry queues it again as a new run from epoch 1")
+            self.epoch_batches, epochs=self.config.epochs, initial_epoch=self.initial_epoch,
+            # shuffle=False: the order is `epoch_batches`' alone. Keras' own shuffle of a
+            # PyDataset reorders its batches with Python's `random`, whose state a resumed
+            # process does not share (measured: two loads of one checkpoint, two losses).
+            validation_data=self.validation, shuffle=False, verbose=0,
+            callbacks=[start, *([self.recorder] if callbacks is None else callbacks)])
 
 
 def prepare_training(engine: Engine, run: Run, worker_id: str, control: RunControl,
@@ -256,7 +183,8 @@ def prepare_training(engine: Engine, run: Run, worker_id: str, control: RunContr
         recorder.on_first_step = lambda at: echo(_startup_line(phases, at, started_at))
     if validation is not None:
         validation = (as_tensor(validation[0]), validation[1])
-    return TrainingSetup(config, data, model, as_tensor(x_fit), y_fit, validation, recorder,
+    epoch_batches = EpochBatches(x_fit, y_fit, config.batch_size, config.seed)
+    return TrainingSetup(config, data, model, x_fit, y_fit, epoch_batches, validation, recorder,
                          resume, batches, phases)
 
 
@@ -289,7 +217,7 @@ def _fit_and_test(engine: Engine, run: Run, worker_id: str, setup: TrainingSetup
                             test_report_json=json.dumps(report), progress_batch=setup.batches,
                             progress_epoch=config.epochs):
         return _lost(engine, run.id)
-    _remove_checkpoint(run.id)
+    remove_checkpoint(run.id)
     return RunStatus.COMPLETED
 
 
@@ -310,7 +238,7 @@ def _ended_early(engine: Engine, run: Run, worker_id: str, model: keras.Model,
     if not lifecycle.finish(engine, run.id, outcome.status, worker_id=worker_id,
                             error=outcome.reason):
         return _lost(engine, run.id)
-    _remove_checkpoint(run.id)
+    remove_checkpoint(run.id)
     return outcome.status
 
 
@@ -322,111 +250,6 @@ def _lost(engine: Engine, run_id: int) -> RunStatus:
     log.warning("run %s is no longer ours (now %s); stopped without writing", run_id,
                 now.status if now else "deleted")
     return status
-
-
-def checkpoint_path(run_id: int) -> Path:
-    return settings().home / "checkpoints" / f"run-{run_id}.keras"
-
-
-def _remove_checkpoint(run_id: int) -> None:
-    checkpoint_path(run_id).unlink(missing_ok=True)
-
-
-class TestProgress(keras.callbacks.Callback):
-    """Progress beats while the test set is predicted ("testing: 4,000 of 10,000 images")."""
-
-    def __init__(self, engine: Engine, run_id: int, worker_id: str, batch_size: int = 1000):
-        super().__init__()
-        self.engine, self.run_id, self.worker_id = engine, run_id, worker_id
-        self.batch_size = batch_size
-        self.total = 0
-        self.epoch: int | None = None
-
-    def on_predict_batch_end(self, batch: int, logs: Any = None) -> None:
-        done = min((batch + 1) * self.batch_size, self.total)
-        lifecycle.report_progress(self.engine, self.run_id, self.worker_id, "testing",
-                                  self.epoch, done, self.total)
-
-
-def test_metrics(model: keras.Model, data: datasets.Dataset,
-                 progress: TestProgress | None = None) -> tuple[float, float, dict]:
-    """Test loss, accuracy and confusion matrix from one pass over the test set (`predict`),
-    computed as Keras' `evaluate` computes them (tests check they agree to 1e-6)."""
-    callbacks = []
-    if progress is not None:
-        progress.total = len(data.y_test)
-        callbacks.append(progress)
-    if model.steps_per_execution != 1:  # one call per 1,000 images: progress after each
-        model.steps_per_execution = 1
-        model.make_predict_function(force=True)
-    probs = model.predict(data.x_test, batch_size=1000, verbose=0, callbacks=callbacks)
-    labels = data.y_test.astype(np.int64)
-    probs = probs / probs.sum(axis=1, keepdims=True)  # as Keras' cross-entropy does
-    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1 - 1e-7)
-    loss = float(np.mean(-np.log(picked.astype(np.float64))))
-    predicted = np.argmax(probs, axis=1)
-    accuracy = float(np.mean(predicted == labels))
-    k = data.info.num_classes
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
-    report = {"class_names": list(data.info.class_names), "confusion": confusion.tolist()}
-    return loss, accuracy, report
-
-
-def configure_gpus(memory_limit_mb: int | None) -> None:
-    """Before any TensorFlow op: grow GPU memory as needed rather than taking it all, or, when a
-    worker shares a GPU between K runs, cap this process at its share."""
-    if keras.backend.backend() != "tensorflow":
-        return
-    import tensorflow as tf
-
-    for gpu in tf.config.list_physical_devices("GPU"):
-        if memory_limit_mb is not None:
-            tf.config.set_logical_device_configuration(
-                gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=memory_limit_mb)])
-        else:
-            tf.config.experimental.set_memory_growth(gpu, True)
-
-
-def environment() -> dict[str, Any]:
-    """What a result depends on besides its config: Keras, its backend (name and the version of
-    the library behind it: tensorflow, jax or torch), numpy, Python, the platform, the GPUs this
-    process sees and the device it trains on. Imports only the backend Keras runs on."""
-    import platform
-
-    backend = keras.backend.backend()
-    version, gpus = _backend_version_and_gpus(backend)
-    return {"python": platform.python_version(), "keras": keras.__version__,
-            "keras_backend": backend, "backend_version": version, backend: version,
-            "numpy": np.__version__, "host": socket.gethostname(),
-            "platform": platform.platform(), "gpus": gpus, "device": gpus[0] if gpus else "cpu",
-            "visible_gpus": settings().visible_gpus}
-
-
-def _backend_version_and_gpus(backend: str) -> tuple[str, list[str]]:
-    """The backend library's version and the GPUs it sees, asked of that library alone."""
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.__version__, [d.name for d in tf.config.list_physical_devices("GPU")]
-    if backend == "jax":  # imported by name: neither is installed here, nor typed for mypy
-        jax = importlib.import_module("jax")
-        return jax.__version__, [str(d) for d in jax.devices() if d.platform != "cpu"]
-    if backend == "torch":
-        torch = importlib.import_module("torch")
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        return torch.__version__, [f"cuda:{i} ({torch.cuda.get_device_name(i)})"
-                                   for i in range(count)]
-    return np.__version__, []  # "numpy" (inference only): nothing behind it but numpy
-
-
-def process_started_at() -> float | None:
-    try:
-        import psutil
-
-        return psutil.Process().create_time()
-    except Exception:  # psutil missing or /proc unreadable: the log line just lacks this part
-        return None
 
 
 def execute(engine: Engine, run_id: int, echo: Callable[[str], None] | None = None,

@@ -22,6 +22,7 @@ from cnn_ablation.config import (
     defaults,
 )
 from cnn_ablation.data import datasets
+from cnn_ablation.data.arrays import Availability, DatasetInfo, DatasetUnavailable
 from cnn_ablation.jobs.launch import prepare, submit, with_seeds
 from cnn_ablation.networks import registry as networks
 from cnn_ablation.settings import settings
@@ -55,13 +56,13 @@ st.caption("Switch BatchNorm per layer and set dropout on the network below; the
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def availability(name: str) -> datasets.Availability:
+def availability(name: str) -> Availability:
     """Whether a built-in dataset's files are here (cached for 30 s). Any problem comes back as
     "missing" with the reason, never as an exception."""
     try:
         return datasets.availability(name)
-    except (datasets.DatasetUnavailable, ConfigError) as exc:
-        return datasets.Availability("missing", str(exc))
+    except (DatasetUnavailable, ConfigError) as exc:
+        return Availability("missing", str(exc))
 
 
 def dataset_label(name: str) -> str:
@@ -100,7 +101,7 @@ dataset_choice = top[1].selectbox("Dataset", choices, index=choices.index(defaul
                                   key="dataset", persist_state=KEEP)
 dataset = dataset_choice
 dataset_problem: str | None = None  # why the dataset cannot be used; shown where it was chosen
-info: datasets.DatasetInfo | None = None
+info: DatasetInfo | None = None
 if dataset_choice == "folder:…":
     roots = settings().data_roots
     path = top[1].text_input("Image folder (with train/<class>/ and test/<class>/)",
@@ -121,7 +122,7 @@ if dataset_choice == "folder:…":
             dataset = f"folder:{folder}"
             try:
                 info = datasets.dataset_info(dataset)
-            except (datasets.DatasetUnavailable, ConfigError) as exc:
+            except (DatasetUnavailable, ConfigError) as exc:
                 dataset_problem = "the image folder cannot be used (see Dataset)"
                 top[1].error(f"**This folder cannot be used.** {plain(exc)}")
             except Exception as exc:  # an image library's own error: still a message, no trace
@@ -255,7 +256,7 @@ with right:
     if dataset_problem is None and info is None:
         try:
             info = datasets.dataset_info(dataset)
-        except (datasets.DatasetUnavailable, ConfigError) as exc:
+        except (DatasetUnavailable, ConfigError) as exc:
             dataset_problem = str(exc)
         except Exception as exc:  # whatever a loader raises: a message, never a traceback
             dataset_problem = f"dataset {dataset}: {type(exc).__name__}: {exc}"
@@ -298,7 +299,7 @@ with right:
                                   **common)  # type: ignore[arg-type]
             with st.spinner("Counting parameters…"):
                 config, params = prepare(draft)
-        except (ConfigError, datasets.DatasetUnavailable) as exc:
+        except (ConfigError, DatasetUnavailable) as exc:
             field = getattr(exc, "field", "dataset")
             where = {**{f: training_slot for f in TRAINING_FIELDS},
                      **{f: more_slot for f in MORE_FIELDS}, "name": name_slot,

@@ -22,6 +22,7 @@ from cnn_ablation.config import (
     defaults,
 )
 from cnn_ablation.data import datasets
+from cnn_ablation.data.arrays import DatasetUnavailable
 from cnn_ablation.networks import registry as networks
 from cnn_ablation.settings import settings
 from cnn_ablation.studies import analysis
@@ -110,7 +111,7 @@ def network_layers(key: str, dataset: str) -> tuple[dict | None, str | None]:
         info = datasets.dataset_info(dataset)
         with st.spinner("Reading the network's layers…"):
             answer = networks.probe(key, info.shape, info.num_classes)
-    except (ConfigError, datasets.DatasetUnavailable) as exc:
+    except (ConfigError, DatasetUnavailable) as exc:
         return None, str(exc)
     return (answer, None) if answer["ok"] else (None, answer["error"])
 
