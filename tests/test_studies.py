@@ -701,3 +701,19 @@ def test_a_factor_naming_a_layer_your_network_lacks_is_refused_with_the_layers_i
         study_preset("chapter", NET)
     with pytest.raises(ConfigError, match="factor: 'bn:b1_bn' .*your own network"):
         StudySpec(BASE, {"bn:b1_bn": (True, False)})  # the chapter's network has positions
+
+
+def test_a_study_over_a_folder_dataset_queues_every_cell_and_seed(engine, home):
+    """A folder dataset's runs state its image size (`new_run` fills it in), so their hashes
+    differ from the planned configs'; create matched them by hash and queued nothing."""
+    from tests.test_datasets import make_folder
+
+    root = home / "pets"
+    make_folder(root, [(8, 8)] * 6)
+    spec = study_preset("chapter", RunConfig(dataset=f"folder:{root}", epochs=1, batch_size=2,
+                                             val_split=0.0), seeds=2)
+    study_id, queued = studies.create(engine, spec, "pets")
+    assert len(queued) == 4
+    configs = [RunConfig.from_json(r.config_json) for r in list_runs(engine, study_id=study_id)]
+    assert {c.image_size for c in configs} == {(8, 8)}
+    assert sorted(c.seed for c in configs) == [0, 0, 1, 1]

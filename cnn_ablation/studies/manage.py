@@ -53,7 +53,10 @@ def create(engine: Engine, spec: StudySpec, name: str) -> tuple[int, list[int]]:
     """Store the study and queue every cell x seed that has no completed or active run."""
     check_name(name)
     check_network(spec)
-    new_runs = [new_run(config, name=run_name(name, cell.label)) for cell, config in spec.runs()]
+    # Keyed by (cell, seed), not by config hash: `new_run` fills in what a run must state (a
+    # folder dataset's image size), so its hash is not the planned config's.
+    new_runs = {(cell.label, config.seed): new_run(config, name=run_name(name, cell.label))
+                for cell, config in spec.runs()}
     study_id = stored_studies.create_study(engine, name or "study", spec.to_json())
     return study_id, fill_missing(engine, study_id, prepared=new_runs)
 
@@ -162,13 +165,13 @@ def _plan(engine: Engine, view: StudyView, want_failed: bool,
 
 
 def fill_missing(engine: Engine, study_id: int,
-                 prepared: list[NewRun] | None = None) -> list[int]:
-    """Queue the cells x seeds that were never run (completed runs elsewhere count)."""
+                 prepared: dict[tuple[str, int], NewRun] | None = None) -> list[int]:
+    """Queue the cells x seeds that were never run (completed runs elsewhere count);
+    `prepared`: their runs already checked, by (cell label, seed)."""
     view = load(engine, study_id)
     todo = _plan(engine, view, want_failed=False)
     if prepared is not None:
-        wanted = {c.config_hash for _, c in todo}
-        new = [r for r in prepared if r.config_hash in wanted]
+        new = [prepared[(cell.label, config.seed)] for cell, config in todo]
     else:
         new = [new_run(config, name=run_name(view.name, cell.label)) for cell, config in todo]
     new = [replace(r, study_id=study_id) for r in new]
