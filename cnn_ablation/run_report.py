@@ -119,7 +119,7 @@ EPOCH_TABLE = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds
 
 def print_run(run: Run, epochs: Sequence[dict[str, Any]], as_json: bool = False) -> None:
     """One run: its record, config and test report, and `epochs` (dicts as
-    `storage.read_models.epoch_rows` gives them), as text or JSON."""
+    `storage.curves.epoch_rows` gives them), as text or JSON."""
     record = {k: v for k, v in run.__dict__.items() if k not in ("config_json", "test_report_json")}
     record["config"] = run.config
     record["test_report"] = run.test_report

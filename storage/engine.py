@@ -110,3 +110,10 @@ def retry_when_locked(call: Callable[[], T], what: str, give_up_after_s: float =
             log.warning("%s: database locked; retrying in %.1f s", what, delay)
             time.sleep(delay)
             delay = min(2 * delay, 10.0)
+
+
+def rows_as_dicts(session: Any, query: Any) -> list[dict[str, Any]]:
+    """Rows of a Core SELECT as dicts (through the session's connection: no ORM loading)."""
+    result = session.connection().execute(query)
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]

@@ -16,8 +16,8 @@ import pytest
 from cnn_ablation.config import RunConfig
 from cnn_ablation.jobs.launch import submit
 from storage import lifecycle
+from storage.curves import epochs_frame
 from storage.engine import get_engine
-from storage.read_models import epochs_frame
 from storage.runs import find_run, list_runs
 from tests.support import alive, requeued_by_sigterm, running_with_epochs, wait_for
 

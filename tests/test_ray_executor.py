@@ -29,7 +29,7 @@ from cnn_ablation.jobs.ray_executor import (
     task_resources,
 )
 from storage import lifecycle
-from storage.read_models import epochs_frame
+from storage.curves import epochs_frame
 from storage.runs import find_run
 from tests.support import HEARTBEAT, ROOT, alive, free_port, wait_for
 

@@ -16,8 +16,9 @@ import pytest
 from cnn_ablation.config import RunConfig
 from cnn_ablation.run_report import text_table
 from cnn_ablation.ui.figures import POINT_BUDGET, curves_figure, downsample, minmax_indices
-from storage import lifecycle, read_models
-from storage.read_models import SORTS, EpochCache, RunFilter
+from storage import lifecycle, read_models, run_filters
+from storage.curves import EpochCache
+from storage.read_models import SORTS, RunFilter
 from storage.runs import delete_run, update_labels
 from tests.support import TEST_WORKER
 
@@ -361,11 +362,11 @@ def test_tags_and_metric_ranges_narrow_a_listing_in_sql(engine, labelled_runs):
 ])
 def test_bad_config_conditions_are_refused_naming_the_part(text, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        read_models.parse_condition(text)
+        run_filters.parse_condition(text)
 
 
 def test_conditions_parse_as_typed():
-    assert read_models.parse_condition(" bn_off contains conv_3 ") == ("bn_off", "contains",
+    assert run_filters.parse_condition(" bn_off contains conv_3 ") == ("bn_off", "contains",
                                                                          "conv_3")
-    assert read_models.parse_condition("dropout>=0.3") == ("dropout", ">=", "0.3")
-    assert read_models.parse_condition("optimizer = adam w") == ("optimizer", "=", "adam w")
+    assert run_filters.parse_condition("dropout>=0.3") == ("dropout", ">=", "0.3")
+    assert run_filters.parse_condition("optimizer = adam w") == ("optimizer", "=", "adam w")

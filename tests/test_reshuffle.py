@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnn_ablation.config import RunConfig
-from storage.read_models import epochs_frame
+from storage.curves import epochs_frame
 from storage.runs import find_run
 from tests.support import requeued_by_sigterm
 

@@ -189,7 +189,7 @@ def test_labels_of_a_missing_run(engine):
 
 
 def test_steps_are_stored_only_while_the_run_is_ours_and_read_incrementally(engine):
-    from storage.read_models import step_rows
+    from storage.curves import step_rows
 
     a, b = submit(engine, [QUICK, QUICK.with_changes(seed=1)])
     lifecycle.claim(engine, "w", "h", "cpu", 5.0)
@@ -236,7 +236,7 @@ def test_progress_text_says_where_a_run_is(engine):
 
 
 def test_deleting_several_runs_is_all_or_nothing(engine):
-    from storage.read_models import epoch_rows, step_rows
+    from storage.curves import epoch_rows, step_rows
     from storage.runs import delete_runs
 
     a, b, c = submit(engine, [QUICK.with_changes(seed=s) for s in range(3)])

@@ -20,9 +20,9 @@ from cnn_ablation.config import ConfigError, RunConfig
 from cnn_ablation.studies import manage as studies
 from cnn_ablation.studies.spec import AdaptiveRule, StudySpec, study_preset
 from storage import lifecycle
+from storage.curves import layer_stats_frame
 from storage.engine import session_scope
 from storage.models import EpochMetricRow, RunRow
-from storage.read_models import layer_stats_frame
 from storage.runs import find_run, list_runs
 from tests.support import ROOT, TEST_WORKER
 

@@ -3,7 +3,7 @@
 import pytest
 
 from cnn_ablation.config import RunConfig
-from storage.read_models import epochs_frame, layer_stats_frame
+from storage.curves import epochs_frame, layer_stats_frame
 from storage.runs import find_run
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,7 @@ def event_scalars(folder) -> dict[str, dict[int, float]]:
 
 def test_steps_are_sampled_within_epochs_and_tensorboard_gets_every_scalar(engine, home,
                                                                            make_run):
-    from storage.read_models import step_rows
+    from storage.curves import step_rows
 
     config = RunConfig(dataset="synthetic:1000", epochs=2, batch_size=32)  # 900 fit: 29 batches
     run_id = make_run(config, "running")

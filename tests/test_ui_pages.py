@@ -466,7 +466,8 @@ def test_compare_csv_names_each_run_with_its_times(home, engine, make_run):
 
     from cnn_ablation.ui.common import epochs_csv
     from storage import read_models
-    from storage.read_models import EPOCH_CACHE, RunFilter
+    from storage.curves import EPOCH_CACHE
+    from storage.read_models import RunFilter
 
     run = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.7], name="baseline")
     rows = read_models.run_rows(engine, RunFilter(ids=(run,)))

@@ -11,7 +11,7 @@ import pytest
 from cnn_ablation.config import RunConfig
 from cnn_ablation.jobs.launch import submit
 from storage import lifecycle
-from storage.read_models import epochs_frame
+from storage.curves import epochs_frame
 from storage.runs import find_run, list_runs
 from storage.workers import live_workers, register_worker
 from tests.support import HEARTBEAT, alive, requeued_by_sigterm, running_with_epochs, wait_for
@@ -182,7 +182,7 @@ def test_a_worker_run_samples_steps_writes_tensorboard_files_and_delete_removes_
         engine, home, workers):
     from cnn_ablation.jobs.launch import delete_runs
     from cnn_ablation.training.pipeline import STEPS_PER_EXECUTION
-    from storage.read_models import step_rows
+    from storage.curves import step_rows
     from tests.test_training import event_scalars
 
     config = RunConfig(dataset="synthetic:2000", epochs=2)  # 1,800 fit images: 57 batches

@@ -163,12 +163,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from cnn_ablation.jobs.liveness import reap_lost_runs
     from cnn_ablation.run_report import print_run
-    from storage import read_models, runs
+    from storage import curves, runs
 
     engine = open_engine()
     reap_lost_runs(engine)
     run = runs.find_run_or_raise(engine, args.run_id)
-    print_run(run, read_models.epoch_rows(engine, [run.id]), as_json=args.json)
+    print_run(run, curves.epoch_rows(engine, [run.id]), as_json=args.json)
     return 0
 
 

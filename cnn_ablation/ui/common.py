@@ -22,7 +22,7 @@ from cnn_ablation.run_report import duration_s, epoch_progress, format_duration
 from cnn_ablation.run_report import pct as report_pct
 from cnn_ablation.settings import database_error, settings, shown_url, storage_problem
 from cnn_ablation.ui.figures import ChartOptions
-from storage import get_engine, read_models, workers
+from storage import curves, get_engine, read_models, workers
 from storage.read_models import RunsPage
 from storage.run_filters import RunFilter
 from storage.status import RunStatus
@@ -67,7 +67,7 @@ def variants(url: str, runs_version: tuple[int, int]) -> list[dict]:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def layer_stats(url: str, run_id: int, last_epoch: int) -> pd.DataFrame:
-    return read_models.layer_stats_frame(_engine(url), [run_id])
+    return curves.layer_stats_frame(_engine(url), [run_id])
 
 
 def engine_or_stop() -> Engine:
@@ -306,7 +306,7 @@ def chart_controls(key: str = "chart") -> ChartOptions:
 
 
 def step_frame(engine: Engine, run_ids: list[int], options: ChartOptions) -> pd.DataFrame | None:
-    """Sampled training steps of `run_ids` (read_models.step_rows) when the chosen x axis draws
+    """Sampled training steps of `run_ids` (curves.step_rows) when the chosen x axis draws
     them (step, time); None on the epoch axis, where they are not read at all."""
     if options.x == "epoch" or not run_ids:
         return None
@@ -317,7 +317,7 @@ def step_frame(engine: Engine, run_ids: list[int], options: ChartOptions) -> pd.
 def _steps(url: str, run_ids: tuple[int, ...]) -> pd.DataFrame | None:
     """Shared by the sessions drawing the same runs for 5 s: workers write sampled steps every
     5 s, so reading them on every 1 s refresh would only repeat the same rows."""
-    rows = read_models.step_rows(_engine(url), list(run_ids))
+    rows = curves.step_rows(_engine(url), list(run_ids))
     return pd.DataFrame(rows) if rows else None
 
 

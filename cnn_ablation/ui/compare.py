@@ -22,7 +22,7 @@ from cnn_ablation.ui.common import (
 )
 from cnn_ablation.ui.figures import curves_figure, missing_runs
 from storage import read_models
-from storage.read_models import EPOCH_CACHE
+from storage.curves import EPOCH_CACHE
 from storage.run_filters import RunFilter
 from storage.status import RunStatus
 

@@ -21,8 +21,8 @@ from cnn_ablation.settings import settings
 from cnn_ablation.ui import common
 from cnn_ablation.ui.common import CANCELLING, LIVE_S, pct, plain, shown_status
 from cnn_ablation.ui.figures import ChartOptions, confusion_figure, curves_figure, layer_norms_figure
-from storage import read_models, runs
-from storage.read_models import EPOCH_CACHE
+from storage import curves, runs
+from storage.curves import EPOCH_CACHE
 from storage.records import Run, RunNotFound
 from storage.status import CancelMode, RunStatus
 
@@ -60,7 +60,7 @@ def show_run(engine: Engine, run_id: int, *, tag_options: list[str],
             "Diagnostics: per-layer gradient and weight norms, confusion matrix",
             "run_diagnostics_open")).open:
         report = run.test_report
-        last = read_models.last_epochs(engine, [run.id]).get(run.id, 0)
+        last = curves.last_epochs(engine, [run.id]).get(run.id, 0)
         stats = common.layer_stats(common.database_key(engine), run.id, last)
         with box:
             if len(stats):

@@ -48,8 +48,9 @@ from cnn_ablation.ui.common import (
     runs_table,
     worker_banner,
 )
-from storage import lifecycle, read_models, runs
-from storage.read_models import EPOCH_CACHE, SORTS, RunsPage
+from storage import curves, lifecycle, read_models, runs
+from storage.curves import EPOCH_CACHE
+from storage.read_models import SORTS, RunsPage
 from storage.records import Run, RunNotFound
 from storage.run_filters import CONDITION_OPS, RunFilter, check_condition, parse_condition
 from storage.status import CancelMode, RunStatus
@@ -430,7 +431,7 @@ def run_words(run: Run, epochs_done: int) -> str:
 
 
 def epochs_done_of(run_id: int) -> int:
-    return read_models.epoch_counts(engine, [run_id]).get(run_id, 0)
+    return curves.epoch_counts(engine, [run_id]).get(run_id, 0)
 
 
 def gone(run_id: int, run: Run | None, what: str) -> None:
@@ -485,7 +486,7 @@ def confirm_delete(run_ids: tuple[int, ...]) -> None:
         gone(run_ids[0], found[0] if found else None,
              "it cannot be deleted" if found else "nothing to delete")
         return
-    counts = read_models.epoch_counts(engine, [r.id for r in doomed])
+    counts = curves.epoch_counts(engine, [r.id for r in doomed])
     if len(doomed) == 1:
         run = doomed[0]
         st.markdown(f"Delete {run_words(run, counts.get(run.id, 0))} (status {run.status})?")

@@ -48,7 +48,8 @@ from cnn_ablation.ui.common import (
 )
 from cnn_ablation.ui.figures import band_figure
 from storage import read_models
-from storage.read_models import any_active, epochs_frame
+from storage.curves import epochs_frame
+from storage.read_models import any_active
 from storage.studies import list_studies
 
 DEFAULTS = defaults()
