@@ -14,7 +14,9 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from cnn_ablation.studies import analysis
+from cnn_ablation.studies import effects as study_effects
+from cnn_ablation.studies import estimators, inference
+from cnn_ablation.studies import words as study_words
 
 FACTORS = {"bn_conv_2": (True, False), "dropout": (0.5, 0.0)}
 REFERENCE = {"bn_conv_2": True, "dropout": 0.5}
@@ -60,14 +62,14 @@ def effect_row(effects: pd.DataFrame, factor: str) -> pd.Series:
 
 
 def test_the_hand_written_t_table_is_gone():
-    assert not hasattr(analysis, "t975") and not hasattr(analysis, "_T975")
+    assert not hasattr(estimators, "t975") and not hasattr(estimators, "_T975")
 
 
 def test_repeats_of_a_cell_and_seed_are_averaged_before_the_cell_interval():
     rng = np.random.default_rng(11)
     runs = simulate(rng, seeds=4, repeats={(cell_name(True, 0.5), 1), (cell_name(True, 0.5), 3)})
     cell = cell_name(True, 0.5)
-    summary = analysis.cell_summary(runs, [cell, cell_name(False, 0.0), "empty"]).set_index("cell")
+    summary = estimators.cell_summary(runs, [cell, cell_name(False, 0.0), "empty"]).set_index("cell")
     seed_values = runs[runs["cell"] == cell].groupby("seed")[METRIC].mean()
     ci = stats.ttest_1samp(seed_values, 0.0).confidence_interval(0.95)
     row = summary.loc[cell]
@@ -85,7 +87,7 @@ def test_repeats_of_a_cell_and_seed_are_averaged_before_the_cell_interval():
 def test_main_effects_are_per_seed_averages_over_the_other_factor_with_a_paired_interval():
     rng = np.random.default_rng(12)
     runs = simulate(rng, seeds=6, repeats={(cell_name(False, 0.0), 2)})
-    effects = analysis.main_effects(runs, FACTORS, REFERENCE, METRIC)
+    effects = study_effects.main_effects(runs, FACTORS, REFERENCE, METRIC)
     table = per_seed(runs)
     for factor, off, on in (
             ("bn_conv_2", table[False].mean(axis=1), table[True].mean(axis=1)),
@@ -105,7 +107,7 @@ def test_main_effects_are_per_seed_averages_over_the_other_factor_with_a_paired_
 def test_interaction_is_a_per_seed_difference_of_differences_with_a_paired_interval():
     rng = np.random.default_rng(13)
     runs = simulate(rng, seeds=5)
-    table, est = analysis.interaction(runs, "bn_conv_2", "dropout", FACTORS, REFERENCE, METRIC)
+    table, est = study_effects.interaction(runs, "bn_conv_2", "dropout", FACTORS, REFERENCE, METRIC)
     t = per_seed(runs)
     diffs = (t[(False, 0.0)] - t[(False, 0.5)]) - (t[(True, 0.0)] - t[(True, 0.5)])
     expected = stats.ttest_1samp(diffs, 0.0)
@@ -123,7 +125,7 @@ def test_cells_whose_seeds_do_not_pair_get_welchs_interval_on_per_seed_means():
     runs = simulate(rng, repeats={(cell_name(True, 0.5), 1)},
                     seeds_of=lambda bn, _: range(4) if bn else range(10, 15))
     base, other = cell_name(True, 0.5), cell_name(False, 0.5)
-    versus = analysis.versus_base(runs, [base, other], base, METRIC).set_index("cell")
+    versus = study_effects.versus_base(runs, [base, other], base, METRIC).set_index("cell")
     a = runs[runs["cell"] == base].groupby("seed")[METRIC].mean()
     b = runs[runs["cell"] == other].groupby("seed")[METRIC].mean()
     expected = stats.ttest_ind(b, a, equal_var=False)
@@ -136,7 +138,7 @@ def test_cells_whose_seeds_do_not_pair_get_welchs_interval_on_per_seed_means():
 
     # A main effect averaged over the other factor, unpaired: Welch-Satterthwaite for the
     # contrast of four independent cell means, with scipy's t quantile.
-    effects = analysis.main_effects(runs, FACTORS, REFERENCE, METRIC)
+    effects = study_effects.main_effects(runs, FACTORS, REFERENCE, METRIC)
     groups = [(coef, runs[runs["cell"] == cell_name(bn, d)].groupby("seed")[METRIC].mean())
               for bn, coef in ((True, -0.5), (False, 0.5)) for d in (0.5, 0.0)]
     value = sum(c * g.mean() for c, g in groups)
@@ -154,7 +156,7 @@ def test_cells_whose_seeds_do_not_pair_get_welchs_interval_on_per_seed_means():
 def test_welch_with_two_seeds_a_side_uses_the_exact_t_quantile():
     """The old table interpolated linearly in df: at df near 1.5 it was up to 41 % too wide."""
     a, b = [0.70, 0.74], [0.60, 0.61]
-    est = analysis.welch_difference(a, b)
+    est = estimators.welch_difference(a, b)
     expected = stats.ttest_ind(b, a, equal_var=False)
     assert 1 < expected.df < 2
     ci = expected.confidence_interval(0.95)
@@ -173,7 +175,7 @@ def ofat_runs(rng, cells=6, seeds=4) -> tuple[pd.DataFrame, list[str]]:
 def test_several_effects_get_holm_adjusted_verdicts_beside_the_raw_intervals():
     rng = np.random.default_rng(15)
     runs, cells = ofat_runs(rng)
-    effects = analysis.with_verdicts(analysis.versus_base(runs, cells, "base", METRIC))
+    effects = inference.with_verdicts(study_effects.versus_base(runs, cells, "base", METRIC))
     a = runs[runs["cell"] == "base"].set_index("seed")[METRIC]
     raw = [stats.ttest_rel(runs[runs["cell"] == c].set_index("seed")[METRIC], a).pvalue
            for c in cells[1:]]
@@ -182,7 +184,7 @@ def test_several_effects_get_holm_adjusted_verdicts_beside_the_raw_intervals():
     assert effects["p_holm"].tolist() == pytest.approx(list(adjusted), rel=1e-9)
     assert (effects["verdict_holm"] == "beyond noise").tolist() == list(reject)
     assert (effects["verdict"] == "beyond noise").tolist() == [p < 0.05 for p in raw]
-    words = analysis.plain_words(effects)
+    words = study_words.plain_words(effects)
     assert "Holm-adjusted for 6 effects" in words
 
 
@@ -191,10 +193,10 @@ def test_a_raw_hit_that_does_not_survive_holm_is_called_a_lead_not_a_finding():
                             "ci_low": [0.001, -0.01, -0.01], "ci_high": [0.039, 0.012, 0.01],
                             "n": [3] * 3, "paired": [True] * 3, "p": [0.04, 0.8, 0.9],
                             "sd": [0.01] * 3})
-    effects = analysis.with_verdicts(effects)
+    effects = inference.with_verdicts(effects)
     assert effects["verdict"].tolist()[0] == "beyond noise"
     assert effects["verdict_holm"].tolist()[0] == "within noise"  # 3 x 0.04 > 0.05
-    words = analysis.plain_words(effects)
+    words = study_words.plain_words(effects)
     assert "raised" not in words and "a lead, not a finding): a." in words
     assert words.startswith("Nothing moved the result beyond seed-to-seed noise.")
 
@@ -202,26 +204,26 @@ def test_a_raw_hit_that_does_not_survive_holm_is_called_a_lead_not_a_finding():
 def test_seeds_needed_for_x_points_match_statsmodels_power_on_the_seed_to_seed_spread():
     rng = np.random.default_rng(16)
     runs = simulate(rng, seeds=6)
-    effects = analysis.with_power(analysis.main_effects(runs, FACTORS, REFERENCE, METRIC), 0.01)
+    effects = inference.with_power(study_effects.main_effects(runs, FACTORS, REFERENCE, METRIC), 0.01)
     table = per_seed(runs)
     diffs = table[False].mean(axis=1) - table[True].mean(axis=1)
     sd = np.std(diffs, ddof=1)
     for target in (0.01, 0.005):
         n = TTestPower().solve_power(effect_size=target / sd, alpha=0.05, power=0.8,
                                      alternative="two-sided")
-        assert analysis.seeds_needed(sd, target) == max(2, math.ceil(n))
+        assert inference.seeds_needed(sd, target) == max(2, math.ceil(n))
     n = TTestPower().solve_power(effect_size=0.01 / sd, alpha=0.05, power=0.8)
     assert effect_row(effects, "bn_conv_2")["seeds_needed"] == max(2, math.ceil(n))
-    assert math.isnan(analysis.seeds_needed(math.nan, 0.01))
+    assert math.isnan(inference.seeds_needed(math.nan, 0.01))
 
 
 def test_no_verdict_and_no_sentence_about_what_mattered_while_runs_are_missing():
     rng = np.random.default_rng(17)
     runs = simulate(rng, seeds=5)
-    effects = analysis.with_verdicts(analysis.main_effects(runs, FACTORS, REFERENCE, METRIC),
+    effects = inference.with_verdicts(study_effects.main_effects(runs, FACTORS, REFERENCE, METRIC),
                                      complete=False)
     assert set(effects["verdict"]) == {"provisional"} == set(effects["verdict_holm"])
-    words = analysis.plain_words(effects, done=17, total=20)
+    words = study_words.plain_words(effects, done=17, total=20)
     assert words.startswith("Provisional: 17 of 20 runs.")
     for claim in ("beyond noise", "within noise", "raised", "lowered", "mattered", "Nothing"):
         assert claim not in words
@@ -230,7 +232,7 @@ def test_no_verdict_and_no_sentence_about_what_mattered_while_runs_are_missing()
 def test_zero_spread_between_seeds_is_never_called_beyond_noise():
     """Identical noise in every cell makes every paired difference equal: no interval can be
     had from it (scipy would give a zero-width one that excludes zero)."""
-    est = analysis.paired_difference([-0.1, -0.1, -0.1])
+    est = estimators.paired_difference([-0.1, -0.1, -0.1])
     assert est.verdict == "no seed-to-seed spread" and math.isnan(est.low)
 
 
@@ -242,13 +244,13 @@ def test_the_95_percent_interval_holds_the_true_effect_in_93_to_97_percent_of_st
         if design == "paired main effect":
             runs = simulate(rng, seeds=4, seed_sd=0.01, run_sd=0.006,
                             repeats={(cell_name(False, 0.0), 1)})
-            row = effect_row(analysis.main_effects(runs, FACTORS, REFERENCE, METRIC), "bn_conv_2")
+            row = effect_row(study_effects.main_effects(runs, FACTORS, REFERENCE, METRIC), "bn_conv_2")
             true = TRUE_BN_MAIN
         else:
             runs = simulate(rng, seed_sd=0.01, run_sd=0.006,
                             seeds_of=lambda bn, _: range(3) if bn else range(10, 14))
             base, other = cell_name(True, 0.5), cell_name(False, 0.0)
-            row = analysis.versus_base(runs, [base, other], base, METRIC).iloc[0]
+            row = study_effects.versus_base(runs, [base, other], base, METRIC).iloc[0]
             true = BN_OFF + DROPOUT_0 + BOTH
         hits += row["ci_low"] <= true <= row["ci_high"]
     assert 0.93 <= hits / studies <= 0.97, hits / studies

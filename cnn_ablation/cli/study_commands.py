@@ -177,7 +177,7 @@ def cmd_study_delete(args: argparse.Namespace) -> int:
 
 def cmd_study_show(args: argparse.Namespace) -> int:
     from cnn_ablation.studies import manage as studies
-    from cnn_ablation.studies.analysis import readable_effects, readable_summary
+    from cnn_ablation.studies.words import readable_effects, readable_summary
 
     engine, view = _study(args)
     if view.spec.adaptive is not None:

@@ -23,7 +23,8 @@ from cnn_ablation.config import MAX_NAME, METRICS, ConfigError, RunConfig, check
 from cnn_ablation.data.datasets import dataset_info
 from cnn_ablation.jobs.launch import delete_runs, new_run
 from cnn_ablation.settings import settings
-from cnn_ablation.studies import analysis
+from cnn_ablation.studies import estimators, inference, words
+from cnn_ablation.studies.effects import interaction, main_effects, versus_base
 from cnn_ablation.studies.spec import Cell, StudySpec
 from storage import lifecycle, read_models, workers
 from storage import studies as stored_studies
@@ -294,7 +295,7 @@ def _advance_one(engine: Engine, view: StudyView) -> list[int]:
     if round_state(view, runs) != "complete":
         return []
     result = results(engine, view, rule.metric, runs)
-    widths = analysis.half_widths(result["effects"])
+    widths = inference.half_widths(result["effects"])
     widest = float(widths.max()) if len(widths) and widths.notna().all() else math.nan
     seeds = view.spec.seeds
     history = (*rule.history, (seeds, widest))
@@ -464,9 +465,9 @@ def results(engine: Engine, view: StudyView, metric: str = "final_val_accuracy",
     labels = [c.label for c in cells]
     base = spec.base_cell().label
     target = power_pp / 100
-    versus = analysis.with_verdicts(analysis.with_power(
-        analysis.versus_base(done_runs, labels, base, metric), target), complete)
-    summary = analysis.cell_summary(done_runs, labels)
+    versus = inference.with_verdicts(inference.with_power(
+        versus_base(done_runs, labels, base, metric), target), complete)
+    summary = estimators.cell_summary(done_runs, labels)
     summary["is_base"] = summary["cell"] == base
     delta = versus.set_index("cell")
     for column, source in (("delta", "effect"), ("delta_ci_low", "ci_low"),
@@ -476,30 +477,30 @@ def results(engine: Engine, view: StudyView, metric: str = "final_val_accuracy",
                            ("delta_verdict_holm", "verdict_holm")):
         summary[column] = [delta[source].get(c) if c in delta.index else None
                            for c in summary["cell"]]
-    interactions = pd.DataFrame(columns=["factor_1", "factor_2", *analysis.EFFECT_COLUMNS])
+    interactions = pd.DataFrame(columns=["factor_1", "factor_2", *estimators.EFFECT_COLUMNS])
     tables = {}
     if spec.design == "full" and spec.factors:
         factorial = done_runs[done_runs["cell"].isin([c.label for c in cells if not c.extra])]
-        effects = analysis.main_effects(factorial, spec.factors, spec.reference_levels(), metric)
+        effects = main_effects(factorial, spec.factors, spec.reference_levels(), metric)
         kind = "main effects"
         rows = []
         for f1, f2 in spec.interaction_pairs():
-            table, est = analysis.interaction(factorial, f1, f2, spec.factors,
+            table, est = interaction(factorial, f1, f2, spec.factors,
                                               spec.reference_levels(), metric)
             tables[(f1, f2)] = table
             if est is not None:
                 rows.append({"factor_1": f1, "factor_2": f2, **est.row()})
         if rows:
-            interactions = analysis.with_verdicts(pd.DataFrame(rows), complete)
+            interactions = inference.with_verdicts(pd.DataFrame(rows), complete)
     else:
-        effects, kind = versus[["cell", *analysis.EFFECT_COLUMNS]], "each cell vs the base"
-    effects = analysis.with_verdicts(analysis.with_power(effects, target), complete)
+        effects, kind = versus[["cell", *estimators.EFFECT_COLUMNS]], "each cell vs the base"
+    effects = inference.with_verdicts(inference.with_power(effects, target), complete)
     needed = effects["seeds_needed"].dropna() if len(effects) else pd.Series(dtype=float)
     return {"runs": runs, "completed": done_runs, "grid": g, "done": done, "total": total,
             "complete": complete, "summary": summary, "effects": effects, "effects_kind": kind,
             "base_cell": base, "interactions": interactions, "tables": tables,
             "seeds_needed": float(needed.max()) if len(needed) else math.nan,
-            "words": analysis.plain_words(effects, METRICS[metric], done, total),
+            "words": words.plain_words(effects, METRICS[metric], done, total),
             "metric": metric, "power_pp": power_pp}
 
 
@@ -549,8 +550,8 @@ def result_json(view: StudyView, result: dict) -> dict:
         "effects": _records(result["effects"]),
         "interactions": _records(result["interactions"]),
         "interaction_tables": tables,
-        "power": {"target_pp": result["power_pp"], "power": analysis.POWER,
-                  "alpha": analysis.ALPHA,
+        "power": {"target_pp": result["power_pp"], "power": estimators.POWER,
+                  "alpha": estimators.ALPHA,
                   "seeds_needed": None if math.isnan(result["seeds_needed"])
                   else result["seeds_needed"]},
         "words": result["words"],
@@ -559,6 +560,6 @@ def result_json(view: StudyView, result: dict) -> dict:
 
 def interaction_text(row: dict) -> str:
     return (f"{row['factor_1']} × {row['factor_2']}: the effect of {row['factor_2']} changes by "
-            f"{analysis.pp_interval(row['effect'], row['ci_low'], row['ci_high'])} when "
+            f"{words.pp_interval(row['effect'], row['ci_low'], row['ci_high'])} when "
             f"{row['factor_1']} changes; {row['verdict']}")
 

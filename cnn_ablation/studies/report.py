@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from cnn_ablation.config import METRICS
-from cnn_ablation.studies.manage import REPEATS_NOTE, StudyView, analysis, status_line
+from cnn_ablation.studies import estimators, words
+from cnn_ablation.studies.manage import REPEATS_NOTE, StudyView, status_line
 
 HOLM_MARK = "*"
 
@@ -27,7 +28,7 @@ def _num(value: object) -> float:
 
 
 def _holm_mark(verdict_holm: object) -> str:
-    return HOLM_MARK if verdict_holm == analysis.BEYOND else ""
+    return HOLM_MARK if verdict_holm == estimators.BEYOND else ""
 
 
 def cell_rows(result: dict) -> list[dict[str, str]]:
@@ -38,8 +39,8 @@ def cell_rows(result: dict) -> list[dict[str, str]]:
         base = bool(r["is_base"])
         rows.append({
             "cell": str(r["cell"]),
-            "mean": analysis.mean_std(_num(r[f"{metric}_mean"]), _num(r[f"{metric}_std"])),
-            "delta": "base" if base else analysis.pp_interval(
+            "mean": words.mean_std(_num(r[f"{metric}_mean"]), _num(r[f"{metric}_std"])),
+            "delta": "base" if base else words.pp_interval(
                 _num(r["delta"]), _num(r["delta_ci_low"]), _num(r["delta_ci_high"])),
             "holm": "" if base else _holm_mark(r["delta_verdict_holm"]),
             "n": str(int(r["n"])),
@@ -52,7 +53,7 @@ def effect_rows(result: dict) -> list[dict[str, str]]:
     rows = []
     for r in effects.to_dict("records"):
         rows.append({"effect": effect_label(r),
-                     "delta": analysis.pp_interval(r["effect"], r["ci_low"], r["ci_high"]),
+                     "delta": words.pp_interval(r["effect"], r["ci_low"], r["ci_high"]),
                      "holm": _holm_mark(r["verdict_holm"]), "n": str(int(r["n"])),
                      "paired": "paired" if r["paired"] else "Welch"})
     return rows
@@ -179,14 +180,14 @@ def forest_plot(view: StudyView, result: dict, fmt: str = "png") -> bytes:
     for i, r in enumerate(effects.to_dict("records")):
         y = n - 1 - i
         value, low, high = (100 * _num(r[k]) for k in ("effect", "ci_low", "ci_high"))
-        strong = r["verdict_holm"] == analysis.BEYOND
+        strong = r["verdict_holm"] == estimators.BEYOND
         colour = "#1f4e9c" if strong else "#555555"
         if not math.isnan(low):
             ax.plot([low, high], [y, y], color=colour, linewidth=2, zorder=2)
         if not math.isnan(value):
             ax.plot([value], [y], marker="o", markersize=7, color=colour,
                     markerfacecolor=colour if strong else "white", zorder=3)
-        ax.annotate(analysis.pp_interval(_num(r["effect"]), _num(r["ci_low"]),
+        ax.annotate(words.pp_interval(_num(r["effect"]), _num(r["ci_low"]),
                                          _num(r["ci_high"])) + (f" {HOLM_MARK}" if strong else ""),
                     xy=(1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=8)
     ax.set_yticks(range(n), list(reversed(labels)) if labels else [""])

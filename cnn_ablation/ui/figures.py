@@ -289,7 +289,7 @@ def _pct_format(frame: pd.DataFrame, columns: tuple[str, ...]) -> str:
 
 
 def band_figure(curves: pd.DataFrame, metric: str = "val_accuracy", height: int = 360) -> go.Figure:
-    """Per-cell mean line with a ±1 std band over seeds (frame from analysis.cell_curves). A cell
+    """Per-cell mean line with a ±1 std band over seeds (frame from estimators.cell_curves). A cell
     with one epoch is a marker with ±1 std error bars (a band over one x would not show)."""
     fig = go.Figure()
     for i, (cell, rows) in enumerate(curves.groupby("cell", sort=False)):

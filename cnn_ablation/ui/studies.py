@@ -25,7 +25,7 @@ from cnn_ablation.data import datasets
 from cnn_ablation.data.arrays import DatasetUnavailable
 from cnn_ablation.networks import registry as networks
 from cnn_ablation.settings import settings
-from cnn_ablation.studies import analysis
+from cnn_ablation.studies import estimators, words
 from cnn_ablation.studies import manage as studies
 from cnn_ablation.studies.spec import (
     CHAPTER_TEST_ACCURACY,
@@ -404,7 +404,7 @@ with view_tab:
         st.radio("Metric", list(METRICS), horizontal=True, key="study_metric",
                  format_func=METRICS.get)
         st.subheader("Per cell")
-        summary = analysis.readable_summary(result["summary"])
+        summary = words.readable_summary(result["summary"])
         if view.spec.base.dataset == "cifar10" and set(CHAPTER_TEST_ACCURACY) & set(summary["cell"]):
             summary["chapter's test acc"] = [f"{100 * CHAPTER_TEST_ACCURACY[c]:.1f} %"
                                              if c in CHAPTER_TEST_ACCURACY else "–"
@@ -414,7 +414,7 @@ with view_tab:
                    f"Δ vs base ({plain(result['base_cell'])}) in percentage points, paired by seed. "
                    + studies.REPEATS_NOTE)
         st.subheader(f"Effects: {result['effects_kind']}")
-        st.dataframe(analysis.readable_effects(result["effects"]), hide_index=True,
+        st.dataframe(words.readable_effects(result["effects"]), hide_index=True,
                      key="study_effects")
         st.caption("Intervals are t intervals over seeds, paired by seed (Welch's where seeds do "
                    "not pair)." + (" With several effects at once, the Holm columns adjust for "
@@ -439,7 +439,7 @@ with view_tab:
             st.subheader("Validation accuracy per cell (mean ± 1 std over seeds)")
             drawn = curve_cells(result)
             shown = completed[completed["cell"].isin(drawn)]
-            curves = analysis.cell_curves(epochs_frame(engine, shown["run_id"].tolist()),
+            curves = estimators.cell_curves(epochs_frame(engine, shown["run_id"].tolist()),
                                           shown, "val_accuracy")
             st.plotly_chart(band_figure(curves), key="study_curves")
         st.subheader("Report")
