@@ -2,7 +2,7 @@
 made with the project's own functions and tables, for benchmarks/dashboard_scale.py and
 benchmarks/dashboard_browser.py.
 
-Studies are created with `cnn_ablation.studies.manage.create` (which validates every config and queues
+Studies are created with `cnn_ablation.studies.grid.create` (which validates every config and queues
 its runs through `storage.runs.create_runs`), the other runs with `launch.new_run` +
 `create_runs`; then every run is finished as a worker would leave it (status, times, device,
 test metrics and confusion matrix), and its epochs and per-layer norms are written with batch
@@ -63,7 +63,7 @@ def build(home: Path, n_runs: int = 10_000, epochs: int = 50, layer_stats: bool 
 
     from cnn_ablation.config import RunConfig
     from cnn_ablation.jobs.launch import new_run
-    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies import grid
     from cnn_ablation.studies.spec import StudySpec, study_preset
     from storage.engine import get_engine, session_scope
     from storage.models import EpochMetricRow, LayerStatRow, RunRow
@@ -83,7 +83,7 @@ def build(home: Path, n_runs: int = 10_000, epochs: int = 50, layer_stats: bool 
                  dataset="fashion_mnist"), 5)),
              ("dropout sweep", study_preset("dropout_sweep", base.with_changes(dataset="mnist"), 5))]
     for name, spec in specs:
-        studies.create(engine, spec, name)
+        grid.create(engine, spec, name)
     made = database_runs_any(db)
     batch = []
     seed_no = 1000

@@ -506,7 +506,7 @@ def launch_all(plan_file: str) -> None:
 
     import cnn_ablation.cli  # noqa: F401  the imports every case would repeat, done once
     import cnn_ablation.jobs.launch  # noqa: F401
-    import cnn_ablation.studies.manage  # noqa: F401
+    import cnn_ablation.studies.grid  # noqa: F401
 
     def child(item: dict) -> None:
         code = 1

@@ -17,7 +17,10 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
 from cnn_ablation.config import ConfigError, RunConfig
-from cnn_ablation.studies import manage as studies
+from cnn_ablation.studies import estimate as study_estimate
+from cnn_ablation.studies import grid as study_grid
+from cnn_ablation.studies import results as study_results
+from cnn_ablation.studies import rounds as study_rounds
 from cnn_ablation.studies.spec import AdaptiveRule, StudySpec, study_preset
 from storage import lifecycle
 from storage.curves import layer_stats_frame
@@ -91,16 +94,16 @@ def test_fill_missing_queues_exactly_the_missing_and_reuses_completed_runs(engin
     spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=2)
     outside = spec.runs()[1][1]  # (bn_conv_2=on, seed 1) done before the study, outside it
     make_run(outside, "completed", test_accuracy=0.5)
-    study_id, queued = studies.create(engine, spec, "reuse")
+    study_id, queued = study_grid.create(engine, spec, "reuse")
     assert len(queued) == 3
-    view = studies.load(engine, study_id)
-    grid = studies.grid(engine, view).set_index("cell")
+    view = study_grid.load(engine, study_id)
+    grid = study_grid.grid(engine, view).set_index("cell")
     assert grid.loc["bn_conv_2=on", "seed 1"] == "completed"
     assert (grid.loc["bn_conv_2=off"][["seed 0", "seed 1"]] == "queued").all()
-    assert studies.fill_missing(engine, study_id) == []  # nothing new while runs are queued
+    assert study_grid.fill_missing(engine, study_id) == []  # nothing new while runs are queued
     lifecycle.finish(engine, queued[0], "failed", error="boom")
-    assert studies.fill_missing(engine, study_id) == []  # failed is not missing
-    again = studies.rerun_failed(engine, study_id)
+    assert study_grid.fill_missing(engine, study_id) == []  # failed is not missing
+    again = study_grid.rerun_failed(engine, study_id)
     assert len(again) == 1
     assert find_run(engine, again[0]).config_hash == find_run(engine, queued[0]).config_hash
 
@@ -110,7 +113,7 @@ def test_cancel_a_study_then_delete_it_keeping_or_removing_its_runs(engine, make
     spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=2,
                      adaptive=AdaptiveRule(0.01, 4))
     outside = make_run(spec.runs()[0][1], "completed", accuracies=[0.6])  # not the study's own
-    study_id, queued = studies.create(engine, spec, "to cancel")
+    study_id, queued = study_grid.create(engine, spec, "to cancel")
     assert len(queued) == 3
     running = lifecycle.claim(engine, TEST_WORKER, socket.gethostname(), "cpu", 60.0)
     assert running.id == queued[0]
@@ -124,8 +127,8 @@ def test_cancel_a_study_then_delete_it_keeping_or_removing_its_runs(engine, make
     assert [find_run(engine, i).status for i in queued] == ["running", "cancelled", "cancelled"]
     assert find_run(engine, queued[0]).cancel_requested
     assert find_run(engine, outside).status == "completed"
-    assert studies.load(engine, study_id).spec.adaptive.stopped == "cancelled by user"
-    assert studies.advance(engine) == []  # a cancelled adaptive study adds no rounds
+    assert study_grid.load(engine, study_id).spec.adaptive.stopped == "cancelled by user"
+    assert study_rounds.advance(engine) == []  # a cancelled adaptive study adds no rounds
 
     lifecycle.finish(engine, running.id, "cancelled", worker_id=TEST_WORKER)
     kept = cli("study", "delete", str(study_id))
@@ -133,8 +136,8 @@ def test_cancel_a_study_then_delete_it_keeping_or_removing_its_runs(engine, make
     assert len(list_runs(engine)) == 4 and all(r.study_id is None for r in list_runs(engine))
     assert cli("study", "show", str(study_id)).returncode == 2
 
-    other, ids = studies.create(engine, StudySpec(BASE, {"dropout": (0.1, 0.2)}, seeds=1), "x")
-    studies.cancel(engine, other)
+    other, ids = study_grid.create(engine, StudySpec(BASE, {"dropout": (0.1, 0.2)}, seeds=1), "x")
+    study_grid.cancel(engine, other)
     gone = cli("study", "delete", str(other), "--with-runs")
     assert gone.returncode == 0 and "with 2 run(s)" in gone.stdout, gone.stderr
     assert all(find_run(engine, i) is None for i in ids) and len(list_runs(engine)) == 4
@@ -156,45 +159,45 @@ def test_adaptive_seeds_add_rounds_until_the_seed_limit_when_precision_is_not_re
     rng = np.random.default_rng(3)
     spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=2,
                      adaptive=AdaptiveRule(half_width=0.001, max_seeds=5, step=2))
-    study_id, queued = studies.create(engine, spec, "adaptive")
-    assert len(queued) == 4 and studies.advance(engine) == []  # round 1 still queued
+    study_id, queued = study_grid.create(engine, spec, "adaptive")
+    assert len(queued) == 4 and study_rounds.advance(engine) == []  # round 1 still queued
     noisy = lambda on, seed: 0.7 + (0.02 if on else 0) + rng.normal(0, 0.01)  # noqa: E731
     finish_queued(engine, noisy, rng)
-    stale = studies.load(engine, study_id)
-    second = studies.advance(engine)
+    stale = study_grid.load(engine, study_id)
+    second = study_rounds.advance(engine)
     assert len(second) == 4  # 2 cells x seeds 2 and 3
     assert sorted(find_run(engine, i).seed for i in second) == [2, 2, 3, 3]
     assert all(find_run(engine, i).study_id == study_id for i in second)
-    assert studies._advance_one(engine, stale) == []  # a stale caller queues nothing twice
-    assert studies.advance(engine) == []
-    view = studies.load(engine, study_id)
+    assert study_rounds._advance_one(engine, stale) == []  # a stale caller queues nothing twice
+    assert study_rounds.advance(engine) == []
+    view = study_grid.load(engine, study_id)
     assert view.spec.seeds == 4 and view.spec.adaptive.round == 2
-    assert "Round 2 (4 seeds per cell): running." in studies.adaptive_text(
-        view, studies.attempts(engine, view))
+    assert "Round 2 (4 seeds per cell): running." in study_grid.adaptive_text(
+        view, study_grid.attempts(engine, view))
     finish_queued(engine, noisy, rng)
-    third = studies.advance(engine)
+    third = study_rounds.advance(engine)
     assert len(third) == 2  # the step is cut at the limit: only seed 4
     finish_queued(engine, noisy, rng)
-    assert studies.advance(engine) == []
-    view = studies.load(engine, study_id)
+    assert study_rounds.advance(engine) == []
+    view = study_grid.load(engine, study_id)
     rule = view.spec.adaptive
     assert rule.stopped.startswith("seed limit reached after round 3: 5 seeds per cell")
     assert [s for s, _ in rule.history] == [2, 4, 5]
-    result = studies.results(engine, view)
+    result = study_results.results(engine, view)
     assert result["complete"] and result["total"] == 10
     half = (result["effects"]["ci_high"] - result["effects"]["ci_low"]) / 2
     assert rule.history[-1][1] == pytest.approx(float(half.max()))
-    assert f"Stopped: {rule.stopped}." in studies.adaptive_text(view)
+    assert f"Stopped: {rule.stopped}." in study_grid.adaptive_text(view)
 
 
 def test_adaptive_seeds_stop_once_every_interval_is_narrow_enough(engine):
     rng = np.random.default_rng(4)
     spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=3,
                      adaptive=AdaptiveRule(half_width=0.01, max_seeds=10, step=2))
-    study_id, _ = studies.create(engine, spec, "precise")
+    study_id, _ = study_grid.create(engine, spec, "precise")
     finish_queued(engine, lambda on, seed: 0.7 + (0.02 if on else 0) + 0.01 * seed, rng)
-    assert studies.advance(engine) == []
-    rule = studies.load(engine, study_id).spec.adaptive
+    assert study_rounds.advance(engine) == []
+    rule = study_grid.load(engine, study_id).spec.adaptive
     assert rule.stopped.startswith("precision reached after round 1: every 95 % interval is "
                                    "narrower than ±1 pp")
     assert rule.history[0][0] == 3 and rule.history[0][1] < 0.01
@@ -203,14 +206,14 @@ def test_adaptive_seeds_stop_once_every_interval_is_narrow_enough(engine):
 def test_an_adaptive_round_with_a_failed_run_waits_instead_of_judging(engine, make_run):
     spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=2,
                      adaptive=AdaptiveRule(half_width=0.01, max_seeds=4))
-    study_id, queued = studies.create(engine, spec, "waits")
+    study_id, queued = study_grid.create(engine, spec, "waits")
     rng = np.random.default_rng(5)
     lifecycle.request_cancel(engine, queued[-1])
     finish_queued(engine, lambda on, seed: 0.7, rng)
-    assert studies.advance(engine) == []
-    view = studies.load(engine, study_id)
+    assert study_rounds.advance(engine) == []
+    view = study_grid.load(engine, study_id)
     assert not view.spec.adaptive.stopped and view.spec.seeds == 2
-    assert "waiting" in studies.adaptive_text(view, studies.attempts(engine, view))
+    assert "waiting" in study_grid.adaptive_text(view, study_grid.attempts(engine, view))
 
 
 # --- time estimate --------------------------------------------------------------------------
@@ -231,23 +234,23 @@ def test_time_estimate_adds_start_up_epochs_and_test_time_of_comparable_runs(eng
     # start-up 2 s (1000 -> first epoch began at 1002), epochs 3 s then 1 s, test 0.5 s
     timed_run(engine, make_run, config, 1000.0, [(3.0, 1005.0), (1.0, 1006.0)], 1006.5)
     spec = StudySpec(config.with_changes(epochs=3), {"bn_conv_2": (True, False)}, seeds=2)
-    seconds, basis = studies.estimate_seconds(engine, spec)
+    seconds, basis = study_estimate.estimate_seconds(engine, spec)
     assert seconds == pytest.approx(4 * (2 + 3 + 2 * 1 + 0.5))
     assert "start-up 2.0 s, test 0.5 s" in basis and "1 slot(s)" in basis
 
     half = spec.base.with_changes(limit_train=1000)  # 900 fit images: epochs take half as long
-    seconds, basis = studies.estimate_seconds(engine, StudySpec(half, spec.factors, seeds=2))
+    seconds, basis = study_estimate.estimate_seconds(engine, StudySpec(half, spec.factors, seeds=2))
     assert seconds == pytest.approx(4 * (2 + 1.5 + 2 * 0.5 + 0.5))
     assert "scaled by training images for 4 run(s)" in basis
 
     done = spec.runs()[0][1]  # a completed run of one of the study's configs: not counted again
     timed_run(engine, make_run, done, 2000.0, [(3.0, 2005.0), (1.0, 2006.0), (1.0, 2007.0)],
               2007.5)
-    seconds, _ = studies.estimate_seconds(engine, spec)
+    seconds, _ = study_estimate.estimate_seconds(engine, spec)
     assert seconds == pytest.approx(3 * (2 + 3 + 2 * 1 + 0.5))
 
     other = StudySpec(RunConfig(dataset="synthetic:3000"), {"dropout": (0.1, 0.2)})
-    assert studies.estimate_seconds(engine, other) == (None, pytest.approx(
+    assert study_estimate.estimate_seconds(engine, other) == (None, pytest.approx(
         "no estimate yet: no finished seed run on synthetic:3000 on this machine; the first one "
         "gives the estimate"))
 
@@ -269,9 +272,9 @@ def test_time_estimate_of_your_own_network_counts_only_that_networks_runs(engine
     mine, other = "file:a@0000000000a1", "file:b@0000000000b2"
     custom_run(other, 1000.0, [(30.0, 1032.0), (10.0, 1042.0)], 1047.0)
     spec = StudySpec(config(mine), {"bn:b1_bn": (True, False)}, seeds=1)
-    assert studies.estimate_seconds(engine, spec)[0] is None  # no run of this network yet
+    assert study_estimate.estimate_seconds(engine, spec)[0] is None  # no run of this network yet
     custom_run(mine, 2000.0, [(3.0, 2005.0), (1.0, 2006.0)], 2006.5)
-    seconds, _ = studies.estimate_seconds(engine, spec)
+    seconds, _ = study_estimate.estimate_seconds(engine, spec)
     assert seconds == pytest.approx(2 * (2 + 3 + 1 + 0.5))  # this network's pace, not the other's
 
 
@@ -308,7 +311,7 @@ def test_show_json_gives_every_number_as_scipy_and_statsmodels_give_it(engine, m
 
     repeat = {("bn_conv_2=on, dropout=0.5", 2)}
     values = simulated_study(make_run, spec, value_of, repeat=repeat)
-    study_id = studies.create(engine, spec, "json")[0]
+    study_id = study_grid.create(engine, spec, "json")[0]
     out = cli("study", "show", str(study_id), "--json", "--power-pp", "0.5")
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
@@ -386,7 +389,7 @@ def test_an_incomplete_study_is_provisional_on_the_page_and_in_the_cli(engine, m
     rng = np.random.default_rng(22)
     simulated_study(make_run, spec, lambda cell, seed: 0.7 - 0.1 * (cell.label != "base")
                     + rng.normal(0, 0.001), skip={("bn_conv_2=off", 2)})
-    study_id = studies.create(engine, spec, "half done")[0]
+    study_id = study_grid.create(engine, spec, "half done")[0]
     text = cli("study", "show", str(study_id))
     assert text.returncode == 0, text.stderr
     assert "provisional: 5 of 6 runs" in text.stdout
@@ -423,7 +426,7 @@ def test_every_number_the_studies_page_shows_is_what_scipy_and_statsmodels_give(
     repeat = {("bn_conv_3=off", 1)}
     values = simulated_study(make_run, spec, lambda cell, seed: 0.7 + moved[cell.label]
                              + shift[seed] + rng.normal(0, 0.004), repeat=repeat)
-    studies.create(engine, spec, "page numbers")
+    study_grid.create(engine, spec, "page numbers")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.switch_page("cnn_ablation/ui/studies.py").run()
     assert not at.exception, at.exception
@@ -484,7 +487,7 @@ def test_an_adaptive_study_runs_to_its_stopping_rule_through_a_real_worker(engin
 
     spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=1,
                      adaptive=AdaptiveRule(half_width=0.0001, max_seeds=2, step=1))
-    study_id, queued = studies.create(engine, spec, "adaptive real")
+    study_id, queued = study_grid.create(engine, spec, "adaptive real")
     assert len(queued) == 2
     env = {**os.environ, "ABLATION_HOME": str(home), "ABLATION_HEARTBEAT_SECONDS": "2"}
     rounds = 0
@@ -497,16 +500,16 @@ def test_an_adaptive_study_runs_to_its_stopping_rule_through_a_real_worker(engin
         ended = list_runs(engine)
         assert {r.status for r in ended} == {"completed"}, [(r.id, r.status, r.error)
                                                             for r in ended]
-        if not studies.advance(engine):
+        if not study_rounds.advance(engine):
             break
         assert rounds < 3
-    view = studies.load(engine, study_id)
+    view = study_grid.load(engine, study_id)
     rule = view.spec.adaptive
     # the worker advances the study itself when a run ends, so one `worker --once` runs both
     assert rounds == 1 and view.spec.seeds == 2 and len(list_runs(engine, study_id=study_id)) == 4
     assert rule.stopped.startswith("seed limit reached after round 2: 2 seeds per cell")
     assert [s for s, _ in rule.history] == [1, 2] and math.isnan(rule.history[0][1])
-    result = studies.results(engine, view)
+    result = study_results.results(engine, view)
     assert result["complete"] and result["done"] == 4
     assert (result["summary"]["n"] == 2).all()
     assert result["effects"]["n"].tolist() == [2] and result["effects"]["paired"].all()
@@ -530,7 +533,7 @@ def test_an_adaptive_study_runs_to_its_stopping_rule_through_a_real_worker(engin
 def test_the_page_cancels_then_deletes_a_study_keeping_its_runs(engine):
     from streamlit.testing.v1 import AppTest
 
-    study_id, queued = studies.create(engine, StudySpec(BASE, {"dropout": (0.1, 0.2)}, seeds=2),
+    study_id, queued = study_grid.create(engine, StudySpec(BASE, {"dropout": (0.1, 0.2)}, seeds=2),
                                       "from the page")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.switch_page("cnn_ablation/ui/studies.py").run()
@@ -615,8 +618,8 @@ def shown_study(at) -> int:
 
 
 def test_the_studies_page_address_names_the_study_shown_so_a_reload_shows_it_again(engine):
-    first, _ = studies.create(engine, StudySpec(BASE, {"dropout": (0.1, 0.2)}, seeds=1), "one")
-    second, _ = studies.create(engine, StudySpec(BASE, {"bn_conv_2": (True, False)}, seeds=3),
+    first, _ = study_grid.create(engine, StudySpec(BASE, {"dropout": (0.1, 0.2)}, seeds=1), "one")
+    second, _ = study_grid.create(engine, StudySpec(BASE, {"bn_conv_2": (True, False)}, seeds=3),
                                "two")
     at = studies_page()  # no address: the latest study, and the address now names it
     assert shown_study(at) == second and at.query_params["study"] == str(second)
@@ -635,7 +638,7 @@ def test_the_studies_page_address_names_the_study_shown_so_a_reload_shows_it_aga
 @pytest.mark.parametrize("link", ["99", "two", "-1", "1.5", "", "1" * 40])
 def test_a_link_to_a_study_that_does_not_exist_says_so_and_shows_the_latest(engine, link):
     for name, levels in (("one", (0.1, 0.2)), ("two", (0.3, 0.4))):
-        studies.create(engine, StudySpec(BASE, {"dropout": levels}, seeds=1), name)
+        study_grid.create(engine, StudySpec(BASE, {"dropout": levels}, seeds=1), name)
     at = studies_page(link)
     warnings = [w.value for w in at.warning]
     assert any("study: " in w and "(from the link) is not allowed; allowed: the number of a "
@@ -712,7 +715,7 @@ def test_a_study_over_a_folder_dataset_queues_every_cell_and_seed(engine, home):
     make_folder(root, [(8, 8)] * 6)
     spec = study_preset("chapter", RunConfig(dataset=f"folder:{root}", epochs=1, batch_size=2,
                                              val_split=0.0), seeds=2)
-    study_id, queued = studies.create(engine, spec, "pets")
+    study_id, queued = study_grid.create(engine, spec, "pets")
     assert len(queued) == 4
     configs = [RunConfig.from_json(r.config_json) for r in list_runs(engine, study_id=study_id)]
     assert {c.image_size for c in configs} == {(8, 8)}

@@ -11,8 +11,9 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from cnn_ablation.config import RunConfig
-from cnn_ablation.studies import manage as studies
+from cnn_ablation.studies import grid as study_grid
 from cnn_ablation.studies import report as study_report
+from cnn_ablation.studies import results as study_results
 from cnn_ablation.studies.spec import StudySpec
 from tests.support import ROOT
 
@@ -36,14 +37,14 @@ def stored_study(engine, make_run, name="report & 100 % of_it", skip=()):
                       + shift[config.seed] + rng.normal(0, 0.003), 6)
         make_run(config, "completed", accuracies=[value + 0.05])
         values[key] = value
-    study_id = studies.create(engine, SPEC, name)[0]
-    return studies.load(engine, study_id), values
+    study_id = study_grid.create(engine, SPEC, name)[0]
+    return study_grid.load(engine, study_id), values
 
 
 def test_tables_state_each_cell_and_its_difference_to_the_base_as_scipy_gives_it(engine,
                                                                                   make_run):
     view, values = stored_study(engine, make_run)
-    result = studies.results(engine, view)
+    result = study_results.results(engine, view)
     base = "bn_conv_2=on, dropout=0.5"
     others = [c.label for c in SPEC.cells() if c.label != base]
     a = np.array([values[(base, s)] for s in range(3)])
@@ -78,7 +79,7 @@ def test_tables_state_each_cell_and_its_difference_to_the_base_as_scipy_gives_it
 
 def test_forest_plot_png_and_svg_show_every_effect(engine, make_run):
     view, _ = stored_study(engine, make_run)
-    result = studies.results(engine, view)
+    result = study_results.results(engine, view)
     png = study_report.forest_plot(view, result, "png")
     svg = study_report.forest_plot(view, result, "svg")
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
@@ -90,7 +91,7 @@ def test_forest_plot_png_and_svg_show_every_effect(engine, make_run):
 
 def test_a_provisional_report_says_so_and_gives_no_verdict(engine, make_run):
     view, _ = stored_study(engine, make_run, skip={("bn_conv_2=off, dropout=0", 2)})
-    result = studies.results(engine, view)
+    result = study_results.results(engine, view)
     md = study_report.markdown(view, result)
     assert "provisional: 11 of 12 runs" in md and "PROVISIONAL: 11 of 12 runs" in md
     assert study_report.verdict(result).startswith("Provisional: 11 of 12 runs.")

@@ -169,11 +169,11 @@ def test_the_web_app_never_imports_tensorflow(home, engine, make_run):
     import subprocess
     import sys
 
-    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies import grid as study_grid
     from cnn_ablation.studies.spec import StudySpec
 
     make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.6])
-    studies.create(engine, StudySpec(RunConfig(dataset="synthetic"), {"dropout": (0.25, 0.5)}),
+    study_grid.create(engine, StudySpec(RunConfig(dataset="synthetic"), {"dropout": (0.25, 0.5)}),
                    "s")
     code = f"""
 import sys

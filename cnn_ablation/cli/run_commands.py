@@ -102,7 +102,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from cnn_ablation import log
     from cnn_ablation.jobs.slots import make_slots
     from cnn_ablation.jobs.worker import Worker
-    from cnn_ablation.studies.manage import advance  # adaptive studies' next round, after each run
+    from cnn_ablation.studies.rounds import advance  # adaptive studies' next round, after each run
 
     if args.executor == "ray":  # the same worker, each run a Ray task (Ray is imported only then)
         from cnn_ablation.jobs.ray_executor import RayUnavailable, RayWorker, check_options

@@ -16,8 +16,7 @@ from cnn_ablation.config import ConfigError
 from cnn_ablation.studies.spec import parse_factor
 
 if TYPE_CHECKING:  # studies imports pandas: only the commands that need it load it
-    from cnn_ablation.studies.manage import StudyView
-    from cnn_ablation.studies.spec import AdaptiveRule
+    from cnn_ablation.studies.spec import AdaptiveRule, StudyView
 
 
 def power_pp(text: str) -> float:
@@ -56,7 +55,8 @@ def _adaptive_rule(args: argparse.Namespace) -> AdaptiveRule | None:
 def cmd_study_create(args: argparse.Namespace) -> int:
     from cnn_ablation.config import check_name
     from cnn_ablation.jobs.launch import new_run
-    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies import estimate as study_estimate
+    from cnn_ablation.studies import grid as study_grid
     from cnn_ablation.studies.spec import StudySpec, study_preset
 
     base = config_from_args(args)
@@ -67,34 +67,35 @@ def cmd_study_create(args: argparse.Namespace) -> int:
         spec = StudySpec(base, dict(parse_factor(f) for f in args.factor), args.design, args.seeds,
                          adaptive=rule)
     name = check_name(args.name or args.study_preset or "study")
-    # Every cell checked (and named as studies.create names its runs) before the database is
+    # Every cell checked (and named as study_grid.create names its runs) before the database is
     # opened: a refused study writes nothing. Seeds differ only in the seed, always valid.
     # Your own network: its factors must name its layers (asked of the probe, cached) first.
-    studies.check_network(spec)
+    study_grid.check_network(spec)
     for cell in spec.cells():
         new_run(cell.config, name=f"{name}: {cell.label}")
     engine = open_engine()
-    seconds, basis = studies.estimate_seconds(engine, spec)
-    study_id, queued = studies.create(engine, spec, name)
+    seconds, basis = study_estimate.estimate_seconds(engine, spec)
+    study_id, queued = study_grid.create(engine, spec, name)
     print(f"study {study_id}: {len(spec.cells())} cells x {spec.seeds} seeds; queued "
           f"{len(queued)} runs" + (f" ({queued[0]}..{queued[-1]})" if queued else ""))
     if rule is not None:
         print(f"adaptive seeds: {rule.text()}; round 1 has {spec.seeds} seeds per cell")
-    print(f"estimate: {studies.minutes_text(seconds)} ({seconds:.0f} s; {basis})"
+    print(f"estimate: {study_estimate.minutes_text(seconds)} ({seconds:.0f} s; {basis})"
           if seconds is not None else f"estimate: {basis}")
     return 0
 
 
 def cmd_study_list(args: argparse.Namespace) -> int:
-    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies import grid as study_grid
+    from cnn_ablation.studies import rounds as study_rounds
     from storage.studies import list_studies
 
     engine = open_engine()
-    studies.advance(engine)
+    study_rounds.advance(engine)
     for study in list_studies(engine):
-        view = studies.load(engine, study.id)
-        grid = studies.grid(engine, view)
-        done, total = studies.progress(view, grid)
+        view = study_grid.load(engine, study.id)
+        grid = study_grid.grid(engine, view)
+        done, total = study_grid.progress(view, grid)
         state = "complete" if done == total else "provisional"
         rule = view.spec.adaptive
         extra = ""
@@ -107,27 +108,27 @@ def cmd_study_list(args: argparse.Namespace) -> int:
 
 def _study(args: argparse.Namespace) -> tuple[Engine, StudyView]:
     """The engine and the study `args.study_id` (StudyNotFound, exit 2, if there is none)."""
-    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies import grid as study_grid
 
     engine = open_engine()
-    return engine, studies.load(engine, args.study_id)
+    return engine, study_grid.load(engine, args.study_id)
 
 
 def cmd_study_fill(args: argparse.Namespace) -> int:
-    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies import grid as study_grid
 
     engine, view = _study(args)
-    action = studies.fill_missing if args.study_command == "fill" else studies.rerun_failed
+    action = study_grid.fill_missing if args.study_command == "fill" else study_grid.rerun_failed
     queued = action(engine, view.id)
     print(f"study {view.id}: queued {len(queued)} runs {queued}")
     return 0
 
 
 def cmd_study_export(args: argparse.Namespace) -> int:
-    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies import results as study_results
 
     engine, view = _study(args)
-    result = studies.results(engine, view, args.metric)
+    result = study_results.results(engine, view, args.metric)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result["runs"].to_csv(out / f"study-{view.id}-runs.csv", index=False)
@@ -137,22 +138,23 @@ def cmd_study_export(args: argparse.Namespace) -> int:
 
 
 def cmd_study_report(args: argparse.Namespace) -> int:
-    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies import results as study_results
+    from cnn_ablation.studies import words
     from cnn_ablation.studies.report import write_report
 
     engine, view = _study(args)
-    result = studies.results(engine, view, args.metric, power_pp=args.power_pp)
+    result = study_results.results(engine, view, args.metric, power_pp=args.power_pp)
     for path in write_report(Path(args.out), view, result):
         print(f"wrote {path}")
-    print(studies.status_line(result))
+    print(words.status_line(result))
     return 0
 
 
 def cmd_study_cancel(args: argparse.Namespace) -> int:
-    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies import grid as study_grid
 
     engine, view = _study(args)
-    outcome = studies.cancel(engine, view.id, now=args.now)
+    outcome = study_grid.cancel(engine, view.id, now=args.now)
     how = "at once; their partial epochs are not kept" if args.now else \
         "after their current epoch, which is kept (--now stops at once)"
     print(f"study {view.id}: cancelled {len(outcome.cancelled)} queued run(s); "
@@ -161,11 +163,11 @@ def cmd_study_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_study_delete(args: argparse.Namespace) -> int:
-    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies import grid as study_grid
 
     engine, view = _study(args)
     try:
-        deleted = studies.delete(engine, view.id, with_runs=args.with_runs)
+        deleted = study_grid.delete(engine, view.id, with_runs=args.with_runs)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -176,31 +178,35 @@ def cmd_study_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_study_show(args: argparse.Namespace) -> int:
-    from cnn_ablation.studies import manage as studies
+    from cnn_ablation.studies import estimate as study_estimate
+    from cnn_ablation.studies import grid as study_grid
+    from cnn_ablation.studies import results as study_results
+    from cnn_ablation.studies import rounds as study_rounds
+    from cnn_ablation.studies import words
     from cnn_ablation.studies.words import readable_effects, readable_summary
 
     engine, view = _study(args)
     if view.spec.adaptive is not None:
-        studies.advance(engine)
-        view = studies.load(engine, view.id)
-    result = studies.results(engine, view, args.metric, power_pp=args.power_pp)
-    left = studies.remaining(engine, view)
+        study_rounds.advance(engine)
+        view = study_grid.load(engine, view.id)
+    result = study_results.results(engine, view, args.metric, power_pp=args.power_pp)
+    left = study_estimate.remaining(engine, view)
     if args.json:
-        print(json.dumps({**studies.result_json(view, result), "remaining": left}, indent=1))
+        print(json.dumps({**study_results.result_json(view, result), "remaining": left}, indent=1))
         return 0
-    print(f"study {view.id}: {view.name} ({studies.status_line(result)})")
+    print(f"study {view.id}: {view.name} ({words.status_line(result)})")
     if left["runs"]:
-        print(studies.remaining_text(left))
+        print(study_estimate.remaining_text(left))
     print()
     if view.spec.adaptive is not None:
-        print(studies.adaptive_text(view, result["runs"]) + "\n")
+        print(study_grid.adaptive_text(view, result["runs"]) + "\n")
     print(result["grid"].to_string(index=False))
     print("\n" + readable_summary(result["summary"]).to_string(index=False))
-    print(f"({studies.REPEATS_NOTE})")
+    print(f"({words.REPEATS_NOTE})")
     print(f"\n{result['effects_kind']} on {args.metric}:")
     print(readable_effects(result["effects"]).to_string(index=False))
     for row in result["interactions"].to_dict("records"):
-        print("interaction: " + studies.interaction_text(row))
-    print("\n" + studies.power_text(result))
+        print("interaction: " + words.interaction_text(row))
+    print("\n" + words.power_text(result))
     print("\n" + result["words"].replace("**", ""))
     return 0

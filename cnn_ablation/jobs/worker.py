@@ -35,7 +35,7 @@ POLL_S = 0.5  # how often a free slot looks for queued runs
 log = logging.getLogger(__name__)
 
 # Called after each run ends, with the engine; returns the ids of runs it queued. The studies
-# register theirs (`studies.manage.advance`: an adaptive study's next round) through the command
+# register theirs (`studies.rounds.advance`: an adaptive study's next round) through the command
 # that starts the worker, so this lower floor never imports the studies above it.
 RunEndedHook = Callable[[Engine], list[int]]
 

@@ -18,7 +18,8 @@ import pandas as pd
 
 from cnn_ablation.config import METRICS
 from cnn_ablation.studies import estimators, words
-from cnn_ablation.studies.manage import REPEATS_NOTE, StudyView, status_line
+from cnn_ablation.studies.spec import StudyView
+from cnn_ablation.studies.words import REPEATS_NOTE, status_line
 
 HOLM_MARK = "*"
 

@@ -153,7 +153,7 @@ class StudySpec:
     combination), `ofat` (the base, then each factor's other levels one at a time).
     `extra_cells` adds named cells given as config overrides (e.g. "all BatchNorm off"). Each
     cell runs with seeds 0..seeds-1; with an `adaptive` rule `seeds` is the number asked for so
-    far, and grows a round at a time (`cnn_ablation.studies.manage.advance`).
+    far, and grows a round at a time (`cnn_ablation.studies.rounds.advance`).
     """
 
     base: RunConfig
@@ -429,3 +429,11 @@ def study_preset(name: str, base: RunConfig, seeds: int = 3,
     if name == "dropout_sweep":
         return StudySpec(base, {"dropout": (0.0, 0.25, 0.5, 0.75)}, "full", seeds, (), adaptive)
     raise ConfigError("preset", name, " | ".join(STUDY_PRESETS))
+
+
+@dataclass(frozen=True)
+class StudyView:
+    id: int
+    name: str
+    spec: StudySpec
+    spec_json: str = ""  # as stored: what an adaptive round's update is conditional on

@@ -3,6 +3,8 @@ points, per-cell and per-effect tables with readable columns, the provisional no
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from cnn_ablation.config import METRICS
@@ -113,3 +115,29 @@ def readable_effects(effects: pd.DataFrame) -> pd.DataFrame:
         columns["seeds needed"] = [f"{v:.0f}" if not pd.isna(v) else "–"
                                    for v in effects["seeds_needed"]]
     return pd.DataFrame(columns)
+
+
+REPEATS_NOTE = ("Repeats of one (cell, seed), the same config and seed run more than once, are "
+                "averaged first: the seed, not the run, is the unit of replication.")
+
+
+def status_line(result: dict) -> str:
+    """`complete: 8 of 8 runs` or `provisional: 3 of 8 runs`."""
+    state = "complete" if result["complete"] else "provisional"
+    return f"{state}: {result['done']} of {result['total']} runs"
+
+
+def power_text(result: dict) -> str:
+    needed = result["seeds_needed"]
+    if math.isnan(needed):
+        return (f"Seeds per cell to detect {result['power_pp']:g} pp with 80 % power: not known "
+                "yet (needs at least 2 seeds per cell).")
+    return (f"To detect a change of {result['power_pp']:g} pp with 80 % power (two-sided, 5 %), "
+            f"every effect needs at most {needed:.0f} seeds per cell, judging by the seed-to-seed "
+            "spread seen so far (statsmodels' TTestPower; per effect in the table).")
+
+
+def interaction_text(row: dict) -> str:
+    return (f"{row['factor_1']} × {row['factor_2']}: the effect of {row['factor_2']} changes by "
+            f"{pp_interval(row['effect'], row['ci_low'], row['ci_high'])} when "
+            f"{row['factor_1']} changes; {row['verdict']}")

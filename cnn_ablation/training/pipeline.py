@@ -90,6 +90,8 @@ def as_tensor(x: np.ndarray):
         return tf.experimental.dlpack.from_dlpack(x.__dlpack__())
     except (TypeError, ValueError, BufferError, RuntimeError):  # no DLPack here: let Keras copy
         return x
+
+
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The order of the fit part's `n` images in epoch `epoch` (0-based) of a run seeded `seed`:
     a permutation drawn from (seed, epoch) alone, so every epoch is reshuffled, two runs of one

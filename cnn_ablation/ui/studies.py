@@ -25,8 +25,12 @@ from cnn_ablation.data import datasets
 from cnn_ablation.data.arrays import DatasetUnavailable
 from cnn_ablation.networks import registry as networks
 from cnn_ablation.settings import settings
+from cnn_ablation.studies import estimate as study_estimate
 from cnn_ablation.studies import estimators, words
-from cnn_ablation.studies import manage as studies
+from cnn_ablation.studies import grid as study_grid
+from cnn_ablation.studies import rounds as study_rounds
+from cnn_ablation.studies import spec as study_spec
+from cnn_ablation.studies.results import DEFAULT_POWER_PP, results
 from cnn_ablation.studies.spec import (
     CHAPTER_TEST_ACCURACY,
     NETWORK_FACTORS,
@@ -68,14 +72,14 @@ else:
 
 @st.cache_data(ttl=30, max_entries=64, show_spinner=False)
 def estimate(url: str, spec_json: str) -> tuple[float | None, str]:
-    """`studies.estimate_seconds`, shared for 30 s: the form redraws on every keystroke and
+    """`study_estimate.estimate_seconds`, shared for 30 s: the form redraws on every keystroke and
     the estimate reads the recent runs' timings."""
-    return studies.estimate_seconds(_engine(url), StudySpec.from_dict(json.loads(spec_json)))
+    return study_estimate.estimate_seconds(_engine(url), StudySpec.from_dict(json.loads(spec_json)))
 
 
 def estimate_text(spec: StudySpec) -> str:
     seconds, basis = estimate(database_key(engine), spec.to_json())
-    when = plain(basis) if seconds is None else f"{studies.minutes_text(seconds)} ({plain(basis)})"
+    when = plain(basis) if seconds is None else f"{study_estimate.minutes_text(seconds)} ({plain(basis)})"
     text = f"{len(spec.cells())} cells × {spec.seeds} seeds = **{len(spec.runs())} runs**, {when}."
     rule = spec.adaptive
     if rule is not None:
@@ -187,7 +191,7 @@ with start_tab:
             continue
         if left.button(title.split(":")[0], key=f"preset_{key}", width="stretch"):
             try:
-                study_id, queued = studies.create(engine, spec, name or title.split(":")[0])
+                study_id, queued = study_grid.create(engine, spec, name or title.split(":")[0])
             except ConfigError as exc:  # a name too long, a dataset that is not here, ...
                 st.error(plain(exc))
             else:
@@ -253,7 +257,7 @@ with start_tab:
             if st.button("Start this study", type="primary", key="start_custom"):
                 with st.spinner("Checking every cell…" if not custom else
                                 "Checking every cell with Keras (a helper process)…"):
-                    study_id, queued = studies.create(engine, spec, name or "custom study")
+                    study_id, queued = study_grid.create(engine, spec, name or "custom study")
                 st.session_state["study_choice"] = study_id
                 st.success(f"Study #{study_id} started: {len(queued)} runs queued.")
         except ConfigError as exc:
@@ -268,11 +272,11 @@ with start_tab:
 @st.cache_data(max_entries=16, show_spinner=False)
 def study_results(url: str, study_id: int, spec_json: str, fingerprint: tuple, metric: str,
                   power_pp: float) -> dict:
-    """`studies.results`, shared by every session while the study's runs stay as they are
+    """`studies.results.results`, shared by every session while the study's runs stay as they are
     (`fingerprint`: read_models.runs_fingerprint, one indexed query per refresh): a 96-cell
     study takes seconds to analyse, a refresh that finds nothing new takes milliseconds."""
     engine = _engine(url)
-    return studies.results(engine, studies.load(engine, study_id), metric, power_pp=power_pp)
+    return results(engine, study_grid.load(engine, study_id), metric, power_pp=power_pp)
 
 
 MAX_BANDS = 8  # more bands than this on one chart hide each other
@@ -295,7 +299,7 @@ def curve_cells(result: dict) -> list[str]:
                           key="study_curve_cells")
 
 
-def report_file(view: studies.StudyView, result: dict, kind: str) -> Callable[[], bytes]:
+def report_file(view: study_spec.StudyView, result: dict, kind: str) -> Callable[[], bytes]:
     """The report file `kind` (markdown, latex, png, svg), made when its button is clicked:
     Matplotlib is loaded then, not with the page."""
 
@@ -311,15 +315,15 @@ def report_file(view: studies.StudyView, result: dict, kind: str) -> Callable[[]
     return make
 
 
-def control_buttons(view: studies.StudyView) -> None:
+def control_buttons(view: study_spec.StudyView) -> None:
     b1, b2, b3, b4, _ = st.columns([1, 1, 1, 1, 2])
     if b1.button("Fill missing", key="fill", help="Queue cells/seeds never run; completed "
                                                 "runs with the same config count"):
-        queued = studies.fill_missing(engine, view.id)
+        queued = study_grid.fill_missing(engine, view.id)
         st.toast(f"Queued {len(queued)} runs")
     if b2.button("Re-run failed", key="rerun", help="Queue again cells/seeds whose runs all "
                                                    "failed, diverged or were cancelled"):
-        queued = studies.rerun_failed(engine, view.id)
+        queued = study_grid.rerun_failed(engine, view.id)
         st.toast(f"Queued {len(queued)} runs")
     with b3.popover("Cancel study"):
         st.markdown("Queued runs of this study are cancelled at once; running ones stop after "
@@ -327,7 +331,7 @@ def control_buttons(view: studies.StudyView) -> None:
         now = st.checkbox("Stop running runs at once (their partial epoch is not kept)",
                           key="cancel_now")
         if st.button(f"Cancel study #{view.id}", key="cancel_confirm", type="primary"):
-            outcome = studies.cancel(engine, view.id, now=now)
+            outcome = study_grid.cancel(engine, view.id, now=now)
             st.toast(f"Cancelled {len(outcome.cancelled)} queued run(s); "
                      f"{len(outcome.stopping)} running run(s) stopping")
     with b4.popover("Delete study"):
@@ -336,7 +340,7 @@ def control_buttons(view: studies.StudyView) -> None:
         with_runs = st.checkbox("Also delete the runs this study queued", key="delete_with_runs")
         if st.button(f"Delete study #{view.id}", key="delete_confirm", type="primary"):
             try:
-                studies.delete(engine, view.id, with_runs=with_runs)
+                study_grid.delete(engine, view.id, with_runs=with_runs)
             except ValueError as exc:
                 st.error(plain(exc))
             else:
@@ -375,29 +379,29 @@ with view_tab:
     st.session_state["study_choice"] = study_id
     if st.query_params.get("study") != str(study_id):
         st.query_params["study"] = str(study_id)  # the address names the study shown
-    first = studies.load(engine, study_id)
+    first = study_grid.load(engine, study_id)
     adaptive_going = first.spec.adaptive is not None and not first.spec.adaptive.stopped
     active = adaptive_going or any_active(engine, [c.config_hash for _, c in first.spec.runs()])
 
     @st.fragment(run_every=REFRESH_S if active else None)
     def study_view() -> None:
         if adaptive_going:
-            studies.advance(engine)  # queue the next round if this one is done
-        view = studies.load(engine, study_id)
+            study_rounds.advance(engine)  # queue the next round if this one is done
+        view = study_grid.load(engine, study_id)
         metric = st.session_state.get("study_metric", "final_val_accuracy")
-        power_pp = float(st.session_state.get("study_power_pp", studies.DEFAULT_POWER_PP))
+        power_pp = float(st.session_state.get("study_power_pp", DEFAULT_POWER_PP))
         fingerprint = read_models.runs_fingerprint(
             engine, [c.config_hash for _, c in view.spec.runs()])
         result = study_results(database_key(engine), view.id, view.spec_json, fingerprint,
                                metric, power_pp)
         runs = result["runs"]
         done, total = result["done"], result["total"]
-        st.progress(done / total if total else 0, text=studies.status_line(result))
+        st.progress(done / total if total else 0, text=words.status_line(result))
         if view.spec.adaptive is not None:
-            st.info(plain(studies.adaptive_text(view, runs)))
-        left = studies.remaining(engine, view)
+            st.info(plain(study_grid.adaptive_text(view, runs)))
+        left = study_estimate.remaining(engine, view)
         if left["runs"]:
-            st.caption(plain(studies.remaining_text(left)))
+            st.caption(plain(study_estimate.remaining_text(left)))
         st.dataframe(result["grid"], hide_index=True, key="study_grid")
         control_buttons(view)
 
@@ -412,7 +416,7 @@ with view_tab:
         st.dataframe(summary, hide_index=True, key="study_summary")
         st.caption("mean ± standard deviation over seeds [95 % confidence interval of the mean]; "
                    f"Δ vs base ({plain(result['base_cell'])}) in percentage points, paired by seed. "
-                   + studies.REPEATS_NOTE)
+                   + words.REPEATS_NOTE)
         st.subheader(f"Effects: {result['effects_kind']}")
         st.dataframe(words.readable_effects(result["effects"]), hide_index=True,
                      key="study_effects")
@@ -425,14 +429,14 @@ with view_tab:
         else:
             st.warning(result["words"])
         st.number_input("Seeds needed to detect a change of (pp)", min_value=0.05,
-                        max_value=99.0, value=studies.DEFAULT_POWER_PP, step=0.5,
+                        max_value=99.0, value=DEFAULT_POWER_PP, step=0.5,
                         key="study_power_pp")
-        st.caption(studies.power_text(result))
+        st.caption(words.power_text(result))
         if len(result["interactions"]):
             with st.expander("Interactions (full factorial, two levels each)"):
                 for row in result["interactions"].to_dict("records"):
                     table = result["tables"][(row["factor_1"], row["factor_2"])]
-                    st.markdown(plain(studies.interaction_text(row)))
+                    st.markdown(plain(words.interaction_text(row)))
                     st.dataframe(table.map(lambda v: f"{100 * v:.1f} %" if pd.notna(v) else "–"))
         completed = result["completed"]
         if len(completed):

@@ -1,4 +1,5 @@
-"""Read models: what pages and the CLI show, built in SQL with only the columns they show.
+"""The runs listing: what the Runs table, its pager, the run picker, Compare and `python -m
+cnn_ablation runs` show of many runs, built in SQL with only the columns they show.
 
 Listings never load ORM objects. A run's epoch aggregates (epochs done, best validation
 accuracy, the last epoch's values) are computed in SQL from its epochs through the
@@ -6,13 +7,8 @@ accuracy, the last epoch's values) are computed in SQL from its epochs through t
 by an aggregate aggregates every run that passes the filters, once, in the same statement.
 Filters, sort and paging run in SQL (`runs_page`), so a page costs the same at 10 runs or 10,000
 (benchmarks/dashboard_scale.py measures it). Which runs a listing holds (`RunFilter`, config
-conditions, metric ranges) is storage.run_filters.
-
-Pages poll with `change_token` (one indexed question: has anything a listing shows changed?);
-curves are storage.curves.
-
-pandas is imported only by the functions that return frames: the CLI lists and shows runs
-without it.
+conditions, metric ranges) is storage.run_filters; what pages poll is storage.polling, curves are
+storage.curves. pandas is imported only by `runs_frame`: the CLI lists runs without it.
 """
 
 from __future__ import annotations
@@ -20,17 +16,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Select, and_, case, func, select
+from sqlalchemy import Engine, Select, and_, func, select
 from sqlalchemy.orm import aliased
 
 from storage.engine import rows_as_dicts, session_scope
 from storage.models import EpochMetricRow, RunRow
-from storage.records import RUN_FIELDS, Run
+from storage.records import RUN_FIELDS
 from storage.run_filters import RunFilter
-from storage.runs import list_runs
-from storage.status import ACTIVE, RunStatus
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +44,6 @@ SORTS = {"newest first": ("id", True), "oldest first": ("id", False),
          "final val acc": ("final_val_accuracy", True), "test acc": ("test_accuracy", True)}
 
 
-# --- listings -------------------------------------------------------------------------------------
 def _filter(statuses: Iterable[str] | None = None, datasets: Iterable[str] | None = None,
             study_id: int | None = None, ids: Iterable[int] | None = None,
             config_hashes: Iterable[str] | None = None, text: str = "") -> RunFilter:
@@ -163,137 +156,3 @@ def runs_frame(engine: Engine, **filters: Any) -> pd.DataFrame:
     rows = run_rows(engine, _filter(**filters), columns=RUN_FIELDS)
     return pd.DataFrame(rows, columns=RUN_FIELDS + AGGREGATE_COLUMNS)
 
-
-# --- small questions pages ask often ---------------------------------------------------------------
-class ChangeToken(NamedTuple):
-    """What changes whenever anything a listing shows may have changed: a new epoch (the epoch
-    table's highest id), a run added or deleted (count and highest id of runs), and any change
-    to a queued or running run (how many, which, their progress beats and cancel requests).
-    Finished runs change only by leaving the active set or by being deleted, both counted."""
-
-    last_epoch_row: int
-    runs: int
-    last_run: int
-    active: int
-    active_ids: int
-    active_beats: float
-    active_cancels: int
-
-    @property
-    def runs_version(self) -> tuple[int, int]:
-        """Changes when runs are added or deleted (what option lists depend on)."""
-        return self.runs, self.last_run
-
-
-def change_token(engine: Engine) -> ChangeToken:
-    """One cheap, indexed query (the epoch table's primary key, the runs' status index): pages
-    ask it every second and redraw only when its answer changed."""
-    active = RunRow.status.in_([str(s) for s in ACTIVE])
-    query = select(
-        select(func.max(EpochMetricRow.id)).scalar_subquery(),
-        select(func.count(RunRow.id)).scalar_subquery(),
-        select(func.max(RunRow.id)).scalar_subquery(),
-        select(func.count(RunRow.id)).where(active).scalar_subquery(),
-        select(func.sum(RunRow.id)).where(active).scalar_subquery(),
-        select(func.sum(func.coalesce(RunRow.progress_at, 0.0))).where(active).scalar_subquery(),
-        select(func.sum(case((RunRow.cancel_requested, 1), else_=0))).where(active)
-        .scalar_subquery(),
-    )
-    with session_scope(engine, write=False) as session:
-        epoch_id, runs, last_run, active_n, ids, beats, cancels = session.execute(query).one()
-    return ChangeToken(int(epoch_id or 0), int(runs or 0), int(last_run or 0), int(active_n or 0),
-                       int(ids or 0), float(beats or 0.0), int(cancels or 0))
-
-
-def datasets_in_use(engine: Engine) -> list[str]:
-    """Every dataset some run names, sorted (the Runs page's filter)."""
-    with session_scope(engine, write=False) as session:
-        return list(session.scalars(select(RunRow.dataset).distinct().order_by(RunRow.dataset)))
-
-
-def tags_in_use(engine: Engine) -> list[str]:
-    """Every tag some run carries, sorted (the Runs page's tag filter)."""
-    import json
-
-    with session_scope(engine, write=False) as session:
-        stored = session.scalars(select(RunRow.tags_json).distinct().where(
-            RunRow.tags_json.is_not(None), RunRow.tags_json != "[]"))
-        return sorted({str(tag) for text in stored for tag in json.loads(text or "[]")})
-
-
-def run_labels(engine: Engine) -> list[tuple[int, str, str]]:
-    """(id, name, config label) of every run, in id order: a picker's options."""
-    with session_scope(engine, write=False) as session:
-        rows = session.execute(select(RunRow.id, RunRow.name, RunRow.label).order_by(RunRow.id))
-        return [(int(i), name or "", label) for i, name, label in rows]
-
-
-def variants(engine: Engine) -> list[dict[str, Any]]:
-    """One row per variant (config without the seed): variant_hash, label, dataset, runs."""
-    query = select(RunRow.variant_hash, func.min(RunRow.label).label("label"),
-                   func.min(RunRow.dataset).label("dataset"),
-                   func.count(RunRow.id).label("runs")).group_by(RunRow.variant_hash) \
-        .order_by(func.min(RunRow.id))
-    with session_scope(engine, write=False) as session:
-        return [dict(r) for r in session.execute(query).mappings()]
-
-
-def variant_run_ids(engine: Engine, variant_hash: str) -> list[int]:
-    with session_scope(engine, write=False) as session:
-        return list(session.scalars(select(RunRow.id).where(RunRow.variant_hash == variant_hash)
-                                    .order_by(RunRow.id)))
-
-
-def latest_ids(engine: Engine, status: str | None = None, n: int = 2) -> list[int]:
-    """The `n` newest run ids (of `status`), oldest of them first."""
-    query = select(RunRow.id).order_by(RunRow.id.desc()).limit(n)
-    if status is not None:
-        query = query.where(RunRow.status == status)
-    with session_scope(engine, write=False) as session:
-        return sorted(session.scalars(query))
-
-
-# --- other questions --------------------------------------------------------------------------------
-def any_active(engine: Engine, config_hashes: list[str] | None = None) -> bool:
-    """Whether any run (of these configs, if given) is queued or running: pages poll while so."""
-    query = select(RunRow.id).where(RunRow.status.in_(ACTIVE))
-    if config_hashes is not None:
-        query = query.where(RunRow.config_hash.in_(config_hashes))
-    with session_scope(engine, write=False) as session:
-        return session.scalar(query.limit(1)) is not None
-
-
-def same_config_runs(engine: Engine, config_hashes: list[str]) -> tuple[list[Run], list[Run]]:
-    """(completed, queued or running) runs with exactly one of these configs (seed included):
-    what New run points out before a variant is launched again."""
-    runs = list_runs(engine, config_hashes=config_hashes)
-    done = [r for r in runs if r.status == RunStatus.COMPLETED]
-    pending = [r for r in runs if r.status in ACTIVE]
-    return done, pending
-
-
-def finished_run_times(engine: Engine, preset: str, dataset: str,
-                       host: str | None = None) -> list[tuple[float, str]]:
-    """(seconds, config JSON) of completed runs of one preset and dataset (on `host` if given)."""
-    query = select(RunRow.started_at, RunRow.finished_at, RunRow.config_json).where(
-        RunRow.status == RunStatus.COMPLETED, RunRow.preset == preset, RunRow.dataset == dataset)
-    if host:
-        query = query.where(RunRow.host == host)
-    with session_scope(engine, write=False) as session:
-        return [(end - start, config) for start, end, config in session.execute(query)
-                if start and end]
-
-
-def runs_fingerprint(engine: Engine, config_hashes: Sequence[str]) -> tuple:
-    """Changes whenever anything a study's results depend on changes among the runs of these
-    configs: a run added, deleted, started, finished, failed or cancelled (its status and
-    times). One indexed query: what a shared cache of the results is keyed by."""
-    if not config_hashes:
-        return ()
-    query = (select(RunRow.status, func.count(RunRow.id), func.max(RunRow.id),
-                    func.sum(RunRow.id), func.max(RunRow.finished_at),
-                    func.max(RunRow.started_at))
-             .where(RunRow.config_hash.in_(list(config_hashes)))
-             .group_by(RunRow.status).order_by(RunRow.status))
-    with session_scope(engine, write=False) as session:
-        return tuple(tuple(row) for row in session.execute(query))

@@ -1,0 +1,85 @@
+"""Small lookups over runs that pages and commands ask for: the datasets and tags in use (the
+Runs page's filters), run labels, variants and the newest runs (Compare's pickers), runs of the
+same config (what New run and a study's estimate point out) and finished runs' durations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from storage.engine import session_scope
+from storage.models import RunRow
+from storage.records import Run
+from storage.runs import list_runs
+from storage.status import ACTIVE, RunStatus
+
+
+def datasets_in_use(engine: Engine) -> list[str]:
+    """Every dataset some run names, sorted (the Runs page's filter)."""
+    with session_scope(engine, write=False) as session:
+        return list(session.scalars(select(RunRow.dataset).distinct().order_by(RunRow.dataset)))
+
+
+def tags_in_use(engine: Engine) -> list[str]:
+    """Every tag some run carries, sorted (the Runs page's tag filter)."""
+    import json
+
+    with session_scope(engine, write=False) as session:
+        stored = session.scalars(select(RunRow.tags_json).distinct().where(
+            RunRow.tags_json.is_not(None), RunRow.tags_json != "[]"))
+        return sorted({str(tag) for text in stored for tag in json.loads(text or "[]")})
+
+
+def run_labels(engine: Engine) -> list[tuple[int, str, str]]:
+    """(id, name, config label) of every run, in id order: a picker's options."""
+    with session_scope(engine, write=False) as session:
+        rows = session.execute(select(RunRow.id, RunRow.name, RunRow.label).order_by(RunRow.id))
+        return [(int(i), name or "", label) for i, name, label in rows]
+
+
+def variants(engine: Engine) -> list[dict[str, Any]]:
+    """One row per variant (config without the seed): variant_hash, label, dataset, runs."""
+    query = select(RunRow.variant_hash, func.min(RunRow.label).label("label"),
+                   func.min(RunRow.dataset).label("dataset"),
+                   func.count(RunRow.id).label("runs")).group_by(RunRow.variant_hash) \
+        .order_by(func.min(RunRow.id))
+    with session_scope(engine, write=False) as session:
+        return [dict(r) for r in session.execute(query).mappings()]
+
+
+def variant_run_ids(engine: Engine, variant_hash: str) -> list[int]:
+    with session_scope(engine, write=False) as session:
+        return list(session.scalars(select(RunRow.id).where(RunRow.variant_hash == variant_hash)
+                                    .order_by(RunRow.id)))
+
+
+def latest_ids(engine: Engine, status: str | None = None, n: int = 2) -> list[int]:
+    """The `n` newest run ids (of `status`), oldest of them first."""
+    query = select(RunRow.id).order_by(RunRow.id.desc()).limit(n)
+    if status is not None:
+        query = query.where(RunRow.status == status)
+    with session_scope(engine, write=False) as session:
+        return sorted(session.scalars(query))
+
+
+def same_config_runs(engine: Engine, config_hashes: list[str]) -> tuple[list[Run], list[Run]]:
+    """(completed, queued or running) runs with exactly one of these configs (seed included):
+    what New run points out before a variant is launched again."""
+    runs = list_runs(engine, config_hashes=config_hashes)
+    done = [r for r in runs if r.status == RunStatus.COMPLETED]
+    pending = [r for r in runs if r.status in ACTIVE]
+    return done, pending
+
+
+def finished_run_times(engine: Engine, preset: str, dataset: str,
+                       host: str | None = None) -> list[tuple[float, str]]:
+    """(seconds, config JSON) of completed runs of one preset and dataset (on `host` if given)."""
+    query = select(RunRow.started_at, RunRow.finished_at, RunRow.config_json).where(
+        RunRow.status == RunStatus.COMPLETED, RunRow.preset == preset, RunRow.dataset == dataset)
+    if host:
+        query = query.where(RunRow.host == host)
+    with session_scope(engine, write=False) as session:
+        return [(end - start, config) for start, end, config in session.execute(query)
+                if start and end]
