@@ -1,6 +1,6 @@
 """What recording costs: the production setup trained with and without its RecordingCallback.
 
-Each fit is set up by `training.prepare_training`, exactly as `train_run` sets up a run (its
+Each fit is set up by `training.run.prepare_training`, exactly as `train_run` sets up a run (its
 data split, model, RecordingCallback with per-layer diagnostics, writing to a SQLite file);
 side A fits without the recorder, side B with it (`TrainingSetup.fit`), in A B, B A, ... order,
 2 epochs each, and the second epoch is compared (epoch 1 includes tracing). The epoch timer

@@ -64,7 +64,8 @@ def build(home: Path, n_runs: int = 10_000, epochs: int = 50, layer_stats: bool 
     from cnn_ablation.config import RunConfig
     from cnn_ablation.jobs.launch import new_run
     from cnn_ablation.studies import grid
-    from cnn_ablation.studies.spec import StudySpec, study_preset
+    from cnn_ablation.studies.presets import study_preset
+    from cnn_ablation.studies.spec import StudySpec
     from storage.engine import get_engine, session_scope
     from storage.models import EpochMetricRow, LayerStatRow, RunRow
     from storage.runs import create_runs

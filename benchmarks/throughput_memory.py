@@ -7,7 +7,7 @@ CIFAR-shaped images (`synthetic:50000`, uint8, deterministic):
   no validation and no callbacks (less work and less memory than the notebook itself, which
   validates on the test set: the comparison is on the notebook's side);
 - project: the production path itself. A run is queued in a SQLite file and
-  `training.prepare_training` sets it up exactly as `train_run` does (data split with the
+  `training.run.prepare_training` sets it up exactly as `train_run` does (data split with the
   default validation split 0.1, model, RecordingCallback with per-layer diagnostics on, writing
   every epoch and a progress beat a second to the database), then `TrainingSetup.fit()`.
 

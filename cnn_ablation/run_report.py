@@ -1,7 +1,7 @@
 """Runs as text and JSON for the command line (the pages draw the same rows as tables).
 
-Plain Python on rows as dicts (`storage.read_models.run_rows`, `epoch_rows`): the CLI starts
-without pandas. Tables print as pandas' `DataFrame.to_string(index=False)` would print them."""
+Plain Python on rows as dicts (`storage.listings.run_rows`, `storage.curves.epoch_rows`): the CLI
+starts without pandas. Tables print as pandas' `DataFrame.to_string(index=False)` would print them."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 Statuses, datasets, ids, text, tags, config conditions (`dropout >= 0.3`, checked by
 `check_condition` / `parse_condition`) and metric ranges, each a WHERE clause. Tests on the JSON
 stored as text (the config, the tags) are `_JsonTest`, compiled for each backend (SQLite's JSON1
-functions, PostgreSQL's jsonb operators) with every value a bound parameter. storage.read_models
-builds its queries with these clauses and re-exports the public names.
+functions, PostgreSQL's jsonb operators) with every value a bound parameter. storage.listings
+builds its queries with these clauses.
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ import pytest
 from cnn_ablation.config import RunConfig
 from cnn_ablation.run_report import text_table
 from cnn_ablation.ui.figures import POINT_BUDGET, curves_figure, downsample, minmax_indices
-from storage import lifecycle, read_models, run_filters
+from storage import lifecycle, listings, polling, run_filters
 from storage.curves import EpochCache
-from storage.read_models import SORTS, RunFilter
+from storage.listings import SORTS
+from storage.run_filters import RunFilter
 from storage.runs import delete_run, update_labels
 from tests.support import TEST_WORKER
 
@@ -94,7 +95,7 @@ def test_pages_filters_and_sort_in_sql_equal_pandas_on_the_same_rows(home, engin
     for filters in FILTERS:
         for per_page in (5, 50):
             for page in (1, 2, 6):
-                got = read_models.runs_page(engine, filters, sort, page, per_page)
+                got = listings.runs_page(engine, filters, sort, page, per_page)
                 want, total = pandas_page(frame, filters, sort, min(page, got.pages), per_page)
                 assert got.total == total
                 assert got.pages == max(1, math.ceil(total / per_page))
@@ -109,19 +110,19 @@ def test_pages_filters_and_sort_in_sql_equal_pandas_on_the_same_rows(home, engin
 
 
 def test_a_page_past_the_end_shows_the_last_page(engine, many_runs):
-    page = read_models.runs_page(engine, RunFilter(), "newest first", page=99, per_page=10)
+    page = listings.runs_page(engine, RunFilter(), "newest first", page=99, per_page=10)
     assert (page.page, page.pages, page.total, page.first) == (3, 3, 27, 21)
     assert [r["id"] for r in page.rows] == sorted(many_runs, reverse=True)[20:]
-    empty = read_models.runs_page(engine, RunFilter(datasets=("cifar100",)))
+    empty = listings.runs_page(engine, RunFilter(datasets=("cifar100",)))
     assert (empty.rows, empty.total, empty.pages, empty.first) == ([], 0, 1, 0)
 
 
 def test_all_rows_and_the_frame_agree_with_pandas(home, engine, many_runs):
     frame = expected_frame(home).sort_values("id")
-    rows = read_models.run_rows(engine)
+    rows = listings.run_rows(engine)
     assert [r["id"] for r in rows] == frame["id"].tolist()
     assert [r["epochs_done"] for r in rows] == frame["epochs_done"].tolist()
-    full = read_models.runs_frame(engine, statuses=["completed"])
+    full = listings.runs_frame(engine, statuses=["completed"])
     completed = frame[frame["status"] == "completed"]
     assert full["id"].tolist() == completed["id"].tolist()
     assert full["best_val_accuracy"].tolist() == pytest.approx(
@@ -132,7 +133,7 @@ def test_all_rows_and_the_frame_agree_with_pandas(home, engine, many_runs):
 def test_the_change_token_moves_when_a_listing_may_change_and_only_then(engine, make_run):
     done = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5])
     running = make_run(RunConfig(dataset="synthetic", seed=1), "running", [0.4])
-    token = read_models.change_token
+    token = polling.change_token
     before = token(engine)
     assert token(engine) == before  # nothing happened
     changes = [
@@ -315,12 +316,12 @@ def labelled_runs(engine, make_run):
 @pytest.mark.both_backends
 def test_config_conditions_in_sql_agree_with_the_stored_configs(engine, labelled_runs):
     for condition in CONDITIONS:
-        got = [r["id"] for r in read_models.run_rows(engine, RunFilter(conditions=(condition,)))]
+        got = [r["id"] for r in listings.run_rows(engine, RunFilter(conditions=(condition,)))]
         want = [i for i, config in labelled_runs.items() if _oracle(config, *condition)]
         assert got == want, condition
     assert any(_oracle(c, "bn_off", "contains", "conv_3") for c in labelled_runs.values())
     both = (("dropout", "=", "0.25"), ("bn_off", "contains", "conv_1"))
-    got = [r["id"] for r in read_models.run_rows(engine, RunFilter(conditions=both))]
+    got = [r["id"] for r in listings.run_rows(engine, RunFilter(conditions=both))]
     assert got == [i for i, c in labelled_runs.items() if all(_oracle(c, *x) for x in both)]
     assert len(got) == 1
 
@@ -328,7 +329,7 @@ def test_config_conditions_in_sql_agree_with_the_stored_configs(engine, labelled
 @pytest.mark.both_backends
 def test_tags_and_metric_ranges_narrow_a_listing_in_sql(engine, labelled_runs):
     def ids(**filters):
-        return [r["id"] for r in read_models.runs_page(engine, RunFilter(**filters),
+        return [r["id"] for r in listings.runs_page(engine, RunFilter(**filters),
                                                         "oldest first").rows]
 
     every = list(labelled_runs)
@@ -340,7 +341,7 @@ def test_tags_and_metric_ranges_narrow_a_listing_in_sql(engine, labelled_runs):
     for tag in ("2024", "true", "1e3"):
         assert ids(tags=(tag,)) == [every[0]], tag
     assert ids(tags=("2024.0",)) == []
-    rows = {r["id"]: r for r in read_models.run_rows(engine)}
+    rows = {r["id"]: r for r in listings.run_rows(engine)}
     for metric in ("best_val_accuracy", "final_val_accuracy", "test_accuracy"):
         for low, high in ((0.2, 0.5), (None, 0.3), (0.5, None), (0.0, 1.0)):
             want = [i for i in every if rows[i][metric] is not None
@@ -351,7 +352,7 @@ def test_tags_and_metric_ranges_narrow_a_listing_in_sql(engine, labelled_runs):
                 conditions=(("dataset", "contains", "synthetic"),))
     assert mixed == [i for i in (every[3], every[5])
                      if rows[i]["best_val_accuracy"] >= 0.5]
-    assert read_models.runs_page(engine, RunFilter(tags=("keep",)), per_page=2).total == 3
+    assert listings.runs_page(engine, RunFilter(tags=("keep",)), per_page=2).total == 3
 
 
 @pytest.mark.parametrize("text,message", [

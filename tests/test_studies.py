@@ -21,7 +21,10 @@ from cnn_ablation.studies import estimate as study_estimate
 from cnn_ablation.studies import grid as study_grid
 from cnn_ablation.studies import results as study_results
 from cnn_ablation.studies import rounds as study_rounds
-from cnn_ablation.studies.spec import AdaptiveRule, StudySpec, study_preset
+from cnn_ablation.studies.adaptive_rule import AdaptiveRule
+from cnn_ablation.studies.own_network import check_layers
+from cnn_ablation.studies.presets import study_preset
+from cnn_ablation.studies.spec import StudySpec
 from storage import lifecycle
 from storage.curves import layer_stats_frame
 from storage.engine import session_scope
@@ -654,7 +657,7 @@ NET = RunConfig(network="file:resnet@0123456789ab", dataset="synthetic:100", epo
 
 
 def test_your_networks_batchnorm_and_dropout_layers_are_factors_of_a_grid():
-    from cnn_ablation.studies.spec import parse_factor
+    from cnn_ablation.studies.factors import parse_factor
 
     factors = dict(parse_factor(f) for f in ("bn:b1_bn", "bn:b2_bn", "dropout:head_drop=0.1,0.3"))
     assert factors == {"bn:b1_bn": (True, False), "bn:b2_bn": (True, False),
@@ -693,13 +696,13 @@ def test_bad_factors_of_your_network_are_refused_naming_the_field(factors, says)
 
 def test_a_factor_naming_a_layer_your_network_lacks_is_refused_with_the_layers_it_has():
     spec = StudySpec(NET, {"bn:b1_bn": (True, False), "bn:b9_bn": (True, False)})
-    spec.check_layers(["b1_bn", "b9_bn"], [])  # both there: nothing to say
+    check_layers(spec.factors, ["b1_bn", "b9_bn"], [])  # both there: nothing to say
     with pytest.raises(ConfigError, match="factor: 'bn:b9_bn' .*bn:b1_bn, bn:b2_bn") as refused:
-        spec.check_layers(["b1_bn", "b2_bn"], ["head_drop"])
+        check_layers(spec.factors, ["b1_bn", "b2_bn"], ["head_drop"])
     assert refused.value.field == "factor"
     drop = StudySpec(NET, {"dropout:nope": (0.1, 0.2)})
     with pytest.raises(ConfigError, match="it has no Dropout layer"):
-        drop.check_layers(["b1_bn"], [])
+        check_layers(drop.factors, ["b1_bn"], [])
     with pytest.raises(ConfigError, match="study preset: 'chapter'"):
         study_preset("chapter", NET)
     with pytest.raises(ConfigError, match="factor: 'bn:b1_bn' .*your own network"):

@@ -465,12 +465,12 @@ def test_compare_csv_names_each_run_with_its_times(home, engine, make_run):
     import pandas as pd
 
     from cnn_ablation.ui.common import epochs_csv
-    from storage import read_models
+    from storage import listings
     from storage.curves import EPOCH_CACHE
-    from storage.read_models import RunFilter
+    from storage.run_filters import RunFilter
 
     run = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.7], name="baseline")
-    rows = read_models.run_rows(engine, RunFilter(ids=(run,)))
+    rows = listings.run_rows(engine, RunFilter(ids=(run,)))
     epochs, _ = EPOCH_CACHE.read(engine, [run])
     import io
 

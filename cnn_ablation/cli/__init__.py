@@ -1,7 +1,9 @@
-"""The command line (README, "Command line"): summary, train, submit, worker, runs, show, cancel,
-retry, delete, study. One function per command (`cmd_*`), chosen by argparse. Bad input exits 2 with a message
-naming the field and the allowed values, and writes nothing. TensorFlow is imported only by the
-commands that build or train a model."""
+"""The command line (docs/user-guide.md, "Command line"): summary, train, submit, worker, runs,
+show, cancel, retry, delete, study. One function per command (`cmd_*`), chosen by argparse. Bad
+input exits 2 with a message naming the field and the allowed values, and writes nothing.
+
+May import: everything beneath it; TensorFlow only in the commands that build or train a model
+(and only inside them), so `runs`, `show` and `cancel` start without it."""
 
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from cnn_ablation.cli.study_commands import (
 )
 from cnn_ablation.config import METRICS, ConfigError
 from cnn_ablation.settings import SettingsError, database_error
-from cnn_ablation.studies.spec import STUDY_PRESETS
+from cnn_ablation.studies.presets import STUDY_PRESETS
 from storage.records import NotFound
 from storage.status import RunStatus
 

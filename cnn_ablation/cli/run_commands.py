@@ -140,7 +140,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from cnn_ablation.jobs.liveness import reap_lost_runs
     from cnn_ablation.run_report import print_runs, run_dict
-    from storage import read_models
+    from storage import listings
     from storage.run_filters import RunFilter
     from storage.runs import check_tags
 
@@ -151,7 +151,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 2
     engine = open_engine()
     reap_lost_runs(engine)
-    rows = read_models.run_rows(engine, RunFilter(
+    rows = listings.run_rows(engine, RunFilter(
         statuses=(args.status,) if args.status else (), tags=tags))
     if args.json:
         print(json.dumps([run_dict(row) for row in rows], indent=1))

@@ -13,10 +13,11 @@ from sqlalchemy import Engine
 
 from cnn_ablation.cli.common import config_from_args, open_engine
 from cnn_ablation.config import ConfigError
-from cnn_ablation.studies.spec import parse_factor
+from cnn_ablation.studies.factors import parse_factor
 
 if TYPE_CHECKING:  # studies imports pandas: only the commands that need it load it
-    from cnn_ablation.studies.spec import AdaptiveRule, StudyView
+    from cnn_ablation.studies.adaptive_rule import AdaptiveRule
+    from cnn_ablation.studies.spec import StudyView
 
 
 def power_pp(text: str) -> float:
@@ -33,7 +34,7 @@ def power_pp(text: str) -> float:
 
 def _adaptive_rule(args: argparse.Namespace) -> AdaptiveRule | None:
     """The adaptive-seeds rule the flags ask for (ConfigError naming the flag if not valid)."""
-    from cnn_ablation.studies.spec import AdaptiveRule
+    from cnn_ablation.studies.adaptive_rule import AdaptiveRule
 
     if args.target_pp is None:
         for flag, value in (("max_seeds", args.max_seeds), ("seed_step", args.seed_step)):
@@ -57,7 +58,8 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     from cnn_ablation.jobs.launch import new_run
     from cnn_ablation.studies import estimate as study_estimate
     from cnn_ablation.studies import grid as study_grid
-    from cnn_ablation.studies.spec import StudySpec, study_preset
+    from cnn_ablation.studies.presets import study_preset
+    from cnn_ablation.studies.spec import StudySpec
 
     base = config_from_args(args)
     rule = _adaptive_rule(args)

@@ -43,7 +43,7 @@ class Availability:
 
 def aligned_empty(shape: tuple[int, ...], dtype=np.uint8, align: int = 64) -> np.ndarray:
     """An uninitialised array whose data starts on a 64-byte boundary: TensorFlow can then use it
-    in place through DLPack (training.as_tensor) instead of copying it whole; TensorFlow requires
+    in place through DLPack (training.pipeline.as_tensor) instead of copying it whole; TensorFlow requires
     that alignment of any buffer it reads."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     raw = np.empty(nbytes + align, dtype=np.uint8)

@@ -20,7 +20,7 @@ from cnn_ablation.studies.estimators import (
     values_by_cell,
     welch_contrast,
 )
-from cnn_ablation.studies.spec import level_text
+from cnn_ablation.studies.factors import level_text
 
 # --- effects ------------------------------------------------------------------------------------
 SeedValues = dict[int, float]  # one cell's value per seed

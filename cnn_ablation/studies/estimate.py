@@ -14,7 +14,7 @@ from cnn_ablation.config import RunConfig
 from cnn_ablation.data.datasets import dataset_info
 from cnn_ablation.settings import settings
 from cnn_ablation.studies.spec import StudySpec, StudyView
-from storage import read_models, workers
+from storage import lookups, workers
 from storage import studies as stored_studies
 from storage.runs import list_runs
 from storage.status import ACTIVE
@@ -58,7 +58,7 @@ def estimate_seconds(engine: Engine, spec: StudySpec, configs: list[RunConfig] |
     base = spec.base
     if configs is None:
         configs = [c for _, c in spec.runs()]
-        done, pending = read_models.same_config_runs(engine, [c.config_hash for c in configs])
+        done, pending = lookups.same_config_runs(engine, [c.config_hash for c in configs])
         taken = {r.config_hash for r in done + pending}
         configs = [c for c in configs if c.config_hash not in taken]
     if not configs:

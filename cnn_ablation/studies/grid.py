@@ -20,8 +20,9 @@ from sqlalchemy import Engine
 
 from cnn_ablation.config import MAX_NAME, METRICS, ConfigError, RunConfig, check_name
 from cnn_ablation.jobs.launch import delete_runs, new_run
+from cnn_ablation.studies.own_network import check_layers
 from cnn_ablation.studies.spec import Cell, StudySpec, StudyView
-from storage import lifecycle, read_models
+from storage import lifecycle, listings
 from storage import studies as stored_studies
 from storage.records import NewRun, RunNotFound
 from storage.runs import create_runs, list_runs
@@ -66,8 +67,8 @@ def check_network(spec: StudySpec) -> None:
     answer = networks.probe(base.network, info.shape, info.num_classes)
     if not answer["ok"]:
         raise ConfigError(answer["field"], base.network, answer["error"].split("allowed: ", 1)[-1])
-    spec.check_layers([b["name"] for b in answer["batchnorm"]],
-                      [d["name"] for d in answer["dropout"]])
+    check_layers(spec.factors, [b["name"] for b in answer["batchnorm"]],
+                 [d["name"] for d in answer["dropout"]])
 
 
 def run_name(study: str, cell: str) -> str:
@@ -94,7 +95,7 @@ def attempts(engine: Engine, view: StudyView) -> pd.DataFrame:
     and one column per factor with its level."""
     pairs = view.spec.runs()
     by_hash = {config.config_hash: (cell, config) for cell, config in pairs}
-    frame = read_models.runs_frame(engine, config_hashes=list(by_hash))
+    frame = listings.runs_frame(engine, config_hashes=list(by_hash))
     columns = ["run_id", "cell", "seed", "status", "study_id", *METRICS, *view.spec.factors]
     if frame.empty:
         return pd.DataFrame(columns=columns)

@@ -78,8 +78,9 @@ def as_tensor(x: np.ndarray):
 
     Given a NumPy array, Keras' `fit` copies it whole into TensorFlow and briefly holds a second
     copy while doing so (+300 MB peak for 50,000 CIFAR-sized images: benchmarks/). TensorFlow
-    can read the array in place when it is C-contiguous and 64-byte aligned, which datasets.py
-    and `split` ensure; anything else is passed on unchanged (Keras copies it, as before).
+    can read the array in place when it is C-contiguous and 64-byte aligned, which data/arrays.py
+    and `split` ensure; anything else is passed on unchanged (Keras copies it, as before). Used
+    for the validation part; the fit part reaches `fit` batch by batch (`EpochBatches`).
     """
     aligned = x.flags.c_contiguous and x.flags.writeable and x.ctypes.data % 64 == 0
     if keras.backend.backend() != "tensorflow" or not aligned:

@@ -105,7 +105,7 @@ class RecordingCallback(keras.callbacks.Callback):
         self._progress(0)
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        """`batch`: the last step of the steps run in one call (training.STEPS_PER_EXECUTION);
+        """`batch`: the last step of the steps run in one call (training.pipeline.STEPS_PER_EXECUTION);
         Keras numbers a short last call of an epoch as if it were whole."""
         batch = min(batch, self.batches - 1)
         now = time.monotonic()

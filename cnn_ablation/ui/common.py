@@ -22,8 +22,8 @@ from cnn_ablation.run_report import duration_s, epoch_progress, format_duration
 from cnn_ablation.run_report import pct as report_pct
 from cnn_ablation.settings import database_error, settings, shown_url, storage_problem
 from cnn_ablation.ui.figures import ChartOptions
-from storage import curves, get_engine, read_models, workers
-from storage.read_models import RunsPage
+from storage import curves, get_engine, listings, lookups, workers
+from storage.listings import RunsPage
 from storage.run_filters import RunFilter
 from storage.status import RunStatus
 
@@ -44,25 +44,25 @@ def database_key(engine: Engine) -> str:
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def runs_page(url: str, token: tuple, filters: tuple, sort: str, page: int) -> RunsPage:
-    """A page of the Runs listing (read_models.runs_page), shared by the sessions that show the
+    """A page of the Runs listing (listings.runs_page), shared by the sessions that show the
     same page while the database's change token stays the same."""
-    return read_models.runs_page(_engine(url), RunFilter(*filters), sort, page)
+    return listings.runs_page(_engine(url), RunFilter(*filters), sort, page)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def datasets_in_use(url: str, runs_version: tuple[int, int]) -> list[str]:
-    return read_models.datasets_in_use(_engine(url))
+    return lookups.datasets_in_use(_engine(url))
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def run_labels(url: str, runs_version: tuple[int, int]) -> dict[int, str]:
     """`#id name-or-label` of every run (a picker's options); one shared, read-only dict."""
-    return {i: f"#{i} {name or label}" for i, name, label in read_models.run_labels(_engine(url))}
+    return {i: f"#{i} {name or label}" for i, name, label in lookups.run_labels(_engine(url))}
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def variants(url: str, runs_version: tuple[int, int]) -> list[dict]:
-    return read_models.variants(_engine(url))
+    return lookups.variants(_engine(url))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -21,7 +21,7 @@ from cnn_ablation.ui.common import (
     worker_banner,
 )
 from cnn_ablation.ui.figures import curves_figure, missing_runs
-from storage import read_models
+from storage import listings, lookups, polling
 from storage.curves import EPOCH_CACHE
 from storage.run_filters import RunFilter
 from storage.status import RunStatus
@@ -51,7 +51,7 @@ worker_banner(engine)
 st.title("Compare runs")
 
 url = common.database_key(engine)
-token = read_models.change_token(engine)
+token = polling.change_token(engine)
 if token.runs == 0:
     st.info("No runs to compare yet. Launch two variants on the **New run** page.")
     st.page_link("cnn_ablation/ui/new_run.py", label="New run", icon=":material/science:")
@@ -70,7 +70,7 @@ with group:
         f"({plural(int(variants[v]['runs']), 'run')})")
     if st.button("Add its runs", disabled=not variant, key="add_variant"):
         chosen = set(st.session_state.get("compare_ids", [])) | set(
-            read_models.variant_run_ids(engine, variant))
+            lookups.variant_run_ids(engine, variant))
         st.session_state["compare_ids"] = sorted(chosen)
 url_ids, url_problem = ids_from_url()
 with pick:
@@ -84,7 +84,7 @@ with pick:
                        + ", ".join(f"#{i}" for i in gone))
     restore("compare_ids", None)
     if st.session_state["compare_ids"] is None:
-        st.session_state["compare_ids"] = read_models.latest_ids(engine, RunStatus.COMPLETED)
+        st.session_state["compare_ids"] = lookups.latest_ids(engine, RunStatus.COMPLETED)
     st.session_state["compare_ids"] = [i for i in st.session_state["compare_ids"] if i in options]
     ids = st.multiselect("Runs", list(options), key="compare_ids", format_func=lambda i: options[i],
                          placeholder="pick two or more runs")
@@ -102,8 +102,8 @@ if not ids:
     st.info("Pick the runs to compare above.")
     st.stop()
 
-records = {r["id"]: r for r in read_models.run_rows(
-    engine, RunFilter(ids=tuple(ids)), columns=[*read_models.LIST_COLUMNS, "config_json"])}
+records = {r["id"]: r for r in listings.run_rows(
+    engine, RunFilter(ids=tuple(ids)), columns=[*listings.LIST_COLUMNS, "config_json"])}
 ids = [i for i in ids if i in records]  # a run deleted since the options were read
 curve_labels = {i: records[i]["label"] for i in ids}
 labels = {i: f"#{i} {records[i]['label']}" for i in ids}

@@ -35,7 +35,7 @@ from cnn_ablation.ui.common import (
     roots_text,
     worker_banner,
 )
-from storage.read_models import same_config_runs
+from storage.lookups import same_config_runs
 
 DEFAULTS = defaults()
 FIELD_NAMES = {"epochs": "Epochs", "batch_size": "Batch size", "learning_rate": "Learning rate",
