@@ -179,6 +179,8 @@ CASES = [
     case("limit-zero", "submit", *S, "--limit-train", "0", names="limit_train"),
     case("limit-negative", "train", *S, "--limit-train", "-5", names="limit_train"),
     case("limit-word", "submit", *S, "--limit-train", "all", names="--limit-train"),
+    case("limit-beyond-data", "submit", *S, "--limit-train", "2000", names="limit_train",
+         says="from 1 to 1000"),
     # --- image size ----------------------------------------------------------------------------
     case("image-size-on-synthetic", "submit", *S, "--image-size", "8x8", names="image_size",
          says="only folder:<path> datasets"),

@@ -193,3 +193,35 @@ def test_concurrent_loaders_never_share_a_temporary_file(home, monkeypatch):
     assert all(f".{os.getpid()}-" in name and name.endswith(".tmp.npy") for name in written)
     datasets.load(f"folder:{root}", (8, 8))
     assert not list((home / "datasets").glob("folder-*/*.tmp.npy"))
+
+
+def test_a_limit_beyond_the_data_is_refused_naming_the_field_and_the_size(home):
+    """`--limit-train 2000` on the 1,000 images of `synthetic` was stored as 2,000 while 900
+    images trained; now it is refused before anything is queued."""
+    with pytest.raises(ConfigError, match=r"limit_train: 2000 .* from 1 to 1000"):
+        datasets.check_fits(RunConfig(dataset="synthetic", limit_train=2000))
+    assert datasets.check_fits(RunConfig(dataset="synthetic", limit_train=1000)).train_size == 1000
+
+
+@pytest.mark.slow
+def test_a_folder_edited_after_a_run_trains_its_new_images_and_the_run_says_so(engine, home,
+                                                                              make_run):
+    """The folder's cache is keyed by its files' digest: after 3 images are added, the next run
+    reads them (not the cached 8) and records 11 images and another digest."""
+    pytest.importorskip("keras")
+    from cnn_ablation.training.run import train_run
+    from storage.runs import find_run
+
+    root = home / "pets"
+    make_folder(root, [(8, 8)] * 4)  # 4 images per class and split: 8 training images
+    config = RunConfig(dataset=f"folder:{root}", epochs=1, batch_size=2, val_split=0.0)
+    first = make_run(config, "running")
+    assert train_run(engine, first) == "completed"
+    for i in range(4, 7):
+        Image.new("RGB", (8, 8), (200, 20, 20)).save(root / "train" / "cat" / f"{i}.png")
+    second = make_run(config, "running")
+    assert train_run(engine, second) == "completed"
+    before, after = (find_run(engine, run_id).environment["dataset"] for run_id in (first, second))
+    assert (before["used_images"], after["used_images"]) == (8, 11)
+    assert (before["train_images"], after["train_images"]) == (8, 11)
+    assert before["digest"] and after["digest"] and before["digest"] != after["digest"]

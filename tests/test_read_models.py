@@ -293,7 +293,7 @@ def labelled_runs(engine, make_run):
             ((1, 0, 0, 0, 0), 0.0, "mnist", 1), ((1, 1, 1, 1, 1), 0.3, "synthetic:300", 4),
             ((0, 0, 1, 1, 1), 0.25, "mnist", 2)]):
         config = RunConfig(dataset=dataset, bn=bn, dropout=dropout, epochs=epochs, seed=i,
-                           limit_train=500 if i % 2 else None, learning_rate=0.001 if i else 0.0005)
+                           limit_train=250 if i % 2 else None, learning_rate=0.001 if i else 0.0005)
         run_id = make_run(config, accuracies=[0.2 + 0.15 * i, 0.3 + 0.15 * i][: 1 + i % 2])
         update_labels(engine, run_id, tags=[("bn", "sweep", "Baseline")[i % 3]] +
                       (["keep"] if i in (1, 3) else []))

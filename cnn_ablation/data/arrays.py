@@ -20,6 +20,10 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     train_size: int
     test_size: int
+    # A folder dataset's files as they are now: sha256 over every image's path, size and
+    # modification time (folders.py). Any image added, removed or rewritten changes it, so the
+    # cache it keys never serves old arrays, and a run records exactly which files it read.
+    digest: str | None = None
 
     @property
     def num_classes(self) -> int:

@@ -78,6 +78,10 @@ def availability(name: str) -> Availability:
 def check_fits(config: RunConfig) -> DatasetInfo:
     """Refuse a batch larger than the training images left after limit and validation split."""
     info = dataset_info(config.dataset, config.image_size)
+    if config.limit_train is not None and config.limit_train > info.train_size:
+        raise ConfigError("limit_train", config.limit_train,
+                          f"a whole number from 1 to {info.train_size} (the training images of "
+                          f"{config.dataset}), or none for all of them")
     n = min(config.limit_train or info.train_size, info.train_size)
     n_fit = n - int(round(n * config.val_split))
     if n_fit < 1:
@@ -103,7 +107,7 @@ def load(name: str, image_size: tuple[int, int] | None = None) -> Dataset:
     info = dataset_info(name, image_size)
     if name.startswith("synthetic"):
         return synthetic_dataset(info)
-    cache = _cache_dir(name, image_size)
+    cache = _cache_dir(name, image_size, info.digest)
     if (cache / "y_test.npy").exists():
         keys = ("x_train", "y_train", "x_test", "y_test")
         arrays = [load_npy_aligned(cache / f"{key}.npy") for key in keys]
@@ -125,9 +129,13 @@ def load(name: str, image_size: tuple[int, int] | None = None) -> Dataset:
     return data
 
 
-def _cache_dir(name: str, image_size: tuple[int, int] | None = None) -> Path:
+def _cache_dir(name: str, image_size: tuple[int, int] | None = None,
+               digest: str | None = None) -> Path:
+    """Where a loaded dataset is cached; a folder's cache is keyed by its files' digest too, so
+    an image added, removed or rewritten since is never served from an older copy."""
     if name.startswith("folder:"):
-        key = hashlib.sha256(f"{Path(name[7:]).resolve()}|{image_size}".encode()).hexdigest()[:12]
+        key = hashlib.sha256(f"{Path(name[7:]).resolve()}|{image_size}|{digest}".encode()
+                             ).hexdigest()[:12]
         return settings().dataset_cache / f"folder-{key}"
     return settings().dataset_cache / name
 

@@ -81,16 +81,17 @@ Facts = tuple[tuple[tuple[tuple[int, int], int], ...], bool]  # ((h, w), count) 
 _checked: dict[tuple[str, int], tuple[str, Facts]] = {}  # (root, max side) -> (files' digest, facts)
 
 
-def _image_facts(root: Path, files: list[Path], max_side: int) -> Facts:
-    """The sizes of `files` and whether any has colour, each image checked (see `_check_images`)
-    once per process as long as no file is added, removed or changed (name, size, mtime)."""
+def _image_facts(root: Path, files: list[Path], max_side: int) -> tuple[str, Facts]:
+    """The files' digest (`_digest`), and their sizes and whether any has colour, each image
+    checked (see `_check_images`) once per process as long as no file is added, removed or
+    changed (name, size, mtime)."""
     key, digest = (str(root), max_side), _digest(files)
     known = _checked.get(key)
     if known is not None and known[0] == digest:
-        return known[1]
+        return digest, known[1]
     facts = _check_images(files, max_side)
     _checked[key] = (digest, facts)
-    return facts
+    return digest, facts
 
 
 def _check_images(files: list[Path], max_side: int) -> Facts:
@@ -165,10 +166,10 @@ def folder_scan(root: Path, image_size):
     train = {c: train[c] for c in classes}
     test = {c: test[c] for c in classes}
     files = [path for split in (train, test) for c in classes for path in split[c]]
-    sizes, color = _image_facts(root, files, settings().max_image_side)
+    digest, (sizes, color) = _image_facts(root, files, settings().max_image_side)
     h, w = image_size or collections.Counter(dict(sizes)).most_common(1)[0][0]
     info = DatasetInfo(f"folder:{root}", (h, w, 3 if color else 1), classes,
-                       sum(map(len, train.values())), sum(map(len, test.values())))
+                       sum(map(len, train.values())), sum(map(len, test.values())), digest)
     return info, train, test
 
 

@@ -166,6 +166,8 @@ def prepare_training(engine: Engine, run: Run, worker_id: str, control: RunContr
     data = datasets.load(config.dataset, config.image_size)
     phases["dataset_loaded"] = time.time()
     (x_fit, y_fit), validation = split(config, data)
+    _record_dataset(engine, run, worker_id, data, len(y_fit),
+                    0 if validation is None else len(validation[1]))
     if resume and run.checkpoint_path:
         if config.network is not None:
             import cnn_ablation.networks.surgery  # noqa: F401 (registers SwitchedOff for loading)
@@ -186,6 +188,18 @@ def prepare_training(engine: Engine, run: Run, worker_id: str, control: RunContr
     epoch_batches = EpochBatches(x_fit, y_fit, config.batch_size, config.seed)
     return TrainingSetup(config, data, model, x_fit, y_fit, epoch_batches, validation, recorder,
                          resume, batches, phases)
+
+
+def _record_dataset(engine: Engine, run: Run, worker_id: str, data: Dataset, fit: int,
+                    validation: int) -> None:
+    """What the run trained on, beside its environment: the images it used (after limit and
+    split) of how many, and a folder's digest (its files as they were when read)."""
+    facts = {"name": data.info.name, "train_images": data.info.train_size,
+             "used_images": fit + validation, "fit_images": fit,
+             "validation_images": validation, "test_images": len(data.y_test),
+             "image_shape": list(data.info.shape), "digest": data.info.digest}
+    environment = {**(run.environment or {}), "dataset": facts}
+    lifecycle.attach_process(engine, run.id, worker_id, os.getpid(), environment=environment)
 
 
 def _train(engine: Engine, run: Run, worker_id: str, echo: Callable[[str], None] | None,
