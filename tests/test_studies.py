@@ -723,3 +723,7 @@ def test_a_study_over_a_folder_dataset_queues_every_cell_and_seed(engine, home):
     configs = [RunConfig.from_json(r.config_json) for r in list_runs(engine, study_id=study_id)]
     assert {c.image_size for c in configs} == {(8, 8)}
     assert sorted(c.seed for c in configs) == [0, 0, 1, 1]
+    view = study_grid.load(engine, study_id)  # and the study finds them: none is "missing"
+    assert view.spec.base.image_size == (8, 8)
+    assert study_grid.progress(view, study_grid.grid(engine, view)) == (0, 4)
+    assert "missing" not in study_grid.grid(engine, view).to_string()
