@@ -41,8 +41,7 @@ def create(engine: Engine, spec: StudySpec, name: str) -> tuple[int, list[int]]:
     # The base as its runs will state it (`new_run` fills in a folder dataset's image size): the
     # study finds its runs by config hash, and a stored base without the size matched none.
     spec = replace(spec, base=RunConfig.from_json(new_run(spec.base).config_json))
-    # Keyed by (cell, seed), not by config hash: `new_run` fills in what a run must state (a
-    # folder dataset's image size), so its hash is not the planned config's.
+    # Keyed by (cell, seed): what `fill_missing` plans is a (cell, seed) pair.
     new_runs = {(cell.label, config.seed): new_run(config, name=run_name(name, cell.label))
                 for cell, config in spec.runs()}
     study_id = stored_studies.create_study(engine, name or "study", spec.to_json())

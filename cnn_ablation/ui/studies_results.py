@@ -177,19 +177,14 @@ def show_study(engine: Engine, study_id: int, adaptive_going: bool) -> None:
     # report button a new deferred-file id and drop the old ones at its end, so a second
     # click landing before the browser has the new ids would fail ("Failed to generate
     # file for download"); that is what made the downloads flaky on a loaded machine.
-    d = st.columns(4)
-    d[0].download_button("Report (Markdown)", report_file(view, result, "markdown"),
-                         file_name=f"{stem}-report.md", mime="text/markdown", key="dl_md",
-                         on_click="ignore")
-    d[1].download_button("Table (LaTeX)", report_file(view, result, "latex"),
-                         file_name=f"{stem}-table.tex", mime="text/x-tex", key="dl_tex",
-                         on_click="ignore")
-    d[2].download_button("Forest plot (PNG)", report_file(view, result, "png"),
-                         file_name=f"{stem}-forest.png", mime="image/png", key="dl_png",
-                         on_click="ignore")
-    d[3].download_button("Forest plot (SVG)", report_file(view, result, "svg"),
-                         file_name=f"{stem}-forest.svg", mime="image/svg+xml", key="dl_svg",
-                         on_click="ignore")
+    files = (("Report (Markdown)", "markdown", "report.md", "text/markdown", "dl_md"),
+             ("Table (LaTeX)", "latex", "table.tex", "text/x-tex", "dl_tex"),
+             ("Forest plot (PNG)", "png", "forest.png", "image/png", "dl_png"),
+             ("Forest plot (SVG)", "svg", "forest.svg", "image/svg+xml", "dl_svg"))
+    for column, (label, kind, suffix, mime, key) in zip(st.columns(4), files, strict=True):
+        column.download_button(label, report_file(view, result, kind),
+                               file_name=f"{stem}-{suffix}", mime=mime, key=key,
+                               on_click="ignore")
     c = st.columns(4)
     c[0].download_button("Runs (CSV)", result["runs"].to_csv(index=False),
                          file_name=f"{stem}-runs.csv", key="dl_runs", on_click="ignore")
