@@ -61,6 +61,13 @@ def effect_row(effects: pd.DataFrame, factor: str) -> pd.Series:
     return effects.set_index("factor").loc[factor]
 
 
+def as_result(effects: pd.DataFrame, smallest_pp: float = 1.0) -> dict:
+    """What `plain_words` reads of a study's results, for effects judged on their own."""
+    return {"effects": effects, "interactions": pd.DataFrame(), "summary": pd.DataFrame(),
+            "effects_kind": "each cell vs the base", "metric": METRIC, "primary": METRIC,
+            "smallest_pp": smallest_pp}
+
+
 def test_the_hand_written_t_table_is_gone():
     assert not hasattr(estimators, "t975") and not hasattr(estimators, "_T975")
 
@@ -184,8 +191,8 @@ def test_several_effects_get_holm_adjusted_verdicts_beside_the_raw_intervals():
     assert effects["p_holm"].tolist() == pytest.approx(list(adjusted), rel=1e-9)
     assert (effects["verdict_holm"] == "beyond noise").tolist() == list(reject)
     assert (effects["verdict"] == "beyond noise").tolist() == [p < 0.05 for p in raw]
-    words = study_words.plain_words(effects)
-    assert "Holm-adjusted for 6 effects" in words
+    words = study_words.plain_words(as_result(effects))
+    assert "Holm-adjusted at 5 % over all 6 of them" in words
 
 
 def test_a_raw_hit_that_does_not_survive_holm_is_called_a_lead_not_a_finding():
@@ -195,8 +202,8 @@ def test_a_raw_hit_that_does_not_survive_holm_is_called_a_lead_not_a_finding():
                             "sd": [0.01] * 3})
     effects = inference.with_verdicts(effects)
     assert effects["verdict"].tolist()[0] == "beyond noise"
-    assert effects["verdict_holm"].tolist()[0] == "within noise"  # 3 x 0.04 > 0.05
-    words = study_words.plain_words(effects)
+    assert effects["verdict_holm"].tolist()[0] == "inconclusive"  # 3 x 0.04 > 0.05: a lead
+    words = study_words.plain_words(as_result(effects))
     assert "raised" not in words and "a lead, not a finding): a." in words
     assert words.startswith("Nothing moved the result beyond seed-to-seed noise.")
 
@@ -223,17 +230,26 @@ def test_no_verdict_and_no_sentence_about_what_mattered_while_runs_are_missing()
     effects = inference.with_verdicts(study_effects.main_effects(runs, FACTORS, REFERENCE, METRIC),
                                      complete=False)
     assert set(effects["verdict"]) == {"provisional"} == set(effects["verdict_holm"])
-    words = study_words.plain_words(effects, done=17, total=20)
+    words = study_words.plain_words(as_result(effects), done=17, total=20)
     assert words.startswith("Provisional: 17 of 20 runs.")
     for claim in ("beyond noise", "within noise", "raised", "lowered", "mattered", "Nothing"):
         assert claim not in words
 
 
-def test_zero_spread_between_seeds_is_never_called_beyond_noise():
-    """Identical noise in every cell makes every paired difference equal: no interval can be
-    had from it (scipy would give a zero-width one that excludes zero)."""
-    est = estimators.paired_difference([-0.1, -0.1, -0.1])
-    assert est.verdict == "no seed-to-seed spread" and math.isnan(est.low)
+def test_an_exact_shift_in_every_seed_is_beyond_noise_and_no_change_is_said_as_such():
+    """Every seed moved by exactly -10 pp: nothing is noise, so it is beyond noise with a point
+    interval (it used to read "Nothing moved the result beyond seed-to-seed noise"); every seed
+    unchanged is "no change", never "beyond noise"."""
+    shift = estimators.paired_difference([-0.1, -0.1, -0.1])
+    assert shift.verdict == "beyond noise" and shift.low == shift.high == pytest.approx(-0.1)
+    assert shift.p == 0 and shift.sd == 0
+    same = estimators.paired_difference([0.0, 0.0, 0.0])
+    assert same.verdict == "no change in any seed" and same.p == 1
+    effects = inference.with_verdicts(pd.DataFrame([{"cell": "conv_1 off", **shift.row()},
+                                                     {"cell": "dropout 0", **same.row()}]))
+    words = study_words.plain_words(as_result(effects))
+    assert "**conv_1 off** lowered final val acc by 10.0 points in every seed alike." in words
+    assert "No change in any seed: dropout 0." in words and "Nothing moved" not in words
 
 
 @pytest.mark.parametrize("design", ["paired main effect", "unpaired cells"])

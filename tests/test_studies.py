@@ -342,8 +342,8 @@ def test_show_json_gives_every_number_as_scipy_and_statsmodels_give_it(engine, m
                                                                             abs=1e-9)
         assert row["delta_p"] == pytest.approx(test.pvalue, rel=1e-6)
     deltas = [r for r in shown["summary"] if not r["is_base"]]
-    holm = multipletests([r["delta_p"] for r in deltas], method="holm")[1]
-    assert [r["delta_p_holm"] for r in deltas] == pytest.approx(list(holm), rel=1e-9)
+    # a factorial design's cells vs the base: numbers without a verdict (the effects carry them)
+    assert [(r["delta_p_holm"], r["delta_verdict_holm"]) for r in deltas] == [(None, "")] * 3
 
     def side(bn=None, dropout=None):
         chosen = [c for c in cells.values()
@@ -366,22 +366,25 @@ def test_show_json_gives_every_number_as_scipy_and_statsmodels_give_it(engine, m
                                         alpha=0.05, power=0.8)
         assert e["seeds_needed"] == max(2, math.ceil(need))
         expected_p.append((factor, test.pvalue))
-    holm = dict(zip([f for f, _ in expected_p],
-                    multipletests([p for _, p in expected_p], method="holm")[1], strict=True))
-    for factor, e in effects.items():
-        assert e["p_holm"] == pytest.approx(holm[factor], rel=1e-6)
-        assert e["verdict_holm"] == ("beyond noise" if holm[factor] < 0.05 else "within noise")
-    assert shown["power"]["target_pp"] == 0.5 and shown["power"]["seeds_needed"] == max(
-        e["seeds_needed"] for e in effects.values())
-
     (inter,) = shown["interactions"]
     diff = ((seed_means(values, "bn_conv_2=off, dropout=0", seeds)
              - seed_means(values, "bn_conv_2=off, dropout=0.5", seeds))
             - (seed_means(values, "bn_conv_2=on, dropout=0", seeds)
                - seed_means(values, base, seeds)))
-    ci = stats.ttest_1samp(diff, 0.0).confidence_interval(0.95)
+    test = stats.ttest_1samp(diff, 0.0)
+    ci = test.confidence_interval(0.95)
     assert (inter["effect"], inter["ci_low"], inter["ci_high"]) == pytest.approx(
         (diff.mean(), ci.low, ci.high), abs=1e-9)
+    expected_p.append(("interaction", test.pvalue))
+    # one Holm family over every verdict: both main effects and the interaction
+    holm = dict(zip([f for f, _ in expected_p],
+                    multipletests([p for _, p in expected_p], method="holm")[1], strict=True))
+    for factor, e in [*effects.items(), ("interaction", inter)]:
+        assert e["p_holm"] == pytest.approx(holm[factor], rel=1e-6)
+        assert (e["verdict_holm"] == "beyond noise") == (holm[factor] < 0.05)
+    assert shown["power"]["target_pp"] == 0.5 and shown["power"]["seeds_needed"] == max(
+        e["seeds_needed"] for e in effects.values())
+    assert shown["primary_metric"] == "final_val_accuracy" and not shown["exploratory"]
     assert "(" in shown["words"] and "Provisional" not in shown["words"]
 
 
@@ -470,10 +473,13 @@ def test_every_number_the_studies_page_shows_is_what_scipy_and_statsmodels_give(
         assert row["effect (95 % CI)"] == pp(np.mean(x - base), ci.low, ci.high)
         assert row["p"] == f"{test.pvalue:.3g}" and row["p (Holm)"] == f"{holm[row['cell']]:.3g}"
         assert row["paired by seed"] == "yes" and row["seeds"] == 4
-        assert row["verdict"] == ("beyond noise" if ci.low > 0 or ci.high < 0
-                                  else "within noise")
-        assert row["verdict (Holm)"] == ("beyond noise" if holm[row["cell"]] < 0.05
-                                         else "within noise")
+        # the study's smallest change that matters is 1 pp (the default): an interval holding
+        # zero is "within noise" only inside ±1 pp, else "inconclusive"
+        # one verdict column, Holm's (a raw "beyond noise" is not shown as a verdict)
+        quiet = "within noise" if ci.low >= -0.01 and ci.high <= 0.01 else "inconclusive"
+        raw_beyond = ci.low > 0 or ci.high < 0
+        assert row["verdict"] == ("beyond noise" if holm[row["cell"]] < 0.05
+                                  else "inconclusive" if raw_beyond else quiet)
         need = TTestPower().solve_power(effect_size=0.01 / sd, alpha=0.05, power=0.8)
         assert row["seeds needed"] == f"{max(2, math.ceil(need)):.0f}"  # the default 1 pp
     assert any("complete: 12 of 12 runs" in str(p.text) for p in at.get("progress"))
@@ -482,16 +488,16 @@ def test_every_number_the_studies_page_shows_is_what_scipy_and_statsmodels_give(
 # --- a real adaptive study ------------------------------------------------------------------
 @pytest.mark.slow
 def test_an_adaptive_study_runs_to_its_stopping_rule_through_a_real_worker(engine, home, cli):
-    """Two cells, 1 seed in round 1 (no interval yet, so it goes on), one more a round, at most
-    2: the target (±0.01 pp) is not met with 2 seeds, so it stops at the seed limit after round
-    2. The worker is the real one (`worker --once`); the study queues its next round itself
+    """Two cells, 2 seeds in round 1 (the least Stein's rule plans from), at most 3: the target
+    (±0.01 pp) asks for more than 3, so round 2 adds the third seed and it stops at the seed
+    limit after round 2. The worker is the real one (`worker --once`); the study queues its next round itself
     (`advance`), as it does when the worker, a page refresh or `study show` calls it."""
     from streamlit.testing.v1 import AppTest
 
-    spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=1,
-                     adaptive=AdaptiveRule(half_width=0.0001, max_seeds=2, step=1))
+    spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "full", seeds=2,
+                     adaptive=AdaptiveRule(half_width=0.0001, max_seeds=3, step=1))
     study_id, queued = study_grid.create(engine, spec, "adaptive real")
-    assert len(queued) == 2
+    assert len(queued) == 4
     env = {**os.environ, "ABLATION_HOME": str(home), "ABLATION_HEARTBEAT_SECONDS": "2"}
     rounds = 0
     while True:
@@ -509,25 +515,25 @@ def test_an_adaptive_study_runs_to_its_stopping_rule_through_a_real_worker(engin
     view = study_grid.load(engine, study_id)
     rule = view.spec.adaptive
     # the worker advances the study itself when a run ends, so one `worker --once` runs both
-    assert rounds == 1 and view.spec.seeds == 2 and len(list_runs(engine, study_id=study_id)) == 4
-    assert rule.stopped.startswith("seed limit reached after round 2: 2 seeds per cell")
-    assert [s for s, _ in rule.history] == [1, 2] and math.isnan(rule.history[0][1])
+    assert rounds == 1 and view.spec.seeds == 3 and len(list_runs(engine, study_id=study_id)) == 6
+    assert rule.stopped.startswith("seed limit reached after round 2: 3 seeds per cell")
+    assert [s for s, _ in rule.history] == [2, 3] and rule.planned == 3
     result = study_results.results(engine, view)
-    assert result["complete"] and result["done"] == 4
-    assert (result["summary"]["n"] == 2).all()
-    assert result["effects"]["n"].tolist() == [2] and result["effects"]["paired"].all()
+    assert result["complete"] and result["done"] == 6 and result["stein"] == 2
+    assert (result["summary"]["n"] == 3).all()
+    assert result["effects"]["n"].tolist() == [3] and result["effects"]["paired"].all()
     stats_frame = layer_stats_frame(engine, result["completed"]["run_id"].tolist())
-    assert len(stats_frame) == 4 * 6  # every run, every weighted layer, its one epoch
+    assert len(stats_frame) == 6 * 6  # every run, every weighted layer, its one epoch
 
     shown = cli("study", "show", str(study_id))
-    assert "Adaptive seeds: add 1 seed(s) per cell" in shown.stdout
+    assert "Adaptive seeds: the first round's spread plans the seeds per cell" in shown.stdout
     assert "Stopped: seed limit reached after round 2" in shown.stdout
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.switch_page("cnn_ablation/ui/studies.py").run()
     assert not at.exception, at.exception
-    assert list(at.dataframe[0].value["done"]) == [2, 2]  # grid, per cell: in page order
-    assert list(at.dataframe[1].value["seeds"]) == [2, 2]
+    assert list(at.dataframe[0].value["done"]) == [3, 3]  # grid, per cell: in page order
+    assert list(at.dataframe[1].value["seeds"]) == [3, 3]
     assert any("Stopped: seed limit reached after round 2" in i.value for i in at.info)
     assert any("noise" in m.value for m in at.markdown)
     assert find_run(engine, queued[0]).environment is not None

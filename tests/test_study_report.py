@@ -49,8 +49,6 @@ def test_tables_state_each_cell_and_its_difference_to_the_base_as_scipy_gives_it
     others = [c.label for c in SPEC.cells() if c.label != base]
     a = np.array([values[(base, s)] for s in range(3)])
     tests = {c: stats.ttest_rel(np.array([values[(c, s)] for s in range(3)]), a) for c in others}
-    holm = dict(zip(others, multipletests([tests[c].pvalue for c in others], method="holm")[0],
-                    strict=True))
     md = study_report.markdown(view, result, "study-1-forest.png")
     tex = study_report.latex(view, result)
     for cell in others:
@@ -58,23 +56,53 @@ def test_tables_state_each_cell_and_its_difference_to_the_base_as_scipy_gives_it
         ci = tests[cell].confidence_interval(0.95)
         delta = f"{100 * (x - a).mean():+.1f} pp [{100 * ci.low:+.1f}, {100 * ci.high:+.1f}]"
         mean = f"{100 * x.mean():.1f} ± {100 * x.std(ddof=1):.1f} %"
-        mark = "*" if holm[cell] else ""
+        mark = ""  # a factorial design's cells vs the base: numbers, the verdicts are the effects'
         assert f"| {cell} | {mean} | {delta} | {mark} | 3 |" in md
         row = " & ".join(study_report.latex_escape(v, numbers=v != cell)
                          for v in (cell, mean, delta, mark, "3"))
         assert row + r" \\" in tex
     assert f"| {base} |" in md and "| base |" in md
     assert "## Main effects" in md and "## Verdict" in md and "![Forest plot" in md
-    assert "Holm's adjustment for 3 comparisons" in md
+    assert "Holm's adjustment at 5 % over all 3 verdicts of the study" in md
+    assert "## Interactions" in md and "| bn_conv_2 × dropout |" in md
     # LaTeX: booktabs, everything escaped (the study's name has &, % and _)
     assert r"\toprule" in tex and r"\begin{tabular}{lrrcr}" in tex
     assert r"report \& 100 \% of\_it" in tex and r"bn\_conv\_2=off, dropout=0" in tex
-    assert tex.count(r"\begin{table}") == 2  # cells, and main effects
+    assert tex.count(r"\begin{table}") == 3  # cells, main effects, interactions
     x = np.array([values[("bn_conv_2=off, dropout=0", s)] for s in range(3)])
     ci = tests["bn_conv_2=off, dropout=0"].confidence_interval(0.95)
     expected = (f"{100 * x.mean():.1f} $\\pm$ {100 * x.std(ddof=1):.1f} \\% & "
                 f"{100 * (x - a).mean():+.1f} pp [{100 * ci.low:+.1f}, {100 * ci.high:+.1f}]")
     assert expected.replace("-", "$-$") in tex
+
+
+def test_main_effects_and_the_interaction_are_one_holm_family_in_the_report(engine, make_run):
+    """The two main effects and the interaction of the 2x2 are three hypotheses: their Holm
+    marks come from one adjustment over all three p-values (scipy t-tests on the per-seed
+    contrasts, statsmodels' Holm), in the Markdown tables and in the words."""
+    view, values = stored_study(engine, make_run)
+    result = study_results.results(engine, view)
+
+    def cell(bn, dropout):
+        return np.array([values[(f"bn_conv_2={'on' if bn else 'off'}, dropout={dropout}", s)]
+                         for s in range(3)])
+
+    bn_main = (cell(False, "0.5") + cell(False, "0")) / 2 - (cell(True, "0.5") + cell(True, "0")) / 2
+    drop_main = (cell(True, "0") + cell(False, "0")) / 2 - (cell(True, "0.5") + cell(False, "0.5")) / 2
+    inter = (cell(False, "0") - cell(False, "0.5")) - (cell(True, "0") - cell(True, "0.5"))
+    raw = [stats.ttest_1samp(x, 0).pvalue for x in (bn_main, drop_main, inter)]
+    reject, adjusted, _, _ = multipletests(raw, method="holm")
+    effects = result["effects"].set_index("factor")
+    assert effects.loc["bn_conv_2", "p_holm"] == pytest.approx(adjusted[0], rel=1e-9)
+    assert effects.loc["dropout", "p_holm"] == pytest.approx(adjusted[1], rel=1e-9)
+    assert result["interactions"]["p_holm"].iloc[0] == pytest.approx(adjusted[2], rel=1e-9)
+    md = study_report.markdown(view, result)
+    marks = {r["effect"]: r["holm"] for r in study_report.effect_rows(result)}
+    marks.update({r["effect"]: r["holm"] for r in study_report.interaction_rows(result)})
+    assert marks == {"bn_conv_2 (on → off)": "*" if reject[0] else "",
+                     "dropout (0.5 → 0)": "*" if reject[1] else "",
+                     "bn_conv_2 × dropout": "*" if reject[2] else ""}
+    assert "bn_conv_2 × dropout (interaction)" in md  # the verdict names the interaction too
 
 
 def test_forest_plot_png_and_svg_show_every_effect(engine, make_run):
@@ -113,7 +141,7 @@ def test_study_report_command_writes_tables_plot_and_verdict(engine, make_run, c
     assert "complete: 12 of 12 runs" in out.stdout
     verdict = (tmp_path / "paper" / f"{stem}-verdict.txt").read_text()
     assert "bn_conv_2 (on → off) lowered final val acc" in verdict
-    assert "Holm-adjusted for 2 effects" in verdict
+    assert "Holm-adjusted at 5 % over all 3 of them" in verdict
 
 
 @pytest.mark.slow  # a fresh interpreter renders the page

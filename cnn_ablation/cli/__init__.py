@@ -147,14 +147,20 @@ def _study_parser(study: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=3,
                    help="seeds per cell (0..N-1); with --target-pp the first round's")
     p.add_argument("--target-pp", type=float, default=None,
-                   help="adaptive seeds: add seeds a round at a time until every effect's 95 %% "
-                        "interval is narrower than +-this many percentage points")
+                   help="adaptive seeds: the first round's spread plans the seeds that bring "
+                        "every difference's 95 %% interval under +-this many percentage points "
+                        "(Stein's two-stage rule)")
     p.add_argument("--max-seeds", type=int, default=None,
                    help="adaptive seeds: stop at this many seeds per cell at the latest")
     p.add_argument("--seed-step", type=int, default=None,
                    help="adaptive seeds: seeds added per cell each round (default 2)")
-    p.add_argument("--metric", default="final_val_accuracy", choices=list(METRICS),
-                   help="what the adaptive rule judges precision on")
+    p.add_argument("--metric", default=None, choices=list(METRICS),
+                   help="the primary metric, fixed now: verdicts are for it, others are "
+                        "exploratory (default final_val_accuracy; test_accuracy with "
+                        "--val-split 0)")
+    p.add_argument("--smallest-pp", type=power_pp, default=1.0,
+                   help="the smallest change that matters, in percentage points: an interval "
+                        "holding zero but reaching past it is inconclusive (default 1)")
     _command(sub, "list", cmd_study_list, "all studies with their progress")
     for name, func, text in (("show", cmd_study_show, "grid, per-cell summary and effects"),
                              ("fill", cmd_study_fill, "queue cells/seeds never run"),
@@ -170,11 +176,13 @@ def _study_parser(study: argparse.ArgumentParser) -> None:
         p = _command(sub, name, func, text, as_json=name == "show")
         p.add_argument("study_id", type=record_id)
         if name in ("show", "export", "report"):
-            p.add_argument("--metric", default="final_val_accuracy", choices=list(METRICS))
+            p.add_argument("--metric", default=None, choices=list(METRICS),
+                           help="default: the study's primary metric; another is exploratory")
         if name in ("show", "report"):
-            p.add_argument("--power-pp", type=power_pp, default=1.0,
+            p.add_argument("--power-pp", type=power_pp, default=None,
                            help="seeds needed to detect a change of this many percentage "
-                                "points with 80 %% power (default 1)")
+                                "points with 80 %% power (default: the study's smallest change "
+                                "that matters)")
         if name in ("export", "report"):
             p.add_argument("--out", default=".", help="folder for the files")
         if name == "cancel":

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,8 @@ def _adaptive_rule(args: argparse.Namespace) -> AdaptiveRule | None:
         raise ConfigError("target_pp", target, "a number of percentage points > 0 and < 100")
     return AdaptiveRule(half_width=target / 100, max_seeds=args.max_seeds,
                         step=args.seed_step if args.seed_step is not None else 2,
-                        metric=args.metric)
+                        metric=args.metric or ("test_accuracy" if args.val_split == 0
+                                               else "final_val_accuracy"))
 
 
 # --- study commands -------------------------------------------------------------------------------
@@ -63,11 +65,13 @@ def cmd_study_create(args: argparse.Namespace) -> int:
 
     base = config_from_args(args)
     rule = _adaptive_rule(args)
+    judging = {"metric": args.metric or "", "smallest_effect": args.smallest_pp / 100}
     if args.study_preset:
-        spec = study_preset(args.study_preset, base, args.seeds, rule)
+        spec = replace(study_preset(args.study_preset, base, args.seeds, rule), **judging)
     else:
         spec = StudySpec(base, dict(parse_factor(f) for f in args.factor), args.design, args.seeds,
-                         adaptive=rule)
+                         adaptive=rule, **judging)
+    spec.check_new()
     name = check_name(args.name or args.study_preset or "study")
     # Every cell checked (and named as study_grid.create names its runs) before the database is
     # opened: a refused study writes nothing. Seeds differ only in the seed, always valid.
@@ -205,10 +209,12 @@ def cmd_study_show(args: argparse.Namespace) -> int:
     print(result["grid"].to_string(index=False))
     print("\n" + readable_summary(result["summary"]).to_string(index=False))
     print(f"({words.REPEATS_NOTE})")
-    print(f"\n{result['effects_kind']} on {args.metric}:")
+    print(f"\n{result['effects_kind']} on {result['metric']}"
+          + (" (primary):" if result["metric"] == view.spec.metric else " (exploratory):"))
     print(readable_effects(result["effects"]).to_string(index=False))
     for row in result["interactions"].to_dict("records"):
         print("interaction: " + words.interaction_text(row))
+    print(words.effects_note(result))
     print("\n" + words.power_text(result))
     print("\n" + result["words"].replace("**", ""))
     return 0

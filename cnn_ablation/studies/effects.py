@@ -17,6 +17,7 @@ from cnn_ablation.studies.estimators import (
     compare,
     paired_difference,
     seed_means,
+    stein_first,
     values_by_cell,
     welch_contrast,
 )
@@ -35,14 +36,16 @@ def _by_levels(means: pd.DataFrame, factors: list[str]) -> dict[tuple, SeedValue
     return out
 
 
-def contrast(cells: list[tuple[float, SeedValues]]) -> Estimate:
+def contrast(cells: list[tuple[float, SeedValues]], first: int = 0) -> Estimate:
     """Σ coef·cell over cells given as per-seed values: computed within each seed and the
-    interval taken over seeds (paired) where at least two seeds have every cell; otherwise
-    Welch's interval for the same contrast of cell means (`welch_contrast`)."""
+    interval taken over seeds (paired) where at least two seeds have every cell (Stein's
+    interval when `first` > 1, see `estimators.paired_difference`); otherwise Welch's interval
+    for the same contrast of cell means (`welch_contrast`)."""
     shared = set.intersection(*(set(values) for _, values in cells)) if cells else set()
     if len(shared) >= 2:
+        seeds = sorted(shared)
         return paired_difference([sum(coef * values[s] for coef, values in cells)
-                                  for s in sorted(shared)])
+                                  for s in seeds], stein_first(seeds, first))
     return welch_contrast([(coef, list(values.values())) for coef, values in cells])
 
 
@@ -52,7 +55,7 @@ def _combos(factors: dict[str, tuple], others: list[str]) -> list[dict]:
 
 
 def main_effects(runs: pd.DataFrame, factors: dict[str, tuple], reference: dict[str, object],
-                 metric: str = "final_val_accuracy") -> pd.DataFrame:
+                 metric: str = "final_val_accuracy", first: int = 0) -> pd.DataFrame:
     """For each factor and each level other than its reference: the change in `metric` when
     only that factor moves, averaged over the other factors' combinations within each seed, with
     the interval over seeds (Welch's where seeds do not pair). `runs`: the design's cells of a
@@ -72,25 +75,27 @@ def main_effects(runs: pd.DataFrame, factors: dict[str, tuple], reference: dict[
                 continue
             weight = 1 / len(combos)
             est = contrast([(-weight, at({**combo, factor: ref_level})) for combo in combos]
-                           + [(weight, at({**combo, factor: level})) for combo in combos])
+                           + [(weight, at({**combo, factor: level})) for combo in combos],
+                           first)
             rows.append({"factor": factor,
                          "change": f"{level_text(ref_level)} → {level_text(level)}", **est.row()})
     return _sorted(pd.DataFrame(rows, columns=["factor", "change", *EFFECT_COLUMNS]))
 
 
 def versus_base(runs: pd.DataFrame, cells: list[str], base_cell: str,
-                metric: str = "final_val_accuracy") -> pd.DataFrame:
+                metric: str = "final_val_accuracy", first: int = 0) -> pd.DataFrame:
     """Each cell minus the base cell, per seed (paired by seed, else Welch), in cell order."""
     values = values_by_cell(seed_means(runs, metric))
     none = pd.Series(dtype=float)
     ref = values.get(base_cell, none)
-    rows = [{"cell": cell, **compare(ref, values.get(cell, none)).row()}
+    rows = [{"cell": cell, **compare(ref, values.get(cell, none), first).row()}
             for cell in cells if cell != base_cell]
     return pd.DataFrame(rows, columns=["cell", *EFFECT_COLUMNS])
 
 
 def interaction(runs: pd.DataFrame, f1: str, f2: str, factors: dict[str, tuple],
-                reference: dict[str, object], metric: str = "final_val_accuracy"):
+                reference: dict[str, object], metric: str = "final_val_accuracy",
+                first: int = 0):
     """Mean `metric` for each (f1, f2) level pair (over seeds and the other factors), and the
     interaction: how much the effect of f2 changes when f1 moves from its reference level,
     (y11 - y10) - (y01 - y00) per seed, paired over the seeds that have all four. Only for two
@@ -113,7 +118,7 @@ def interaction(runs: pd.DataFrame, f1: str, f2: str, factors: dict[str, tuple],
     weight = 1 / len(combos)
     signs = {(l1[1], l2[1]): 1, (l1[1], l2[0]): -1, (l1[0], l2[1]): -1, (l1[0], l2[0]): 1}
     return table, contrast([(sign * weight, values) for key, sign in signs.items()
-                            for values in cells[key]])
+                            for values in cells[key]], first)
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:

@@ -31,12 +31,14 @@ from storage.status import ACTIVE, RunStatus
 # Which run speaks for a (cell, seed) when it has several: a completed one first.
 RANK = {RunStatus.COMPLETED: 0, RunStatus.RUNNING: 1, RunStatus.QUEUED: 2, RunStatus.DIVERGED: 3,
         RunStatus.FAILED: 4, RunStatus.CANCELLED: 5}
+DONE = (RunStatus.COMPLETED, RunStatus.DIVERGED)
 log = logging.getLogger(__name__)
 
 
 def create(engine: Engine, spec: StudySpec, name: str) -> tuple[int, list[int]]:
     """Store the study and queue every cell x seed that has no completed or active run."""
     check_name(name)
+    spec.check_new()
     check_network(spec)
     # The base as its runs will state it (`new_run` fills in a folder dataset's image size): the
     # study finds its runs by config hash, and a stored base without the size matched none.
@@ -127,13 +129,14 @@ def grid_of(view: StudyView, runs: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, object] = {"cell": cell.label}
         for seed in range(view.spec.seeds):
             row[f"seed {seed}"] = best.get((cell.label, seed), "missing")
-        row["done"] = sum(v == RunStatus.COMPLETED for k, v in row.items() if k.startswith("seed "))
+        # a diverged seed is an outcome (counted, "diverged in k of n seeds"), not a missing run
+        row["done"] = sum(v in DONE for k, v in row.items() if k.startswith("seed "))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def progress(view: StudyView, grid_frame: pd.DataFrame) -> tuple[int, int]:
-    """(cell x seed pairs with a completed run, all pairs the study asks for now)."""
+    """(cell x seed pairs with a completed or diverged run, all pairs the study asks for now)."""
     return int(grid_frame["done"].sum()), len(grid_frame) * view.spec.seeds
 
 

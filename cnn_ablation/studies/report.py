@@ -60,23 +60,43 @@ def effect_rows(result: dict) -> list[dict[str, str]]:
     return rows
 
 
+def interaction_rows(result: dict) -> list[dict[str, str]]:
+    rows = []
+    for r in result["interactions"].to_dict("records"):
+        rows.append({"effect": f"{r['factor_1']} × {r['factor_2']}",
+                     "delta": words.pp_interval(r["effect"], r["ci_low"], r["ci_high"]),
+                     "holm": _holm_mark(r["verdict_holm"]), "n": str(int(r["n"])),
+                     "paired": "paired" if r["paired"] else "Welch"})
+    return rows
+
+
 def effect_label(row: dict) -> str:
     return f"{row['factor']} ({row['change']})" if "factor" in row else str(row["cell"])
 
 
 def notes(result: dict) -> list[str]:
     metric = METRICS[result["metric"]]
-    n_cells = int((~result["summary"]["is_base"]).sum())
-    out = [f"Metric: {metric}; mean ± standard deviation over seeds.",
-           "Δ vs base: percentage points with the 95 % t interval over seeds, paired by seed "
+    n = len(words.judged_rows(result))
+    primary = "the study's primary metric, fixed when it was created" \
+        if result["metric"] == result.get("primary", result["metric"]) else \
+        f"exploratory: the primary metric is {METRICS[result['primary']]}"
+    out = [f"Metric: {metric} ({primary}); mean ± standard deviation over seeds; cell intervals "
+           "cut at 0–100 % where the t interval reaches past it.",
+           "Δ: percentage points with the 95 % t interval over seeds, paired by seed "
            "(Welch's interval where seeds do not pair).",
-           f"{HOLM_MARK}: beyond noise after Holm's adjustment for {n_cells} comparisons with the "
-           "base at 5 %." if n_cells > 1 else f"{HOLM_MARK}: beyond noise at 5 %.",
+           f"{HOLM_MARK}: beyond noise after Holm's adjustment at 5 % over all {n} verdicts of the "
+           "study (one family: effects, interactions, named cells vs the base)."
+           if n > 1 else f"{HOLM_MARK}: beyond noise at 5 %.",
            REPEATS_NOTE]
     if result["effects_kind"] == "main effects":
-        n_effects = len(result["effects"])
         out.insert(3, "Main effects: the change averaged over the other factors' levels within "
-                      f"each seed; {HOLM_MARK} after Holm's adjustment for {n_effects} effects.")
+                      "each seed. Interactions: how much one factor's effect changes when the "
+                      "other moves (difference of differences per seed). A design cell's Δ vs "
+                      "base is a number, not a verdict.")
+    if result.get("stein", 0) > 1:
+        out.append(f"Adaptive seeds (Stein's two-stage rule): paired intervals use the first "
+                   f"round's spread ({result['stein']} seeds), so their 95 % holds exactly.")
+    out += words.diverged_words(result["summary"])
     if not result["complete"]:
         out.insert(0, f"PROVISIONAL: {result['done']} of {result['total']} runs; no verdict "
                       "until every cell has all its seeds.")
@@ -107,6 +127,11 @@ def markdown(view: StudyView, result: dict, plot_name: str | None = None) -> str
                   _md_table(["effect", "Δ (95 % CI)", "Holm", "seeds", "interval"],
                             [[r["effect"], r["delta"], r["holm"], r["n"], r["paired"]]
                              for r in effect_rows(result)], "lrcrl")]
+    if len(result["interactions"]):
+        parts += ["", "## Interactions (change in one factor's effect when the other moves)", "",
+                  _md_table(["interaction", "Δ (95 % CI)", "Holm", "seeds", "interval"],
+                            [[r["effect"], r["delta"], r["holm"], r["n"], r["paired"]]
+                             for r in interaction_rows(result)], "lrcrl")]
     parts += [""] + [f"- {_md_cell(n).replace(HOLM_MARK, chr(92) + HOLM_MARK)}"
                      for n in notes(result)]
     parts += ["", "## Verdict", "", verdict(result)]
@@ -157,6 +182,13 @@ def latex(view: StudyView, result: dict) -> str:
              for r in effect_rows(result)], "lrcrl",
             f"{view.name}: main effects on {metric}, averaged over the other factors within "
             "each seed.", f"tab:study-{view.id}-effects"))
+    if len(result["interactions"]):
+        parts.append(_latex_table(
+            ["interaction", "Δ (95 % CI)", "Holm", "seeds", "interval"],
+            [[r["effect"], r["delta"], r["holm"], r["n"], r["paired"]]
+             for r in interaction_rows(result)], "lrcrl",
+            f"{view.name}: interactions on {metric}, the change in one factor's effect when the "
+            "other moves.", f"tab:study-{view.id}-interactions"))
     parts += ["% Verdict: " + line for line in verdict(result).splitlines()]
     return "\n".join(parts) + "\n"
 

@@ -11,75 +11,115 @@ import math
 import pandas as pd
 from sqlalchemy import Engine
 
-from cnn_ablation.config import METRICS
 from cnn_ablation.studies import estimators, inference, words
 from cnn_ablation.studies.effects import interaction, main_effects, versus_base
 from cnn_ablation.studies.grid import adaptive_text, attempts, grid_of, progress
-from cnn_ablation.studies.spec import StudyView
+from cnn_ablation.studies.spec import StudySpec, StudyView
 from cnn_ablation.studies.words import REPEATS_NOTE, status_line
 from storage.status import RunStatus
 
 log = logging.getLogger(__name__)
 
 
-DEFAULT_POWER_PP = 1.0  # the effect size (percentage points) the "seeds needed" column is for
-
-
 # --- results ------------------------------------------------------------------------------------
-def results(engine: Engine, view: StudyView, metric: str = "final_val_accuracy",
-            runs: pd.DataFrame | None = None, power_pp: float = DEFAULT_POWER_PP) -> dict:
+def results(engine: Engine, view: StudyView, metric: str | None = None,
+            runs: pd.DataFrame | None = None, power_pp: float | None = None) -> dict:
     """Everything the page, `study show` and the report state. `runs`: `attempts(...)` if
-    already at hand. Keys: runs, completed, grid, done/total/complete, summary (per cell, with
-    the difference to the base cell), effects (main effects of a full factorial design, else
-    each cell vs the base), effects_kind, interactions (full factorial 2x2 pairs only), tables
-    (their level means), seeds_needed, words, metric, power_pp."""
+    already at hand; `metric`: the study's primary metric unless another is asked for (then
+    exploratory). Keys: runs, completed, grid, done/total/complete, and `analyse`'s."""
     spec = view.spec
     runs = attempts(engine, view) if runs is None else runs
-    done_runs = runs[runs["status"] == RunStatus.COMPLETED]
     g = grid_of(view, runs)
     done, total = progress(view, g)
-    complete = done == total
+    return {"runs": runs, "grid": g, "done": done, "total": total,
+            **analyse(spec, runs, metric or spec.metric, done == total, power_pp,
+                      done=done, total=total)}
+
+
+def analyse(spec: StudySpec, runs: pd.DataFrame, metric: str, complete: bool,
+            power_pp: float | None = None, done: int | None = None,
+            total: int | None = None) -> dict:
+    """The statistics of a study's runs (one row per run: cell, seed, status, factor levels,
+    metrics): summary (per cell, with the difference to the base cell and how many seeds
+    diverged), effects (main effects of a full factorial design, else each cell vs the base),
+    interactions (two-level pairs of a full factorial design) and their level tables, every
+    verdict Holm-adjusted in one family, seeds_needed, the words. No database: the simulations
+    in the tests call this as the page does."""
+    done_runs = runs[runs["status"] == RunStatus.COMPLETED]
     cells = spec.cells()
     labels = [c.label for c in cells]
     base = spec.base_cell().label
+    power_pp = 100 * spec.smallest_effect if power_pp is None else power_pp
     target = power_pp / 100
-    versus = inference.with_verdicts(inference.with_power(
-        versus_base(done_runs, labels, base, metric), target), complete)
+    first = spec.adaptive.first_seeds(spec.seeds) if spec.adaptive else 0
+    versus = versus_base(done_runs, labels, base, metric, first)
+    factorial = spec.design == "full" and bool(spec.factors)
+    interactions = pd.DataFrame(columns=["factor_1", "factor_2", *estimators.EFFECT_COLUMNS])
+    tables = {}
+    if factorial:
+        design = done_runs[done_runs["cell"].isin([c.label for c in cells if not c.extra])]
+        effects = main_effects(design, spec.factors, spec.reference_levels(), metric, first)
+        kind = "main effects"
+        rows = []
+        for f1, f2 in spec.interaction_pairs():
+            table, est = interaction(design, f1, f2, spec.factors, spec.reference_levels(),
+                                     metric, first)
+            tables[(f1, f2)] = table
+            if est is not None:
+                rows.append({"factor_1": f1, "factor_2": f2, **est.row()})
+        if rows:
+            interactions = pd.DataFrame(rows)
+        # the main effects and interactions answer the question; a design cell's Δ vs base is
+        # shown as a number, and only the named cells outside the design get a verdict
+        extra = {c.label for c in cells if c.extra}
+        versus["judged"] = versus["cell"].isin(extra)
+    else:
+        effects, kind = versus[["cell", *estimators.EFFECT_COLUMNS]], "each cell vs the base"
+        versus["judged"] = False  # the same comparisons as the effects: judged there once
+    effects = inference.with_power(effects, target)
+    effects, interactions, versus = inference.judge([effects, interactions, versus], complete,
+                                                    spec.smallest_effect)
+    if not factorial:  # the effects are the Δ vs base: one verdict, shown in both places
+        versus[["p_holm", "verdict", "verdict_holm"]] = effects[["p_holm", "verdict",
+                                                                  "verdict_holm"]].to_numpy()
+    summary = _summary(runs, done_runs, labels, base, versus)
+    needed = effects["seeds_needed"].dropna() if len(effects) else pd.Series(dtype=float)
+    result = {"completed": done_runs, "complete": complete, "summary": summary,
+              "effects": effects, "effects_kind": kind, "base_cell": base,
+              "interactions": interactions, "tables": tables,
+              "seeds_needed": float(needed.max()) if len(needed) else math.nan,
+              "metric": metric, "primary": spec.metric, "power_pp": power_pp,
+              "smallest_pp": 100 * spec.smallest_effect, "stein": first}
+    result["words"] = words.plain_words(result, done, total)
+    return result
+
+
+def _summary(runs: pd.DataFrame, done_runs: pd.DataFrame, labels: list[str], base: str,
+             versus: pd.DataFrame) -> pd.DataFrame:
     summary = estimators.cell_summary(done_runs, labels)
     summary["is_base"] = summary["cell"] == base
     delta = versus.set_index("cell")
     for column, source in (("delta", "effect"), ("delta_ci_low", "ci_low"),
-                           ("delta_ci_high", "ci_high"), ("delta_n", "n"),
+                           ("delta_ci_high", "ci_high"), ("delta_n", "n"), ("delta_sd", "sd"),
                            ("delta_paired", "paired"), ("delta_p", "p"),
                            ("delta_p_holm", "p_holm"), ("delta_verdict", "verdict"),
                            ("delta_verdict_holm", "verdict_holm")):
         summary[column] = [delta[source].get(c) if c in delta.index else None
                            for c in summary["cell"]]
-    interactions = pd.DataFrame(columns=["factor_1", "factor_2", *estimators.EFFECT_COLUMNS])
-    tables = {}
-    if spec.design == "full" and spec.factors:
-        factorial = done_runs[done_runs["cell"].isin([c.label for c in cells if not c.extra])]
-        effects = main_effects(factorial, spec.factors, spec.reference_levels(), metric)
-        kind = "main effects"
-        rows = []
-        for f1, f2 in spec.interaction_pairs():
-            table, est = interaction(factorial, f1, f2, spec.factors,
-                                              spec.reference_levels(), metric)
-            tables[(f1, f2)] = table
-            if est is not None:
-                rows.append({"factor_1": f1, "factor_2": f2, **est.row()})
-        if rows:
-            interactions = inference.with_verdicts(pd.DataFrame(rows), complete)
-    else:
-        effects, kind = versus[["cell", *estimators.EFFECT_COLUMNS]], "each cell vs the base"
-    effects = inference.with_verdicts(inference.with_power(effects, target), complete)
-    needed = effects["seeds_needed"].dropna() if len(effects) else pd.Series(dtype=float)
-    return {"runs": runs, "completed": done_runs, "grid": g, "done": done, "total": total,
-            "complete": complete, "summary": summary, "effects": effects, "effects_kind": kind,
-            "base_cell": base, "interactions": interactions, "tables": tables,
-            "seeds_needed": float(needed.max()) if len(needed) else math.nan,
-            "words": words.plain_words(effects, METRICS[metric], done, total),
-            "metric": metric, "power_pp": power_pp}
+    summary["diverged"] = [int(n) for n in diverged_seeds(runs, labels)]
+    return summary
+
+
+def diverged_seeds(runs: pd.DataFrame, labels: list[str]) -> list[int]:
+    """Per cell: seeds whose runs diverged and none completed (an outcome, not a missing run)."""
+    statuses: dict[tuple[str, int], set[str]] = {}
+    for cell, seed, status in zip(runs["cell"], runs["seed"], runs["status"], strict=True):
+        statuses.setdefault((cell, int(seed)), set()).add(status)
+    out = dict.fromkeys(labels, 0)
+    for (cell, _), seen in statuses.items():
+        if RunStatus.DIVERGED in seen and RunStatus.COMPLETED not in seen and cell in out:
+            out[cell] += 1
+    return [out[c] for c in labels]
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -94,6 +134,9 @@ def result_json(view: StudyView, result: dict) -> dict:
     rule = view.spec.adaptive
     return {
         "id": view.id, "name": view.name, "spec": view.spec.to_dict(), "metric": result["metric"],
+        "primary_metric": result["primary"], "exploratory": result["metric"] != result["primary"],
+        "smallest_effect_pp": result["smallest_pp"],
+        "stein_first_round_seeds": result["stein"] or None,
         "status": {"state": "complete" if result["complete"] else "provisional",
                    "completed_runs": result["done"], "total_runs": result["total"],
                    "text": status_line(result)},
@@ -116,4 +159,5 @@ def result_json(view: StudyView, result: dict) -> dict:
                   "seeds_needed": None if math.isnan(result["seeds_needed"])
                   else result["seeds_needed"]},
         "words": result["words"],
+        "notes": words.effects_note(result),
     }

@@ -1,5 +1,6 @@
-"""Adaptive seeds: a study that adds seeds a round at a time until its intervals are narrow
-enough (or its seed limit is reached); `advance` is the worker's run-ended hook."""
+"""Adaptive seeds: a study that adds seeds a round at a time up to the plan its first round's
+spread made (or its seed limit); `decide` judges a finished round, `advance` (the worker's
+run-ended hook) stores that and queues the next round."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import logging
 import math
 from dataclasses import replace
 
+import pandas as pd
 from sqlalchemy import Engine
 
-from cnn_ablation.config import ConfigError
+from cnn_ablation.config import METRICS, ConfigError
 from cnn_ablation.jobs.launch import new_run
-from cnn_ablation.studies import inference
+from cnn_ablation.studies.adaptive_rule import AdaptiveRule
 from cnn_ablation.studies.grid import attempts, plan, round_state, run_name, stop_rule
 from cnn_ablation.studies.results import results
 from cnn_ablation.studies.spec import StudySpec, StudyView
@@ -51,25 +53,11 @@ def _advance_one(engine: Engine, view: StudyView) -> list[int]:
     runs = attempts(engine, view)
     if round_state(view, runs) != "complete":
         return []
-    result = results(engine, view, rule.metric, runs)
-    widths = inference.half_widths(result["effects"])
-    widest = float(widths.max()) if len(widths) and widths.notna().all() else math.nan
-    seeds = view.spec.seeds
-    history = (*rule.history, (seeds, widest))
-    r = len(history)
-    shown = f"{100 * widest:.2f} pp" if not math.isnan(widest) else "unknown (too few seeds)"
-    stopped = ""
-    if not math.isnan(widest) and widest < rule.half_width:
-        stopped = (f"precision reached after round {r}: every 95 % interval is narrower than "
-                   f"±{100 * rule.half_width:g} pp (widest ±{shown}) with {seeds} seeds per cell")
-    elif seeds >= rule.max_seeds:
-        stopped = (f"seed limit reached after round {r}: {seeds} seeds per cell; widest 95 % "
-                   f"interval ±{shown}, target ±{100 * rule.half_width:g} pp")
-    new_rule = replace(rule, history=history, stopped=stopped)
+    new_rule, seeds = decide(rule, view.spec.seeds, results(engine, view, rule.metric, runs))
     spec = replace(view.spec, adaptive=new_rule)
     prepared: list[NewRun] = []
-    if not stopped:
-        spec = spec.with_seeds(min(seeds + rule.step, rule.max_seeds))
+    if not new_rule.stopped:
+        spec = spec.with_seeds(seeds)
         wider = StudyView(view.id, view.name, spec)
         prepared = [new_run(config, name=run_name(view.name, cell.label), study_id=view.id)
                     for cell, config in plan(engine, wider, want_failed=False, runs=runs)]
@@ -77,3 +65,41 @@ def _advance_one(engine: Engine, view: StudyView) -> list[int]:
     return ids or []
 
 
+def intervals(result: dict) -> pd.DataFrame:
+    """Every difference's interval the study states (effects, interactions, each cell vs the
+    base): effect, ci_low, ci_high, sd. What the rule plans from and judges."""
+    summary = result["summary"]
+    versus = summary[~summary["is_base"]].rename(columns={
+        "delta": "effect", "delta_ci_low": "ci_low", "delta_ci_high": "ci_high",
+        "delta_sd": "sd"})
+    columns = ["effect", "ci_low", "ci_high", "sd"]
+    parts = [f[columns] for f in (result["effects"], result["interactions"], versus) if len(f)]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    return frame.astype(float)
+
+
+def decide(rule: AdaptiveRule, seeds: int, result: dict) -> tuple[AdaptiveRule, int]:
+    """The rule after a complete round of `seeds` per cell with these results: its new state
+    (history, the plan after round 1, why it stopped) and the seeds per cell of the next round
+    (`seeds` when it stopped). Stein's rule: the plan comes from round 1's spreads alone and is
+    never revised (see AdaptiveRule). No database: the coverage simulation calls this."""
+    found = intervals(result)
+    widths = (found["ci_high"] - found["ci_low"]) / 2
+    widest = float(widths.max()) if len(widths) and widths.notna().all() else math.nan
+    history = (*rule.history, (seeds, widest))
+    r = len(history)
+    planned = rule.planned or rule.plan(seeds, found["sd"].tolist())
+    shown = f"±{100 * widest:.2f} pp" if not math.isnan(widest) else "unknown"
+    target = f"±{100 * rule.half_width:g} pp"
+    stopped = ""
+    if found.empty or found["effect"].isna().all():
+        stopped = (f"no values of {METRICS[rule.metric]} in round {r}: nothing to plan from "
+                   "(does the metric exist for these runs?)")
+    elif seeds >= planned and not math.isnan(widest) and widest < rule.half_width:
+        stopped = (f"precision reached after round {r}: every 95 % interval is narrower than "
+                   f"{target} (widest {shown}) with {seeds} seeds per cell")
+    elif seeds >= planned:
+        stopped = (f"seed limit reached after round {r}: {seeds} seeds per cell; widest 95 % "
+                   f"interval {shown}, target {target}")
+    new_rule = replace(rule, history=history, stopped=stopped, planned=planned)
+    return new_rule, seeds if stopped else min(seeds + rule.step, planned)

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cnn_ablation.architecture import PRESETS
-from cnn_ablation.config import ConfigError, RunConfig, check_seed_count
+from cnn_ablation.config import METRICS, ConfigError, RunConfig, check_seed_count
 from cnn_ablation.studies.adaptive_rule import AdaptiveRule
 from cnn_ablation.studies.chapter_network import apply_switches, chapter_factors
 from cnn_ablation.studies.factors import layer_factor, level_text
 from cnn_ablation.studies.own_network import apply_layers, network_factors
+
+DEFAULT_SMALLEST_EFFECT = 0.01  # 1 pp: "seeds needed" and "inconclusive" are for this change
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,12 @@ class StudySpec:
     `extra_cells` adds named cells given as config overrides (e.g. "all BatchNorm off"). Each
     cell runs with seeds 0..seeds-1; with an `adaptive` rule `seeds` is the number asked for so
     far, and grows a round at a time (`cnn_ablation.studies.rounds.advance`).
+
+    Fixed when the study is created, before any result is seen: `metric`, the primary metric
+    its verdicts are for (others can be looked at, labelled exploratory; default final
+    validation accuracy, or test accuracy when there is no validation split), and
+    `smallest_effect`, the smallest change that matters (a fraction: 0.01 = 1 pp): an interval
+    that holds zero but reaches past it is "inconclusive", not "within noise".
     """
 
     base: RunConfig
@@ -49,6 +57,8 @@ class StudySpec:
     seeds: int = 3
     extra_cells: tuple[tuple[str, dict[str, Any]], ...] = ()
     adaptive: AdaptiveRule | None = None
+    metric: str = ""
+    smallest_effect: float = DEFAULT_SMALLEST_EFFECT
 
     def __post_init__(self) -> None:
         if self.design not in ("full", "ofat"):
@@ -63,6 +73,47 @@ class StudySpec:
         if self.adaptive is not None and self.adaptive.max_seeds < self.seeds:
             raise ConfigError("max seeds", self.adaptive.max_seeds,
                               f"a whole number >= the starting seeds per cell ({self.seeds})")
+        self._check_metric()
+        self._check_labels()
+
+    def check_new(self) -> None:
+        """What a new study must satisfy beyond what a stored one must (ConfigError naming the
+        field): adaptive seeds start from at least 2, and the primary metric has values."""
+        if self.adaptive is not None and self.seeds < 2:
+            raise ConfigError("seeds per cell", self.seeds, "at least 2 with adaptive seeds "
+                              "(the first round's spread decides how many more; 3 or more "
+                              "plan better)")
+        if self.base.val_split == 0 and self.metric != "test_accuracy":
+            raise ConfigError("metric", self.metric, "test_accuracy: with validation split 0 "
+                              "no run has a validation accuracy")
+
+    def _check_metric(self) -> None:
+        metric = self.metric or (self.adaptive.metric if self.adaptive else "") or (
+            "test_accuracy" if self.base.val_split == 0 else "final_val_accuracy")
+        if metric not in METRICS:
+            raise ConfigError("metric", metric, " | ".join(METRICS))
+        if self.adaptive is not None and self.adaptive.metric != metric:
+            object.__setattr__(self, "adaptive", replace(self.adaptive, metric=metric))
+        object.__setattr__(self, "metric", metric)
+        e = self.smallest_effect
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e < 1:
+            shown = round(100 * e, 9) if isinstance(e, (int, float)) else e
+            raise ConfigError("smallest effect that matters (pp)", shown,
+                              "a number > 0 and < 100")
+        object.__setattr__(self, "smallest_effect", float(e))
+
+    def _check_labels(self) -> None:
+        """Every cell is told apart by its label: a named cell may not repeat another's."""
+        seen: set[str] = set()
+        for label, _ in self.extra_cells:
+            if not isinstance(label, str) or not label.strip():
+                raise ConfigError("cell name", label, "a non-empty name")
+            if label in seen:
+                raise ConfigError("cell name", label, "a name no other cell has")
+            seen.add(label)
+        clash = seen & {c.label for c in self.cells() if not c.extra}
+        if clash:
+            raise ConfigError("cell name", sorted(clash)[0], "a name no other cell has")
 
     # --- expansion ------------------------------------------------------------------------------
     def _apply(self, overrides: dict[str, Any]) -> RunConfig:
@@ -172,7 +223,8 @@ class StudySpec:
         return {"base": self.base.to_dict(), "design": self.design, "seeds": self.seeds,
                 "factors": {k: list(v) for k, v in self.factors.items()},
                 "extra_cells": [[label, over] for label, over in self.extra_cells],
-                "adaptive": self.adaptive.to_dict() if self.adaptive else None}
+                "adaptive": self.adaptive.to_dict() if self.adaptive else None,
+                "metric": self.metric, "smallest_effect": self.smallest_effect}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -185,7 +237,8 @@ class StudySpec:
                    extra_cells=tuple((label, dict(over))
                                      for label, over in data.get("extra_cells", [])),
                    adaptive=AdaptiveRule.from_dict(data["adaptive"]) if data.get("adaptive")
-                   else None)
+                   else None, metric=data.get("metric", ""),
+                   smallest_effect=data.get("smallest_effect", DEFAULT_SMALLEST_EFFECT))
 
 
 @dataclass(frozen=True)

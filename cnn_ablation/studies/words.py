@@ -8,7 +8,14 @@ import math
 import pandas as pd
 
 from cnn_ablation.config import METRICS
-from cnn_ablation.studies.estimators import BEYOND, NO_SPREAD, TOO_FEW, WITHIN
+from cnn_ablation.studies.estimators import (
+    BEYOND,
+    INCONCLUSIVE,
+    NO_CHANGE,
+    NO_VALUES,
+    TOO_FEW,
+    WITHIN,
+)
 
 
 # --- words --------------------------------------------------------------------------------------
@@ -17,44 +24,104 @@ def provisional_text(done: int, total: int) -> str:
             "seeds; the numbers below can still move.")
 
 
-def plain_words(effects: pd.DataFrame, metric_name: str = "final validation accuracy",
-                done: int | None = None, total: int | None = None) -> str:
+def judged_rows(result: dict) -> list[dict]:
+    """Every statement the study makes with a verdict, one Holm family: the effects, the
+    interactions, and (in a factorial design with named cells) those cells against the base.
+    Each row has `what` (how the sentence names it) beside the effect's columns."""
+    rows = []
+    for r in result["effects"].to_dict("records"):
+        what = f"{r['factor']} ({r['change']})" if "factor" in r else str(r["cell"])
+        rows.append({**r, "what": what})
+    for r in result["interactions"].to_dict("records"):
+        rows.append({**r, "what": f"{r['factor_1']} × {r['factor_2']} (interaction)"})
+    if result["effects_kind"] == "main effects":
+        for r in result["summary"].to_dict("records"):
+            if isinstance(r.get("delta_verdict"), str) and r["delta_verdict"]:
+                rows.append({"what": f"{r['cell']} vs the base", "effect": r["delta"],
+                             "ci_low": r["delta_ci_low"], "ci_high": r["delta_ci_high"],
+                             "sd": r["delta_sd"], "verdict": r["delta_verdict"],
+                             "verdict_holm": r["delta_verdict_holm"]})
+    return rows
+
+
+def plain_words(result: dict, done: int | None = None, total: int | None = None) -> str:
     """What mattered beyond noise and what did not, in sentences; only for a complete study
-    (`done` == `total`): otherwise only that it is provisional. With several effects the
-    verdict is Holm's."""
+    (`done` == `total`): otherwise only that it is provisional. Every verdict is Holm's over the
+    one family of everything judged (`judged_rows`)."""
     if done is not None and total is not None and done < total:
         return provisional_text(done, total)
-    if effects.empty:
-        return "No effects: the study has no cells to compare."
-    name = "factor" if "factor" in effects else "cell"
-    several = len(effects) > 1
-    verdict = effects["verdict_holm"] if several else effects["verdict"]
+    metric = result["metric"]
+    metric_name = METRICS[metric]
     parts = []
-    beyond = effects[verdict == BEYOND]
-    for _, r in beyond.iterrows():
-        what = f"{r[name]} ({r['change']})" if name == "factor" else r[name]
+    if result.get("primary") and metric != result["primary"]:
+        parts.append(f"Exploratory: {metric_name} is not this study's primary metric "
+                     f"({METRICS[result['primary']]}, fixed when it was created); read these "
+                     "verdicts as leads.")
+    parts += diverged_words(result["summary"])
+    rows = judged_rows(result)
+    if not rows:
+        return " ".join([*parts, "No effects: the study has no cells to compare."])
+    if all(pd.isna(r["effect"]) for r in rows):
+        hint = (" (validation accuracy needs a validation split; test accuracy is there for "
+                "every completed run)") if "val" in metric else ""
+        return " ".join([*parts, f"No verdict: no completed run has a value for {metric_name}"
+                                 f"{hint}."])
+    smallest = result.get("smallest_pp", math.nan)
+    several = len(rows) > 1
+    verdict = "verdict_holm" if several else "verdict"
+    found = []
+    for r in rows:
+        if r[verdict] != BEYOND:
+            continue
         direction = "raised" if r["effect"] > 0 else "lowered"
-        parts.append(f"**{what}** {direction} {metric_name} by {abs(100 * r['effect']):.1f} "
-                     f"points (95 % CI {100 * r['ci_low']:+.1f} to {100 * r['ci_high']:+.1f}).")
-    lead = effects[(verdict == WITHIN) & (effects["verdict"] == BEYOND)] if several else \
-        effects.iloc[0:0]
-    if len(lead):
-        names = ", ".join(str(r[name]) for _, r in lead.iterrows())
-        parts.append(f"Beyond noise on its own interval but not after Holm's adjustment for "
-                     f"{len(effects)} effects (a lead, not a finding): {names}.")
-    within = effects[(verdict == WITHIN) & (effects["verdict"] != BEYOND)]
-    if len(within):
-        names = ", ".join(str(r[name]) for _, r in within.iterrows())
-        parts.append(f"Within noise (the 95 % interval includes zero): {names}.")
-    unknown = effects[verdict.isin([TOO_FEW, NO_SPREAD])]
-    if len(unknown):
-        names = ", ".join(str(r[name]) for _, r in unknown.iterrows())
-        parts.append(f"Too few seeds, or no spread between them, to tell: {names}.")
-    if beyond.empty:
-        parts.insert(0, "Nothing moved the result beyond seed-to-seed noise.")
+        exact = " in every seed alike" if r.get("sd") == 0 else \
+            f" (95 % CI {100 * r['ci_low']:+.1f} to {100 * r['ci_high']:+.1f})"
+        changed = "changed the effect by" if "interaction" in r["what"] else \
+            f"{direction} {metric_name} by"
+        found.append(f"**{r['what']}** {changed} {abs(100 * r['effect']):.1f} points{exact}.")
+    if not found:
+        parts.append("Nothing moved the result beyond seed-to-seed noise.")
+    parts += found
+    named = {
+        "lead": [r["what"] for r in rows if several and r["verdict"] == BEYOND
+                 and r[verdict] != BEYOND],
+        WITHIN: [r["what"] for r in rows if r[verdict] == WITHIN and r["verdict"] != BEYOND],
+        INCONCLUSIVE: [r["what"] for r in rows if r[verdict] == INCONCLUSIVE
+                       and r["verdict"] != BEYOND],
+        NO_CHANGE: [r["what"] for r in rows if r[verdict] == NO_CHANGE],
+        "unknown": [r["what"] for r in rows if r[verdict] in (TOO_FEW, NO_VALUES)],
+    }
+    lines = {
+        "lead": f"Its own interval excludes zero, but not after Holm's adjustment for "
+                f"{len(rows)} verdicts (a lead, not a finding): ",
+        WITHIN: f"Within noise (the 95 % interval holds zero and stays inside ±{smallest:g} pp, "
+                "the smallest change that matters): ",
+        INCONCLUSIVE: f"Inconclusive (the 95 % interval holds zero but reaches past "
+                      f"±{smallest:g} pp: an effect that matters is not ruled out): ",
+        NO_CHANGE: "No change in any seed: ",
+        "unknown": "Too few seeds, or no values, to tell: ",
+    }
+    for key, names in named.items():
+        if names:
+            parts.append(lines[key] + ", ".join(names) + ".")
     if several:
-        parts.append(f"Verdicts are Holm-adjusted for {len(effects)} effects at 5 %.")
+        parts.append(f"Verdicts are Holm-adjusted at 5 % over all {len(rows)} of them (one "
+                     "family: the chance of any false \"beyond noise\" stays at 5 %).")
     return " ".join(parts)
+
+
+def diverged_words(summary: pd.DataFrame) -> list[str]:
+    """`conv_1 off diverged in 2 of 5 seeds (counted as an outcome; its mean is over the
+    others).`, per cell that had a diverged seed."""
+    out: list[str] = []
+    if "diverged" not in summary:
+        return out
+    for r in summary.to_dict("records"):
+        if r["diverged"]:
+            seeds = int(r["n"]) + int(r["diverged"])
+            out.append(f"{r['cell']} diverged in {r['diverged']} of {seeds} seeds (an outcome, "
+                       "not a missing run; its mean is over the seeds that did not).")
+    return out
 
 
 # --- as people read it --------------------------------------------------------------------------
@@ -81,10 +148,15 @@ def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:
         out = mean_std(row[f"{metric}_mean"], row[f"{metric}_std"])
         if not pd.isna(row[f"{metric}_ci_low"]):
             out += f" [{100 * row[f'{metric}_ci_low']:.1f}, {100 * row[f'{metric}_ci_high']:.1f}]"
+            if row.get(f"{metric}_clipped"):
+                out += " (cut at 0–100 %)"
         return out
 
     columns: dict[str, object] = {"cell": summary["cell"], "runs": summary["runs"],
                                   "seeds": summary["n"]}
+    if "diverged" in summary and summary["diverged"].any():
+        columns["diverged"] = [f"{d} of {n + d} seeds" if d else "–"
+                               for d, n in zip(summary["diverged"], summary["n"], strict=True)]
     columns.update({name: [text(r, m) for _, r in summary.iterrows()]
                     for m, name in METRICS.items()})
     if "delta" in summary:
@@ -96,8 +168,8 @@ def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def readable_effects(effects: pd.DataFrame) -> pd.DataFrame:
-    """Effects in percentage points with their interval, e.g. `-2.1 pp [-3.0, -1.2]`, the raw
-    and (with several effects) Holm-adjusted verdicts, and the seeds a target needs."""
+    """Effects in percentage points with their interval, e.g. `-2.1 pp [-3.0, -1.2]`, raw and
+    Holm-adjusted p, the verdict (Holm's), and the seeds a target needs."""
     name = "factor" if "factor" in effects else "cell"
     columns: dict[str, object] = {name: effects[name]}
     if "change" in effects:
@@ -107,10 +179,12 @@ def readable_effects(effects: pd.DataFrame) -> pd.DataFrame:
     columns["seeds"] = effects["n"]
     columns["paired by seed"] = effects["paired"].map({True: "yes", False: "no (Welch)"})
     columns["p"] = [f"{p:.3g}" if not pd.isna(p) else "–" for p in effects["p"]]
-    columns["verdict"] = effects["verdict"]
-    if len(effects) > 1 and "p_holm" in effects:
+    # One verdict, Holm's over the study's family: a column of raw verdicts would say "beyond
+    # noise" for chance hits in more than 5 % of studies with no effect at all
+    if "p_holm" in effects:
         columns["p (Holm)"] = [f"{p:.3g}" if not pd.isna(p) else "–" for p in effects["p_holm"]]
-        columns["verdict (Holm)"] = effects["verdict_holm"]
+    columns["verdict"] = effects["verdict_holm"] if "verdict_holm" in effects else \
+        effects["verdict"]
     if "seeds_needed" in effects:
         columns["seeds needed"] = [f"{v:.0f}" if not pd.isna(v) else "–"
                                    for v in effects["seeds_needed"]]
@@ -119,6 +193,34 @@ def readable_effects(effects: pd.DataFrame) -> pd.DataFrame:
 
 REPEATS_NOTE = ("Repeats of one (cell, seed), the same config and seed run more than once, are "
                 "averaged first: the seed, not the run, is the unit of replication.")
+
+
+def summary_note(result: dict) -> str:
+    """What the per-cell table's numbers are."""
+    out = ("mean ± standard deviation over seeds [95 % confidence interval of the mean, cut at "
+           f"0–100 % where the t interval reaches past it]; Δ vs base ({result['base_cell']}) "
+           "in percentage points, paired by seed.")
+    if result["effects_kind"] == "main effects":
+        out += (" In a factorial design the main effects and interactions carry the verdicts; "
+                "a design cell's Δ vs base is a number, not a verdict.")
+    return out + " " + REPEATS_NOTE
+
+
+def effects_note(result: dict) -> str:
+    """How the effects' intervals and verdicts are made."""
+    out = "Intervals are t intervals over seeds, paired by seed (Welch's where seeds do not pair)."
+    if result.get("stein", 0) > 1 and result.get("done", 1) > 0:
+        out += (f" Adaptive seeds: paired intervals use the first round's spread ({result['stein']}"
+                f" seeds, {result['stein'] - 1} degrees of freedom; Stein's two-stage rule), so "
+                "their 95 % holds whatever that spread happened to be.")
+    n = len(judged_rows(result))
+    if n > 1:
+        out += (f" Holm's adjustment runs once over all {n} verdicts the study states (effects, "
+                "interactions, named cells vs the base): the chance of any false \"beyond "
+                "noise\" is at most 5 %. The verdict in words uses it.")
+    out += (f" Within noise: the interval holds zero and stays inside ±{result['smallest_pp']:g}"
+            " pp (the smallest change that matters); inconclusive: it reaches past that.")
+    return out
 
 
 def status_line(result: dict) -> str:
@@ -134,10 +236,13 @@ def power_text(result: dict) -> str:
                 "yet (needs at least 2 seeds per cell).")
     return (f"To detect a change of {result['power_pp']:g} pp with 80 % power (two-sided, 5 %), "
             f"every effect needs at most {needed:.0f} seeds per cell, judging by the seed-to-seed "
-            "spread seen so far (statsmodels' TTestPower; per effect in the table).")
+            "spread seen so far (exact power of the paired t-test; per effect in the table).")
 
 
 def interaction_text(row: dict) -> str:
+    """One interaction in a sentence; the verdict is Holm's over the study's one family."""
+    p = row.get("p_holm")
+    holm = f" (Holm p {p:.3g})" if p is not None and not pd.isna(p) else ""
     return (f"{row['factor_1']} × {row['factor_2']}: the effect of {row['factor_2']} changes by "
             f"{pp_interval(row['effect'], row['ci_low'], row['ci_high'])} when "
-            f"{row['factor_1']} changes; {row['verdict']}")
+            f"{row['factor_1']} changes; {row['verdict_holm']}{holm}")

@@ -6,6 +6,7 @@ runs. Only functions: nothing runs at import."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import streamlit as st
 from sqlalchemy import Engine
@@ -14,6 +15,7 @@ from cnn_ablation.architecture import PRESETS
 from cnn_ablation.config import (
     BUILTIN_DATASETS,
     MAX_SEEDS,
+    METRICS,
     ConfigError,
     RunConfig,
     defaults,
@@ -27,7 +29,7 @@ from cnn_ablation.studies import grid as study_grid
 from cnn_ablation.studies.adaptive_rule import AdaptiveRule
 from cnn_ablation.studies.factors import NETWORK_FACTORS, parse_levels
 from cnn_ablation.studies.presets import STUDY_PRESETS, study_preset
-from cnn_ablation.studies.spec import StudySpec
+from cnn_ablation.studies.spec import DEFAULT_SMALLEST_EFFECT, StudySpec
 from cnn_ablation.ui.common import _engine, database_key, folder_within_roots, plain, roots_text
 from cnn_ablation.ui.studies_state import CHOICE
 
@@ -47,8 +49,8 @@ def estimate_text(engine: Engine, spec: StudySpec) -> str:
     text = f"{len(spec.cells())} cells × {spec.seeds} seeds = **{len(spec.runs())} runs**, {when}."
     rule = spec.adaptive
     if rule is not None:
-        text += (f" That is round 1; adaptive seeds add {rule.step} seed(s) per cell a round at a "
-                 f"time, up to {rule.max_seeds} seeds per cell "
+        text += (f" That is round 1; its spread plans the rest (adding up to {rule.step} seed(s) "
+                 f"per cell a round), up to {rule.max_seeds} seeds per cell "
                  f"({len(spec.cells()) * rule.max_seeds} runs at most).")
     return text
 
@@ -114,22 +116,37 @@ def start_form(engine: Engine) -> None:
                                 key="study_val_split", help="Fraction of training images held out")
     limit = s4.number_input("Use only the first N training images (0 = all)", value=0, min_value=0,
                             step=1000, key="study_limit_train")
+    j1, j2 = st.columns(2)
+    metrics: list[str] = [m for m in METRICS if float(val_split) > 0 or m == "test_accuracy"]
+    metric = j1.selectbox(
+        "Primary metric (fixed now: the verdicts are for it)", metrics, key="study_metric_new",
+        format_func=lambda m: METRICS[m],
+        help="Chosen before any result is seen, so the verdicts cannot be picked to look good; "
+             "the other metrics stay visible, labelled exploratory. Best val acc is the highest "
+             "over epochs, picked after seeing them: optimistic.")
+    smallest = j2.number_input(
+        "Smallest change that matters (pp)", value=100 * DEFAULT_SMALLEST_EFFECT, min_value=0.01,
+        max_value=99.0, step=0.5, key="study_smallest_pp",
+        help="An interval that holds zero but reaches past ± this is called inconclusive, not "
+             "within noise; seeds needed are for a change this size.")
     adaptive = st.toggle("Adaptive seeds", key="study_adaptive",
                          help="Instead of a fixed number of seeds: add seeds a round at a time "
                               "until every effect is measured precisely enough")
     rule: AdaptiveRule | None = None
     if adaptive:
         a1, a2, a3 = st.columns(3)
-        target = a1.number_input("Stop when every 95 % interval is narrower than ± (pp)",
+        target = a1.number_input("Plan seeds for every 95 % interval narrower than ± (pp)",
                                  value=1.0, min_value=0.01, max_value=99.0, step=0.1,
                                  key="study_target_pp")
         max_seeds = a2.number_input("… or at this many seeds per cell", value=10, min_value=2,
                                     max_value=MAX_SEEDS, step=1, key="study_max_seeds")
         step = a3.number_input("Seeds added per round", value=2, min_value=1, max_value=MAX_SEEDS,
                                step=1, key="study_seed_step")
-        st.caption("The rule stops on precision only, never on significance: stopping as soon as "
-                   "an interval excludes zero would make chance differences look real (optional "
-                   "stopping).")
+        st.caption("Stein's two-stage rule: the first round's seed-to-seed spread alone plans how "
+                   "many seeds each cell gets, and the intervals use that spread, so their 95 % "
+                   "holds exactly. It stops on precision only, never on significance: stopping "
+                   "as soon as an interval excludes zero would make chance differences look "
+                   "real (optional stopping).")
     try:
         if dataset_problem is not None:
             raise ConfigError("dataset", dataset, dataset_problem)
@@ -145,12 +162,13 @@ def start_form(engine: Engine) -> None:
         st.error(plain(exc))
         st.stop()
 
-    one_click(engine, custom, base, seeds, rule, name)
-    own_factors(engine, custom, study_network, dataset, base, seeds, rule, name)
+    judging = {"metric": metric, "smallest_effect": float(smallest) / 100}
+    one_click(engine, custom, base, seeds, rule, name, judging)
+    own_factors(engine, custom, study_network, dataset, base, seeds, rule, name, judging)
 
 
 def one_click(engine: Engine, custom: bool, base: RunConfig, seeds: int,
-              rule: AdaptiveRule | None, name: str) -> None:
+              rule: AdaptiveRule | None, name: str, judging: dict) -> None:
     """The ready-made studies (the chapter's network only), a button each."""
     st.markdown("##### One click")
     if custom:
@@ -159,7 +177,8 @@ def one_click(engine: Engine, custom: bool, base: RunConfig, seeds: int,
     for key, title in () if custom else STUDY_PRESETS.items():
         left, right = st.columns([1, 3])
         try:
-            spec = study_preset(key, base, int(seeds), rule)
+            spec = replace(study_preset(key, base, int(seeds), rule), **judging)
+            spec.check_new()
         except ConfigError as exc:
             right.error(plain(exc))
             continue
@@ -176,7 +195,7 @@ def one_click(engine: Engine, custom: bool, base: RunConfig, seeds: int,
 
 
 def own_factors(engine: Engine, custom: bool, study_network: str, dataset: str, base: RunConfig,
-                seeds: int, rule: AdaptiveRule | None, name: str) -> None:
+                seeds: int, rule: AdaptiveRule | None, name: str, judging: dict) -> None:
     """Your own factors: BatchNorm switches (or your network's BatchNorm layers), levels of
     dropout (or of your network's Dropout layers), learning rate and batch size, the design."""
     st.markdown("##### Your own factors")
@@ -231,7 +250,8 @@ def own_factors(engine: Engine, custom: bool, study_network: str, dataset: str, 
         st.error(plain(problem))
     elif factors:
         try:
-            spec = StudySpec(base, factors, design, int(seeds), adaptive=rule)
+            spec = StudySpec(base, factors, design, int(seeds), adaptive=rule, **judging)
+            spec.check_new()
             st.markdown(estimate_text(engine, spec))
             if st.button("Start this study", type="primary", key="start_custom"):
                 with st.spinner("Checking every cell…" if not custom else

@@ -17,7 +17,7 @@ from cnn_ablation.studies import estimators, words
 from cnn_ablation.studies import grid as study_grid
 from cnn_ablation.studies import rounds as study_rounds
 from cnn_ablation.studies.presets import CHAPTER_TEST_ACCURACY
-from cnn_ablation.studies.results import DEFAULT_POWER_PP, results
+from cnn_ablation.studies.results import results
 from cnn_ablation.studies.spec import StudyView
 from cnn_ablation.ui import studies_state
 from cnn_ablation.ui.common import _engine, database_key, plain
@@ -111,8 +111,10 @@ def show_study(engine: Engine, study_id: int, adaptive_going: bool) -> None:
     if adaptive_going:
         study_rounds.advance(engine)  # queue the next round if this one is done
     view = study_grid.load(engine, study_id)
-    metric = st.session_state.get("study_metric", "final_val_accuracy")
-    power_pp = float(st.session_state.get("study_power_pp", DEFAULT_POWER_PP))
+    primary = view.spec.metric
+    metric_key, power_key = f"study_metric_{view.id}", f"study_power_pp_{view.id}"
+    metric = st.session_state.get(metric_key, primary)
+    power_pp = float(st.session_state.get(power_key, 100 * view.spec.smallest_effect))
     fingerprint = polling.runs_fingerprint(
         engine, [c.config_hash for _, c in view.spec.runs()])
     result = study_results(database_key(engine), view.id, view.spec_json, fingerprint,
@@ -128,8 +130,13 @@ def show_study(engine: Engine, study_id: int, adaptive_going: bool) -> None:
     st.dataframe(result["grid"], hide_index=True, key="study_grid")
     control_buttons(engine, view)
 
-    st.radio("Metric", list(METRICS), horizontal=True, key="study_metric",
-             format_func=METRICS.get)
+    st.radio("Metric", list(METRICS), horizontal=True, key=metric_key,
+             index=list(METRICS).index(primary),
+             format_func=lambda m: METRICS[m] + (" (primary)" if m == primary
+                                                 else " (exploratory)"),
+             help="The primary metric was fixed when the study was created; verdicts on another "
+                  "are exploratory. Best val acc is the highest over epochs, picked after "
+                  "seeing them: optimistic.")
     st.subheader("Per cell")
     summary = words.readable_summary(result["summary"])
     if view.spec.base.dataset == "cifar10" and set(CHAPTER_TEST_ACCURACY) & set(summary["cell"]):
@@ -137,26 +144,22 @@ def show_study(engine: Engine, study_id: int, adaptive_going: bool) -> None:
                                          if c in CHAPTER_TEST_ACCURACY else "–"
                                          for c in summary["cell"]]
     st.dataframe(summary, hide_index=True, key="study_summary")
-    st.caption("mean ± standard deviation over seeds [95 % confidence interval of the mean]; "
-               f"Δ vs base ({plain(result['base_cell'])}) in percentage points, paired by seed. "
-               + words.REPEATS_NOTE)
+    st.caption(plain(words.summary_note(result)))
     st.subheader(f"Effects: {result['effects_kind']}")
     st.dataframe(words.readable_effects(result["effects"]), hide_index=True,
                  key="study_effects")
-    st.caption("Intervals are t intervals over seeds, paired by seed (Welch's where seeds do "
-               "not pair)." + (" With several effects at once, the Holm columns adjust for "
-                               "the number of comparisons; the verdict in words uses them."
-                               if len(result["effects"]) > 1 else ""))
+    st.caption(words.effects_note(result))
     if result["complete"]:
         st.markdown(result["words"])
     else:
         st.warning(result["words"])
     st.number_input("Seeds needed to detect a change of (pp)", min_value=0.05,
-                    max_value=99.0, value=DEFAULT_POWER_PP, step=0.5,
-                    key="study_power_pp")
+                    max_value=99.0, value=100 * view.spec.smallest_effect, step=0.5,
+                    key=power_key)
     st.caption(words.power_text(result))
     if len(result["interactions"]):
         with st.expander("Interactions (full factorial, two levels each)"):
+            st.caption("Holm-adjusted in the same family as the effects above.")
             for row in result["interactions"].to_dict("records"):
                 table = result["tables"][(row["factor_1"], row["factor_2"])]
                 st.markdown(plain(words.interaction_text(row)))
