@@ -33,6 +33,9 @@ METRICS = {"final_val_accuracy": "final val acc",
            "test_accuracy": "test acc"}
 
 
+DEFAULT_DROPOUT = 0.5
+
+
 class ConfigError(ValueError):
     """A value that is not allowed; the message names the field, the value and what is allowed."""
 
@@ -52,7 +55,7 @@ class RunConfig:
     preset: str = "seed"  # which of the chapter's networks (architecture.PRESETS)
     dataset: str = "cifar10"  # the chapter's data; see datasets.py for the others
     bn: tuple[bool, ...] | None = None  # one switch per BN position; None -> all on (the chapter)
-    dropout: float = 0.5  # the chapter's Dropout(rate=0.5) after dense_1
+    dropout: float = DEFAULT_DROPOUT  # the chapter's Dropout(rate=0.5) after dense_1
     epochs: int = 10  # the chapter trains for 10 epochs
     batch_size: int = 32  # the chapter's batch size
     learning_rate: float = 0.0005  # the chapter's Adam(learning_rate=0.0005)
@@ -98,6 +101,9 @@ class RunConfig:
                               "a preset name, or file:NAME@HASH / builder:MODULE:FUNC@HASH")
         object.__setattr__(self, "preset", "custom")
         object.__setattr__(self, "bn", ())
+        if self.dropout != DEFAULT_DROPOUT:
+            raise ConfigError("dropout", self.dropout, "nothing with your own network: each "
+                              "Dropout layer's rate is given by name (layer_dropout)")
         names = tuple(self.bn_off)
         if not all(isinstance(n, str) and LAYER_NAME.match(n) for n in names):
             raise ConfigError("bn_off", ",".join(map(str, names)), "layer names of the network")
@@ -182,7 +188,8 @@ class RunConfig:
         if self.network is None:  # the presets' configs (and hashes) are as they always were
             for key in ("network", "bn_off", "layer_dropout"):
                 data.pop(key)
-        else:
+        else:  # no single dropout: every Dropout layer's rate by name (filled in by `prepare`)
+            data.pop("dropout")
             data["bn_off"] = list(self.bn_off)
             data["layer_dropout"] = [[name, rate] for name, rate in self.layer_dropout]
         return data

@@ -164,6 +164,14 @@ def test_the_cli_queues_a_variant_of_your_network_and_refuses_unknown_layers(hom
     run = find_run(engine, int(queued.stdout.split()[0]))
     assert run.config["bn_off"] == ["b2_bn"] and run.config["layer_dropout"] == [["head_drop", 0.2]]
     assert run.params == resnet_like().count_params() - 64 and run.label.startswith("resnet")
+    # no rate asked for: the run states the rate it trains with, the file's 0.3 (it used to
+    # store "dropout": 0.5, "layer_dropout": [], a dropout it never used)
+    plain = cli("submit", "--network", "resnet", "--dataset", "synthetic", "--epochs", "1")
+    assert plain.returncode == 0, plain.stderr
+    config = find_run(engine, int(plain.stdout.split()[0])).config
+    assert config["layer_dropout"] == [["head_drop", 0.3]] and "dropout" not in config
+    with pytest.raises(ConfigError, match="dropout: 0.3 .*layer_dropout"):
+        RunConfig(network=config["network"], dataset="synthetic", dropout=0.3)
     refused = cli("submit", "--network", "resnet", "--bn-off", "b9_bn", "--dataset", "synthetic")
     assert refused.returncode == 2 and "bn_off" in refused.stderr and "b1_bn" in refused.stderr
     unknown = cli("submit", "--network", "nothing", "--dataset", "synthetic")
@@ -213,6 +221,8 @@ def test_a_study_over_two_bn_layers_from_the_cli_reports_effects_named_by_the_la
 
     net = networks.add_file("resnet.keras", saved(resnet_like()))
     base = RunConfig(network=net.key, dataset="synthetic:100", epochs=1, batch_size=16)
+    base = RunConfig.from_json(new_run(base).config_json)  # as its runs state it: head_drop 0.3
+    assert base.layer_dropout == (("head_drop", 0.3),)
     spec = StudySpec(base, {"bn:b1_bn": (True, False), "bn:b2_bn": (True, False)}, "full", 2)
     for cell, config in spec.runs():  # finished elsewhere: b1_bn off costs 5 points, b2_bn 1
         acc = (0.6 - (0 if cell.levels["bn:b1_bn"] else 0.05)
@@ -248,12 +258,13 @@ def test_a_study_over_two_bn_layers_from_the_cli_reports_effects_named_by_the_la
     queued = cli("study", "create", *flags, "--seeds", "1", "--factor", "bn:b1_bn", "--factor",
                  "dropout:head_drop=0.1,0.3")
     assert queued.returncode == 0, queued.stderr
-    assert "2 cells x 1 seeds" not in queued.stdout and "queued 4 runs" in queued.stdout
+    # the two cells at the file's own rate (0.3) are runs the first study already has: their
+    # configs state head_drop 0.3 too, so only the 0.1 cells are queued
+    assert "4 cells x 1 seeds; queued 2 runs" in queued.stdout
     runs = {(tuple(r.config["bn_off"]), tuple(map(tuple, r.config["layer_dropout"]))): r
-            for r in list_runs(engine) if r.study_id is not None}
-    assert set(runs) == {(off, (("head_drop", rate),)) for off in ((), ("b1_bn",))
-                         for rate in (0.1, 0.3)}
-    assert runs[(("b1_bn",), (("head_drop", 0.3),))].params == resnet_like().count_params() - 64
+            for r in list_runs(engine) if r.study_id is not None and r.status == "queued"}
+    assert set(runs) == {(off, (("head_drop", 0.1),)) for off in ((), ("b1_bn",))}
+    assert runs[(("b1_bn",), (("head_drop", 0.1),))].params == resnet_like().count_params() - 64
     assert runs[((), (("head_drop", 0.1),))].params == resnet_like().count_params()
 
 

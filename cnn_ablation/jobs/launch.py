@@ -19,8 +19,9 @@ from storage.records import NewRun
 
 
 def prepare(config: RunConfig) -> tuple[RunConfig, int]:
-    """Resolve what the run must state (a folder's image size) and refuse what cannot run.
-    Returns the final config and its parameter count. Raises ConfigError."""
+    """Resolve what the run must state (a folder's image size; your network's Dropout rates) and
+    refuse what cannot run. Returns the final config and its parameter count. Raises
+    ConfigError."""
     try:
         config = resolve(config)
         info = check_fits(config)
@@ -35,6 +36,11 @@ def prepare(config: RunConfig) -> tuple[RunConfig, int]:
         if not answer["ok"]:
             raise ConfigError(answer["field"], config.network, answer["error"].split(
                 "allowed: ", 1)[-1])
+        # the run states every Dropout layer's rate, the network's own where none was asked
+        # for: what it trains with, not a default it never used
+        rates = {d["name"]: float(d["rate"]) for d in answer["dropout"]}
+        rates.update(dict(config.layer_dropout))
+        config = config.with_changes(layer_dropout=tuple(rates.items()))
         return config, int(answer["params"])
     return config, count_params(config.preset, config.switches, info.shape, info.num_classes)
 
