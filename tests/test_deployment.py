@@ -19,7 +19,8 @@ from tests.support import ROOT
 
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.ray.yml"]
 POSTGRES_VARIABLES = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}  # the postgres image's
-SECRETS = {"POSTGRES_PASSWORD", "ABLATION_PASSWORD"}  # from the operator's environment
+SECRETS = {"POSTGRES_PASSWORD", "ABLATION_PASSWORD", "RAY_AUTH_TOKEN"}  # the operator's
+RAY_VARIABLES = {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}  # read by Ray itself, on its services
 STREAMLIT_PORT = 8501
 
 
@@ -75,10 +76,28 @@ def test_every_compose_file_is_yaml_with_services_that_build_from_files_here():
                 assert service["image"].startswith("postgres:")
 
 
+RAY_SERVICES = {"ray-head", "ray-gpu", "scheduler"}
+
+
+def test_ray_publishes_nothing_beyond_this_host_and_every_ray_process_needs_the_token():
+    """Ray's dashboard (8265) carries a Jobs API that runs code; the cluster port lets a node
+    join. Published on 127.0.0.1 only, and every Ray process runs with token authentication
+    (the token required from the operator's environment)."""
+    compose = load("docker-compose.ray.yml")["services"]
+    for service_name in RAY_SERVICES:
+        env = environment(compose[service_name])
+        assert env["RAY_AUTH_MODE"] == "token", service_name
+        assert env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?"), service_name
+        for port in compose[service_name].get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (service_name, port)
+    assert compose["ray-head"]["ports"]  # published, on loopback
+
+
 def test_every_variable_a_service_sets_is_one_the_project_or_postgres_reads():
     for name, service_name, service in services():
         for variable, value in environment(service).items():
-            allowed = NAMES if service_name != "db" else POSTGRES_VARIABLES
+            allowed = POSTGRES_VARIABLES if service_name == "db" else \
+                set(NAMES) | RAY_VARIABLES if service_name in RAY_SERVICES else NAMES
             assert variable in allowed, f"{name}: {service_name} sets {variable}, read by no one"
             for used in re.findall(r"\$\{(\w+)", value):
                 assert used in SECRETS, f"{name}: {service_name} uses ${{{used}}}"

@@ -189,6 +189,26 @@ def test_a_run_asks_for_a_gpu_share_when_the_cluster_has_gpus_else_one_cpu():
         check_options("0,1", 1, None, None)
 
 
+def test_no_secret_travels_in_a_task_and_the_node_keeps_its_own_database_url():
+    """A task's arguments are visible to anyone who can list the cluster's tasks: the database
+    password and the dashboard's password stay home; the node's own URL (with its password) is
+    the one its training process uses."""
+    from cnn_ablation.jobs.ray_executor import node_env
+
+    env = {"ABLATION_DATABASE_URL": "postgresql+psycopg://ablation:s3cret@db:5432/ablation",
+           "ABLATION_PASSWORD": "dashboard-secret", "ABLATION_HOME": "/data"}
+    sent = passed_env(env)
+    assert "s3cret" not in repr(sent) and "dashboard-secret" not in repr(sent)
+    assert sent == {"ABLATION_HOME": "/data",
+                    "ABLATION_DATABASE_URL": "postgresql+psycopg://ablation@db:5432/ablation"}
+    node = {"ABLATION_DATABASE_URL": env["ABLATION_DATABASE_URL"], "PATH": "/usr/bin"}
+    assert node_env(node, sent)["ABLATION_DATABASE_URL"] == env["ABLATION_DATABASE_URL"]
+    assert node_env({"PATH": "/usr/bin"}, sent)["ABLATION_DATABASE_URL"] == \
+        "postgresql+psycopg://ablation@db:5432/ablation"  # e.g. PGPASSFILE on the node
+    assert passed_env({"ABLATION_DATABASE_URL": "sqlite:////data/a.db"}) == {
+        "ABLATION_DATABASE_URL": "sqlite:////data/a.db"}
+
+
 def test_only_our_settings_travel_to_the_node_and_cuda_is_left_to_ray():
     env = {"ABLATION_HOME": "/data", "ABLATION_DATABASE_URL": "postgresql+psycopg://db/x",
            "TF_FORCE_GPU_ALLOW_GROWTH": "true", "CUDA_VISIBLE_DEVICES": "0", "PATH": "/x",

@@ -406,3 +406,53 @@ def test_streamlit_config_hides_error_details_and_listens_on_loopback():
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["client"]["showErrorDetails"] == "none"
     assert config["server"]["address"] == "127.0.0.1"
+
+
+def test_streamlit_refuses_an_upload_above_the_products_own_limit_before_any_page_runs():
+    """Streamlit checks `server.maxUploadSize` while the request body streams in, before the
+    password gate or any page code: it must be the product's limit, not Streamlit's 200 MB."""
+    from cnn_ablation.networks.registry import MAX_UPLOAD_BYTES
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] * 1024 * 1024 == MAX_UPLOAD_BYTES
+    st_config.get_config_options(force_reparse=True)  # this folder's file, as `streamlit run`
+    assert st_config.get_option("server.maxUploadSize") == MAX_UPLOAD_BYTES // 2**20
+
+
+def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_kept_as_text(home, engine, make_run):
+    """A run named `=HYPERLINK(...)` (or starting with + - @) reaches the Compare CSV with a
+    leading apostrophe, the spreadsheets' mark for text; numbers, negative ones too, stay."""
+    import io
+
+    import pandas as pd
+
+    from cnn_ablation.ui.common import epochs_csv
+    from storage import listings
+    from storage.curves import EPOCH_CACHE
+    from storage.run_filters import RunFilter
+
+    names = ['=HYPERLINK("http://x","y")', "+1+1", "-cmd", "@SUM(A1)", "plain"]
+    ids = [make_run(RunConfig(dataset="synthetic"), accuracies=[0.5], name=n) for n in names]
+    rows = listings.run_rows(engine, RunFilter(ids=tuple(ids)))
+    epochs, _ = EPOCH_CACHE.read(engine, ids)
+    csv = pd.read_csv(io.StringIO(epochs_csv(epochs, rows)))
+    shown = dict(zip(csv["run_id"], csv["run_name"], strict=True))
+    assert [shown[i] for i in ids] == ["'" + n for n in names[:4]] + ["plain"]
+    assert (csv["val_accuracy"] == 0.45).all()  # make_run: val accuracy = accuracy - 0.05
+
+
+def test_the_log_view_reads_only_files_under_the_logs_folder(home, engine, make_run):
+    """The log path comes from the database: one pointing at /proc/self/environ (the
+    dashboard's environment, password included) or outside `$ABLATION_HOME/logs` shows nothing."""
+    from cnn_ablation.ui.run_view import log_tail
+
+    logs = home / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "run-1-abc.log").write_text("epoch 1\nepoch 2\n")
+    assert log_tail(str(logs / "run-1-abc.log")) == "epoch 1\nepoch 2"
+    assert log_tail("/proc/self/environ") is None
+    (home / "outside.log").write_text("secret")
+    assert log_tail(str(home / "outside.log")) is None
+    assert log_tail(str(logs / ".." / "outside.log")) is None
+    (logs / "link.log").symlink_to(home / "outside.log")
+    assert log_tail(str(logs / "link.log")) is None

@@ -229,13 +229,41 @@ class RayWorker(Worker):
         return RayTask(self.ray, ref)
 
 
+SECRET_NAMES = ("ABLATION_PASSWORD",)  # never sent to a node
+
+
 def passed_env(env: dict[str, str]) -> dict[str, str]:
     """The part of a run's environment (`slots.child_env`) that travels to the task's node: our
     settings and TensorFlow/Keras/Python switches. The node keeps its own PATH, HOME and so on;
-    CUDA_VISIBLE_DEVICES is what Ray assigns there."""
+    CUDA_VISIBLE_DEVICES is what Ray assigns there. Task arguments are visible to anyone who can
+    see the cluster's tasks, so no secret travels: not the dashboard's password, and the
+    database URL without its password (the node's own ABLATION_DATABASE_URL is used where it
+    has one, see `node_env`)."""
     keep = ("ABLATION_", "TF_", "KERAS_", "XLA_", "PYTHONUNBUFFERED", "OMP_NUM_THREADS")
-    return {k: v for k, v in env.items()
-            if (k in NAMES or k.startswith(keep)) and k != "CUDA_VISIBLE_DEVICES"}
+    out = {k: v for k, v in env.items()
+           if (k in NAMES or k.startswith(keep)) and k != "CUDA_VISIBLE_DEVICES"
+           and k not in SECRET_NAMES}
+    if "ABLATION_DATABASE_URL" in out:
+        out["ABLATION_DATABASE_URL"] = without_password(out["ABLATION_DATABASE_URL"])
+    return out
+
+
+def without_password(url: str) -> str:
+    """The URL with its password taken out (as SQLAlchemy parses it); unchanged if it has none."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return url if parsed.password is None else parsed._replace(password=None).render_as_string(
+        hide_password=False)
+
+
+def node_env(node: dict[str, str], sent: dict[str, str]) -> dict[str, str]:
+    """The training process's environment on a node: the node's own, our settings over it, but
+    the node's database URL where it has one (it carries the password; the one sent has none)."""
+    out = {**node, **sent}
+    if node.get("ABLATION_DATABASE_URL"):
+        out["ABLATION_DATABASE_URL"] = node["ABLATION_DATABASE_URL"]
+    return out
 
 
 def train_in_task(run_id: int, worker_id: str, env: dict[str, str], log_path: str, cwd: str,
@@ -251,10 +279,10 @@ def train_in_task(run_id: int, worker_id: str, env: dict[str, str], log_path: st
         import ray
 
         slot = task_slot([str(g) for g in ray.get_gpu_ids()], runs_per_gpu, gpu_memory)
-        base = dict(os.environ)
+        node = dict(os.environ)
         if "OMP_NUM_THREADS" not in env:  # Ray sets it to 1 for tasks; a local run has no limit
-            base.pop("OMP_NUM_THREADS", None)
-        base.update(env)
+            node.pop("OMP_NUM_THREADS", None)
+        base = node_env(node, env)
         run_env = child_env(slot, None, None, base=base)  # the local worker's, for this node
         _record_placement(run_env, run_id, worker_id, socket.gethostname(), slot.device)
         cmd = [sys.executable, "-m", "cnn_ablation", "execute", str(run_id),
