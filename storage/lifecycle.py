@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Update, delete, insert, select, update
+from sqlalchemy import CursorResult, Engine, Update, case, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from storage.clock import db_now
@@ -171,13 +171,23 @@ def finish(engine: Engine, run_id: int, status: RunStatus | str, *,
         return _changed(session, stmt.values(**values)) == 1
 
 
-def requeue(engine: Engine, run_id: int, worker_id: str, checkpoint_path: str,
+def requeue(engine: Engine, run_id: int, worker_id: str, checkpoint_path: str | None,
             resume_epoch: int, note: str) -> bool:
     """A running run goes back to the queue with a checkpoint after `resume_epoch` epochs (its
-    worker is stopping); the next worker resumes it. False if the run was no longer ours."""
+    worker is stopping); the next worker resumes it. False if the run was no longer ours.
+
+    A cancel asked for meanwhile wins, in the same statement: the run ends `cancelled` (its
+    finished epochs kept) instead of waiting in the queue forever, which no worker claims and
+    no Cancel button touches (both skip a queued run with `cancel_requested`)."""
+    cancelled = RunRow.cancel_requested.is_(True)
     stmt = update(RunRow).where(_mine(run_id, worker_id)).values(
-        status=RunStatus.QUEUED.value, worker_id=None, pid=None, host=None, device=None,
-        heartbeat_at=None, progress_at=None, phase=None, checkpoint_path=checkpoint_path,
+        status=case((cancelled, RunStatus.CANCELLED.value), else_=RunStatus.QUEUED.value),
+        finished_at=case((cancelled, db_now()), else_=None),
+        error=case((cancelled, "cancelled while it went back to the queue (its finished "
+                               "epochs are kept)"), else_=RunRow.error),
+        worker_id=None, pid=None, host=None, device=None,
+        heartbeat_at=None, progress_at=None, phase=None,
+        checkpoint_path=case((cancelled, None), else_=checkpoint_path),
         resume_epoch=resume_epoch, notes=_appended(note))
     with session_scope(engine) as session:
         return _changed(session, stmt) == 1

@@ -199,3 +199,33 @@ def test_a_run_requeued_with_a_checkpoint_this_host_lacks_fails_saying_so_keepin
     assert epochs_frame(engine, [run_id]).equals(before)  # the one training, untouched
     assert "resumed at epoch" not in (run.notes or "")
     assert find_run(engine, after).status == "completed"  # the worker carried on
+
+
+def test_a_run_whose_process_cannot_start_is_failed_saying_why_never_left_running(
+        engine, home, workers):
+    """The worker's logs folder removed under it: the next run still starts (the folder is made
+    again). Then `logs` is a file, so no run's log can be opened and no process starts: each
+    claimed run fails at once naming the error, instead of sitting `running` with no process
+    for as long as the worker lives."""
+    import shutil
+
+    from storage.workers import live_workers
+
+    worker = workers()
+    wait_for(lambda: len(live_workers(engine, 60.0)), timeout=120, what="the worker to register")
+    shutil.rmtree(home / "logs")
+    (first,) = submit(engine, [QUICK])
+    run = wait_for(lambda: (r := find_run(engine, first)).status not in ("queued", "running")
+                   and r, timeout=300, what="the run after its logs folder was removed")
+    assert run.status == "completed", run.error
+    shutil.rmtree(home / "logs")
+    (home / "logs").write_text("not a folder")
+    second, third = submit(engine, [QUICK, QUICK])
+    for run_id in (second, third):
+        run = wait_for(lambda run_id=run_id: (r := find_run(engine, run_id)).status
+                       not in ("queued", "running") and r, timeout=120,
+                       what="the run whose process cannot start to end")
+        assert run.status == "failed" and run.pid is None
+        assert run.error.startswith("the training process could not be started on ")
+        assert "FileExistsError" in run.error or "NotADirectoryError" in run.error, run.error
+    assert worker.poll() is None  # the worker lives on

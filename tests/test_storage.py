@@ -123,6 +123,21 @@ def test_another_worker_cannot_finish_or_requeue_a_run_it_does_not_own(engine):
     assert lifecycle.claim(engine, "next", "h", "cpu", 5.0).checkpoint_path == "/x.keras"
 
 
+def test_a_run_cancelled_while_it_goes_back_to_the_queue_ends_cancelled_not_queued(engine):
+    """Cancel lands between the worker's stop and the requeue: the requeue resolves both in one
+    statement, so the run ends `cancelled` (its epochs kept, no checkpoint to resume) instead of
+    waiting in the queue forever, claimed by no worker and skipped by every Cancel."""
+    (run_id, other) = submit(engine, [QUICK, QUICK])
+    lifecycle.claim(engine, "owner", "h", "cpu", 5.0)
+    lifecycle.record_epoch(engine, run_id, "owner", 1, {"loss": 1.0}, 1.0)
+    assert lifecycle.request_cancel(engine, run_id) == RunStatus.RUNNING  # after this epoch
+    assert lifecycle.requeue(engine, run_id, "owner", "/x.keras", 1, "worker stopped")
+    run = find_run(engine, run_id)
+    assert run.status == RunStatus.CANCELLED and run.finished_at is not None
+    assert run.checkpoint_path is None and "cancelled while it went back" in run.error
+    assert lifecycle.claim(engine, "next", "h", "cpu", 5.0).id == other  # not the cancelled one
+
+
 def test_a_running_run_cannot_be_deleted_a_finished_one_can(engine):
     (run_id,) = submit(engine, [QUICK])
     lifecycle.claim(engine, "w", "h", "cpu", 5.0)

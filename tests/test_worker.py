@@ -217,3 +217,35 @@ def test_a_worker_run_samples_steps_writes_tensorboard_files_and_delete_removes_
     assert set(removed) == {log_file, tensorboard}
     assert not log_file.exists() and not tensorboard.exists() and find_run(engine, run_id) is None
     assert step_rows(engine, [run_id]) == []
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """The process has a handler for SIGTERM (bit 15 of SigCgt in /proc/PID/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(line for line in status if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def test_sigterm_while_the_training_process_starts_puts_the_run_back_in_the_queue(engine, home):
+    """The worker stops (SIGTERM to its children) while a child is still importing TensorFlow:
+    the run goes back to the queue instead of failing as "killed by signal SIGTERM"."""
+    from tests.support import ROOT
+
+    (run_id,) = submit(engine, [QUICK])
+    lifecycle.claim(engine, "w-start", "h", "cpu", 60.0)
+    register_worker(engine, "w-start", "h", os.getpid(), "cpu")
+    env = {**os.environ, "ABLATION_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "cnn_ablation", "execute", str(run_id)],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wait_for(lambda: _catches_sigterm(child.pid), timeout=60,
+             what="the training process's first line (its SIGTERM handler)")
+    child.send_signal(signal.SIGTERM)  # long before TensorFlow is imported
+    out = child.communicate(timeout=300)[0].decode(errors="replace")
+    assert child.returncode == 0, out[-3000:]
+    run = find_run(engine, run_id)
+    assert run.status == "queued" and run.worker_id is None, (run.status, run.error)
+    assert "stopped while starting: back in the queue" in run.notes
+    assert epochs_frame(engine, [run_id]).empty

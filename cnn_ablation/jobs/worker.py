@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -151,7 +152,20 @@ class Worker:
         env = child_env(slot, self.url, self.interval)
         # One log per run, named so that it can never be another run's (a resumed run appends).
         log_path = run.log_path or str(self.logs / f"run-{run.id}-{uuid.uuid4().hex[:8]}.log")
-        process = self.launch(run, slot, env, log_path)
+        try:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)  # removed meanwhile
+            process = self.launch(run, slot, env, log_path)
+        except OSError as exc:  # no log file, no process (EMFILE, EAGAIN, ENOSPC, ...)
+            # The run is claimed and no process will ever beat for it: fail it now, saying
+            # why, rather than leave it `running` for as long as this worker lives.
+            reason = (f"the training process could not be started on {self.host}: "
+                      f"{type(exc).__name__}: {exc}")
+            log.error("run %s: %s", run.id, reason)
+            lifecycle.finish(self.engine, run.id, RunStatus.FAILED, worker_id=self.id,
+                             error=reason)
+            if is_disk_full(exc):
+                self.disk_full = True
+            return
         slot.child = Child(process, run.id, log_path)
         lifecycle.attach_process(self.engine, run.id, self.id, process.pid or 0, log_path)
         log.info("run %s: started on %s (pid %s)", run.id, slot.device, process.pid)

@@ -246,6 +246,11 @@ def _ended_early(engine: Engine, run: Run, worker_id: str, model: keras.Model,
         model.save(path)
         if lifecycle.requeue(engine, run.id, worker_id, str(path), epochs,
                              f"{outcome.reason}: checkpoint saved, back in the queue"):
+            now = runs.find_run(engine, run.id)
+            if now is not None and now.status == RunStatus.CANCELLED:  # cancelled meanwhile
+                remove_checkpoint(run.id)
+                log.info("run %s: cancelled while going back to the queue", run.id)
+                return RunStatus.CANCELLED
             log.info("run %s: requeued with a checkpoint after epoch %s", run.id, epochs)
             return RunStatus.QUEUED
         return _lost(engine, run.id)
@@ -284,6 +289,14 @@ def execute(engine: Engine, run_id: int, echo: Callable[[str], None] | None = No
     configure_gpus(settings().gpu_memory_mb)
     run = runs.find_run_or_raise(engine, run_id)
     worker_id = run.worker_id or ""
+    if exit_codes.SIGTERM_WHILE_STARTING.is_set() and not own_worker:
+        # the worker stopped while this process was still importing: straight back to the
+        # queue, as it was claimed (its checkpoint, if any, kept for the next worker)
+        if lifecycle.requeue(engine, run_id, worker_id, run.checkpoint_path,
+                             run.resume_epoch or 0, "stopped while starting: back in the queue"):
+            log.info("run %s: SIGTERM while starting; back in the queue", run_id)
+            return runs.find_run_or_raise(engine, run_id).status
+        return _lost(engine, run_id)
     if own_worker:
         workers.register_worker(engine, worker_id, socket.gethostname(), os.getpid(),
                                 "foreground")
