@@ -141,3 +141,25 @@ def print_run(run: Run, epochs: Sequence[dict[str, Any]], as_json: bool = False)
                          float_format=lambda v: f"{v:.4f}"))
     if run.test_accuracy is not None:
         print(f"\n  test      accuracy {run.test_accuracy:.4f}   loss {run.test_loss:.4f}")
+
+
+# --- CSV files for spreadsheets -------------------------------------------------------------------
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell as a spreadsheet should read it: text starting with `= + - @` (or a tab or
+    carriage return) would be run as a formula there (a run named `=HYPERLINK(...)`), so it gets
+    a leading apostrophe, the spreadsheets' own mark for "this is text". Numbers are kept."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_text(frame) -> str:  # type: ignore[no-untyped-def]
+    """`frame.to_csv(index=False)` with every text cell `spreadsheet_safe` (a pandas frame)."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype.kind not in "biufcmM":  # text of any dtype (object, str)
+            safe[column] = safe[column].map(spreadsheet_safe)
+    return safe.to_csv(index=False)

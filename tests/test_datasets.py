@@ -225,3 +225,22 @@ def test_a_folder_edited_after_a_run_trains_its_new_images_and_the_run_says_so(e
     assert (before["used_images"], after["used_images"]) == (8, 11)
     assert (before["train_images"], after["train_images"]) == (8, 11)
     assert before["digest"] and after["digest"] and before["digest"] != after["digest"]
+
+
+def test_a_symlink_inside_an_allowed_folder_may_not_lead_outside_it(home, tmp_path):
+    """A folder under the data roots ($ABLATION_HOME/folders by default) whose class folder is a
+    symlink to images elsewhere is refused naming the link; the same images copied in are read."""
+    outside = tmp_path / "elsewhere"
+    make_folder(outside, [(8, 8)] * 2)
+    root = home / "folders" / "pets"
+    make_folder(root, [(8, 8)] * 2)
+    (root / "train" / "dog").rename(root / "dog-kept")
+    (root / "train" / "dog").symlink_to(outside / "train" / "dog", target_is_directory=True)
+    with pytest.raises(DatasetUnavailable, match=r"train/dog/0.png leads outside .*folders"):
+        datasets.dataset_info(f"folder:{root}")
+    (root / "train" / "dog").unlink()
+    (root / "dog-kept").rename(root / "train" / "dog")
+    assert datasets.dataset_info(f"folder:{root}").train_size == 4
+    # a link that stays inside is fine
+    (root / "train" / "cat" / "0-again.png").symlink_to(root / "train" / "cat" / "0.png")
+    assert datasets.dataset_info(f"folder:{root}").train_size == 5

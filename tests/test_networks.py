@@ -117,6 +117,46 @@ def test_bad_uploads_are_refused_naming_the_problem(home, name, data, field):
     assert refused.value.field == field
 
 
+def zip_of(members: dict[str, int]) -> bytes:
+    """A zip archive with members of that many zero bytes (deflated: a few KB per GB)."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, size in members.items():
+            with archive.open(name, "w", force_zip64=True) as out:
+                for start in range(0, size, 64 * 2**20):
+                    out.write(bytes(min(64 * 2**20, size - start)))
+    return buffer.getvalue()
+
+
+def test_a_keras_archive_that_would_inflate_is_refused_from_its_directory_naming_the_limit(home):
+    """A 1.5 MB `.keras` whose config.json inflates to 1.5 GB (the probe took 52 s and 3.8 GB
+    before) is refused at upload from the zip's directory alone, nothing unpacked; so is one
+    member packed 1,000:1; a file put in the networks folder by hand is checked before the probe
+    starts Keras. Nothing is stored."""
+    bomb = zip_of({"config.json": 1536 * 2**20, "metadata.json": 10})
+    assert len(bomb) < 8 * 2**20  # (1.5 MB at zlib's level 9; level 1 is quicker to make)
+    with pytest.raises(ConfigError, match=r"unpacks to 1,536 MB.*at most 256 MB"):
+        networks.add_file("bomb.keras", bomb)
+    packed = zip_of({"config.json": 8 * 2**20})
+    with pytest.raises(ConfigError, match=r"config.json: .* unpacking to 8,388,608.*100 times"):
+        networks.add_file("packed.keras", packed)
+    assert not (networks.networks_dir() / "bomb.keras").exists()
+    (networks.networks_dir()).mkdir(parents=True, exist_ok=True)
+    (networks.networks_dir() / "bomb.keras").write_bytes(bomb)  # by hand, past the upload
+    (net,) = [n for n in networks.list_networks() if n.kind == "file"]
+    with pytest.raises(ConfigError, match="at most 256 MB"):
+        networks.probe(net.key, (28, 28, 1), 10)
+
+
+def test_a_folder_named_like_a_network_is_not_one(home, cli):
+    (networks.networks_dir() / "x.keras").mkdir(parents=True)
+    assert [n.kind for n in networks.list_networks()] == ["preset", "preset"]
+    refused = cli("submit", "--network", "x", "--dataset", "synthetic")  # was a traceback
+    assert refused.returncode == 2 and "network: 'x'" in refused.stderr, refused.stderr
+
+
 def test_the_probe_counts_exactly_and_refusals_name_the_problem(home):
     net = networks.add_file("resnet.keras", saved(resnet_like()))
     answer = networks.probe(net.key, (32, 32, 3), 10, bn_off=("b1_bn",))

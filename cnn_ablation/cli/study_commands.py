@@ -137,8 +137,10 @@ def cmd_study_export(args: argparse.Namespace) -> int:
     result = study_results.results(engine, view, args.metric)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result["runs"].to_csv(out / f"study-{view.id}-runs.csv", index=False)
-    result["summary"].to_csv(out / f"study-{view.id}-cells.csv", index=False)
+    from cnn_ablation.run_report import csv_text
+
+    (out / f"study-{view.id}-runs.csv").write_text(csv_text(result["runs"]))
+    (out / f"study-{view.id}-cells.csv").write_text(csv_text(result["summary"]))
     print(f"wrote {out / f'study-{view.id}-runs.csv'} and {out / f'study-{view.id}-cells.csv'}")
     return 0
 

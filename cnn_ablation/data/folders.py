@@ -140,6 +140,27 @@ def _digest(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def allowed_area(root: Path) -> list[Path]:
+    """Where a folder dataset's files may lie, symlinks resolved: the data roots
+    (ABLATION_DATA_ROOTS) that hold the folder, or, for a folder outside them (named on the
+    command line by the machine's operator), the folder itself."""
+    real = root.resolve()
+    holding = [r.resolve() for r in settings().data_roots if real.is_relative_to(r.resolve())]
+    return holding or [real]
+
+
+def _check_inside(root: Path, files: list[Path]) -> None:
+    """Refuse a dataset whose files lead (through symlinks) outside `allowed_area`: a folder
+    accepted under a data root must not read what lies beyond it."""
+    area = allowed_area(root)
+    for path in files:
+        real = path.resolve()
+        if not any(real.is_relative_to(a) for a in area):
+            raise DatasetUnavailable(
+                f"folder dataset {_shown(root)}: {_shown(path.relative_to(root))} leads outside "
+                f"{', '.join(_shown(a) for a in area)} (a symlink); only files under it are read")
+
+
 def folder_scan(root: Path, image_size):
     """The folder's DatasetInfo and its files per class and split, or DatasetUnavailable saying
     what is wrong: no images, fewer than 2 classes, classes that differ between train/ and
@@ -166,6 +187,7 @@ def folder_scan(root: Path, image_size):
     train = {c: train[c] for c in classes}
     test = {c: test[c] for c in classes}
     files = [path for split in (train, test) for c in classes for path in split[c]]
+    _check_inside(root, files)
     digest, (sizes, color) = _image_facts(root, files, settings().max_image_side)
     h, w = image_size or collections.Counter(dict(sizes)).most_common(1)[0][0]
     info = DatasetInfo(f"folder:{root}", (h, w, 3 if color else 1), classes,

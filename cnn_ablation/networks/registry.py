@@ -24,6 +24,10 @@ from cnn_ablation.config import ConfigError
 from cnn_ablation.settings import settings
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a .keras file this small network family fits easily
+# What a .keras archive may unpack to, checked member by member before Keras opens it: a 1.6 MB
+# file whose config.json inflated to 1.5 GB took 52 s and 3.8 GB of memory to probe.
+MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+MAX_RATIO = 100  # a member may unpack to at most this many times its packed size (past 1 MB)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 _MODULE_FUNC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*:[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -70,10 +74,53 @@ def add_file(name: str, data: bytes) -> Network:
                           f"a .keras file of 1 byte to {MAX_UPLOAD_BYTES // 2**20} MB")
     if not data.startswith(b"PK"):  # a .keras file is a zip archive
         raise ConfigError("network", name, "a Keras 3 `.keras` file (model.save('x.keras'))")
+    check_archive(name, data)
     networks_dir().mkdir(parents=True, exist_ok=True)
     (networks_dir() / f"{stem}.keras").write_bytes(data)
     _store(data)
     return Network(f"file:{stem}@{_digest(data)}", stem, "file", _store(data))
+
+
+def check_archive(name: str, data: bytes) -> None:
+    """Refuse a `.keras` archive that is not a zip, or whose members would unpack past
+    MAX_UNPACKED_BYTES in all or past MAX_RATIO times their packed size, from its directory
+    alone (nothing is unpacked): a decompression bomb is refused in milliseconds."""
+    import io
+    import zipfile
+
+    try:
+        members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise ConfigError("network", name, "a Keras 3 `.keras` file (a zip archive; this one "
+                          f"cannot be read: {exc})") from exc
+    total = sum(m.file_size for m in members)
+    if total > MAX_UNPACKED_BYTES:
+        raise ConfigError("network", f"{name} (unpacks to {total / 2**20:,.0f} MB)",
+                          f"a .keras file that unpacks to at most {MAX_UNPACKED_BYTES // 2**20} "
+                          "MB")
+    for m in members:
+        if m.file_size > 2**20 and m.file_size > MAX_RATIO * max(m.compress_size, 1):
+            raise ConfigError("network", f"{name} ({m.filename}: {m.compress_size:,} bytes "
+                              f"unpacking to {m.file_size:,})", "a .keras file whose members "
+                              f"unpack to at most {MAX_RATIO} times their packed size")
+
+
+_LISTED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> digest
+
+
+def _listed_digest(path: Path, size: int, mtime_ns: int) -> str | None:
+    """The file's digest, read and hashed once per (path, size, modification time), with its
+    content-addressed copy made then: a page listing networks on every render reads nothing."""
+    key = (str(path), size, mtime_ns)
+    digest = _LISTED.get(key)
+    if digest is None:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        _store(data)
+        digest = _LISTED[key] = _digest(data)
+    return digest
 
 
 def list_networks() -> list[Network]:
@@ -83,9 +130,16 @@ def list_networks() -> list[Network]:
     folder = networks_dir()
     if folder.is_dir():
         for path in sorted(folder.glob("*.keras")):
-            data = path.read_bytes()
-            found.append(Network(f"file:{path.stem}@{_digest(data)}", path.stem, "file",
-                                 _store(data)))
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            if not path.is_file():  # a folder named x.keras is not a network
+                continue
+            digest = _listed_digest(path, stat.st_size, stat.st_mtime_ns)
+            if digest is not None:
+                found.append(Network(f"file:{path.stem}@{digest}", path.stem, "file",
+                                     networks_dir() / ".store" / f"{digest}.keras"))
     for directory in settings().network_paths:
         for source in sorted(directory.glob("*.py")):
             text = source.read_text(errors="replace")
@@ -162,6 +216,9 @@ def probe(key: str, shape: tuple[int, int, int], classes: int, bn_off: tuple[str
     cache = networks_dir() / ".cache" / f"{_digest(json.dumps(args).encode())}.json"
     if cache.exists():
         return json.loads(cache.read_text())
+    network = resolve(key)
+    if network.kind == "file" and network.path is not None:
+        check_archive(network.title + ".keras", network.path.read_bytes())
     done = subprocess.run([sys.executable, "-m", "cnn_ablation.networks.probe", *args],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"})
@@ -170,7 +227,8 @@ def probe(key: str, shape: tuple[int, int, int], classes: int, bn_off: tuple[str
         raise ConfigError("network", key, "a network Keras can load here (the probe failed: "
                           f"{(done.stderr.strip().splitlines() or ['no output'])[-1][:300]})")
     answer = json.loads(lines[-1])
-    if answer.get("ok"):
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(answer))
+    # cached by content either way: a network Keras refuses is refused again at once, not
+    # probed again on every rerun of the page
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(answer))
     return answer

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cnn_ablation.jobs.liveness import reap_lost_runs
 from cnn_ablation.jobs.worker import ensure_local_worker
-from cnn_ablation.run_report import duration_s, epoch_progress, format_duration
+from cnn_ablation.run_report import csv_text, duration_s, epoch_progress, format_duration
 from cnn_ablation.run_report import pct as report_pct
 from cnn_ablation.settings import database_error, settings, shown_url, storage_problem
 from cnn_ablation.ui.figures import ChartOptions
@@ -349,4 +349,4 @@ def epochs_csv(epochs: pd.DataFrame, runs: list[dict]) -> str:
         "started_at": [iso_time(r.get("started_at")) for r in runs],
         "finished_at": [iso_time(r.get("finished_at")) for r in runs],
     })
-    return named.merge(epochs.astype({"run_id": "int64"}), on="run_id").to_csv(index=False)
+    return csv_text(named.merge(epochs.astype({"run_id": "int64"}), on="run_id"))

@@ -227,8 +227,16 @@ def lazy_expander(label: str, key: str) -> Any:
 
 
 def log_tail(path: str | None, lines: int = 200) -> str | None:
-    """The last `lines` lines of a run's log (at most LOG_TAIL_BYTES read); None if unreadable."""
+    """The last `lines` lines of a run's log (at most LOG_TAIL_BYTES read); None if unreadable,
+    or if the path the database holds is not a file under `$ABLATION_HOME/logs` (symlinks
+    resolved): a row pointing at /proc/self/environ must not show the dashboard's environment."""
     if not path:
+        return None
+    logs = (settings().home / "logs").resolve()
+    try:
+        if not Path(path).resolve().is_relative_to(logs):
+            return None
+    except (OSError, RuntimeError):
         return None
     try:
         with open(path, "rb") as log:

@@ -12,6 +12,7 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from cnn_ablation.config import METRICS
+from cnn_ablation.run_report import csv_text
 from cnn_ablation.studies import estimate as study_estimate
 from cnn_ablation.studies import estimators, words
 from cnn_ablation.studies import grid as study_grid
@@ -189,7 +190,7 @@ def show_study(engine: Engine, study_id: int, adaptive_going: bool) -> None:
                                file_name=f"{stem}-{suffix}", mime=mime, key=key,
                                on_click="ignore")
     c = st.columns(4)
-    c[0].download_button("Runs (CSV)", result["runs"].to_csv(index=False),
+    c[0].download_button("Runs (CSV)", csv_text(result["runs"]),
                          file_name=f"{stem}-runs.csv", key="dl_runs", on_click="ignore")
-    c[1].download_button("Cells (CSV)", result["summary"].to_csv(index=False),
+    c[1].download_button("Cells (CSV)", csv_text(result["summary"]),
                          file_name=f"{stem}-cells.csv", key="dl_cells", on_click="ignore")
