@@ -156,7 +156,7 @@ def spreadsheet_safe(value: object) -> object:
     return value
 
 
-def csv_text(frame) -> str:  # type: ignore[no-untyped-def]
+def csv_text(frame: Any) -> str:
     """`frame.to_csv(index=False)` with every text cell `spreadsheet_safe` (a pandas frame)."""
     safe = frame.copy()
     for column in safe.columns:
