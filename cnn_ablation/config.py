@@ -24,6 +24,8 @@ LAYER_NAME = re.compile(r"^[A-Za-z0-9_./-]{1,120}$")
 MAX_SEEDS = 50  # seeds per variant or study cell: enough for a tight interval, bounded queue
 MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
 MAX_NAME = 200  # characters in a run or study name
+MAX_SYNTHETIC = 1_000_000  # synthetic:N images (32x32x3 uint8: 3 GB at most, generated in memory)
+MAX_LEARNING_RATE = 10.0  # Adam's steps past this diverge at once: a typo, not a setting
 MIN_IMAGE_SIDE = 4
 # What a study can be judged on: one number per run, with its label in tables and plots.
 # "best": the highest validation accuracy over epochs, the epoch chosen after seeing it, so it
@@ -129,15 +131,17 @@ class RunConfig:
             )
         if self.dataset.startswith("synthetic:"):
             size = self.dataset.split(":", 1)[1]
-            if not size.isdigit() or int(size) < 10:
-                raise ConfigError("dataset", self.dataset, "synthetic:N with N >= 10 images")
+            if not size.isdigit() or not 10 <= int(size) <= MAX_SYNTHETIC:
+                raise ConfigError("dataset", self.dataset,
+                                  f"synthetic:N with 10 <= N <= {MAX_SYNTHETIC:,} images")
         self._check_number("dropout", self.dropout, 0.0, 1.0, "a number in [0, 1)", float)
         max_epochs = settings().max_epochs
         self._check_int("epochs", self.epochs, 1,
                         f"a whole number >= 1 and <= {max_epochs} (ABLATION_MAX_EPOCHS)", max_epochs)
         self._check_int("batch_size", self.batch_size, 1, "a whole number >= 1")
-        if not _is_number(self.learning_rate) or not (0 < self.learning_rate < math.inf):
-            raise ConfigError("learning_rate", self.learning_rate, "a number > 0")
+        if not _is_number(self.learning_rate) or not 0 < self.learning_rate <= MAX_LEARNING_RATE:
+            raise ConfigError("learning_rate", self.learning_rate,
+                              f"a number > 0 and <= {MAX_LEARNING_RATE:g}")
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
         self._check_int("seed", self.seed, 0, f"a whole number >= 0 and <= {MAX_SEED}", MAX_SEED)
         self._check_number("val_split", self.val_split, 0.0, 1.0, "a number in [0, 1)", float)

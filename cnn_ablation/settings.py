@@ -38,6 +38,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ABLATION_GPU_MEMORY_MB", None,
              "a training process's GPU memory limit (set by a worker sharing a GPU between runs)"),
     Variable("ABLATION_MAX_EPOCHS", "1000", "the most epochs one run may ask for"),
+    Variable("ABLATION_MAX_STUDY_RUNS", "5000", "the most runs one study may ask for (cells x "
+             "seeds, or cells x max seeds with adaptive seeds)"),
     Variable("ABLATION_MAX_IMAGE_SIDE", "1024",
              "the largest image side (pixels) a folder dataset may hold or be resized to"),
     Variable("ABLATION_ADDRESS", "127.0.0.1",
@@ -83,6 +85,7 @@ class Settings:
     visible_gpus: tuple[str, ...] | None  # None: not restricted by CUDA_VISIBLE_DEVICES
     no_progress_s: float
     max_epochs: int
+    max_study_runs: int
     max_image_side: int
     address: str
     password: str | None
@@ -161,6 +164,7 @@ def _parse(values: dict[str, str | None]) -> Settings:
         visible_gpus=gpus,
         no_progress_s=_positive("ABLATION_NO_PROGRESS_SECONDS", get("ABLATION_NO_PROGRESS_SECONDS")),
         max_epochs=_whole("ABLATION_MAX_EPOCHS", get("ABLATION_MAX_EPOCHS")),
+        max_study_runs=_whole("ABLATION_MAX_STUDY_RUNS", get("ABLATION_MAX_STUDY_RUNS")),
         max_image_side=_whole("ABLATION_MAX_IMAGE_SIDE", get("ABLATION_MAX_IMAGE_SIDE")),
         address=get("ABLATION_ADDRESS"),
         password=values.get("ABLATION_PASSWORD") or None,
@@ -266,8 +270,12 @@ def storage_problem(s: Settings | None = None) -> SettingsError | None:
         return SettingsError(var, shown, f"a URL whose driver is installed here ({url.drivername}: "
                                          f"{_first_line(exc)}; install it, or name one that is, "
                                          "e.g. postgresql+psycopg://...)")
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-            and not url.query.get("uri"):
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        # each process would get its own empty database that vanishes when it exits: a run
+        # queued there is never seen by a worker, and the command still said "queued"
+        return SettingsError(var, shown, "a database that outlives this process: a SQLite file "
+                                         "(sqlite:////path/to/ablation.db), not an in-memory one")
+    if url.get_backend_name() == "sqlite" and not url.query.get("uri"):
         problem = _sqlite_problem(str(url.database))
         if problem:
             value = str(s.home) if var == "ABLATION_HOME" else shown

@@ -114,7 +114,7 @@ def test_bad_labels_exit_2_naming_the_field_and_change_nothing(home, cli, flags,
 def test_label_of_a_missing_run_and_bad_input_before_a_database_exists(home, cli):
     result = cli("label", "7", "--tag", "x")
     assert result.returncode == 2 and "run 7 does not exist" in result.stderr
-    (home / "ablation.db").unlink()
+    assert not (home / "ablation.db").exists()  # no empty database left behind for nothing
     result = cli("label", "7", "--tag", "no way")
     assert result.returncode == 2 and "tag: 'no way'" in result.stderr
     assert not (home / "ablation.db").exists()  # refused before the database was opened

@@ -161,3 +161,17 @@ print(sorted(m for m in ("tensorflow", "keras", "matplotlib") if m in sys.module
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_in_one_line(engine, make_run, cli,
+                                                                     tmp_path):
+    view, _ = stored_study(engine, make_run)
+    taken = tmp_path / "a-file"
+    taken.write_text("not a folder")
+    for command, out in (("report", str(taken)), ("export", "/proc/x")):
+        refused = cli("study", command, str(view.id), "--out", out)
+        assert refused.returncode == 2, refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: out: '{out}' is not allowed; "
+                                                       "allowed: a folder this user can write")
+        assert "Traceback" not in refused.stderr

@@ -286,6 +286,10 @@ def test_a_pasted_link_restores_the_run_and_filters_on_every_load(home, engine, 
     at.query_params["run"] = "nine"
     at.run()
     assert any("run: 'nine' is not allowed" in e.value for e in at.error)
+    at.query_params["run"] = "999"  # a run that does not exist: said, not silently replaced
+    at.run()
+    assert any("Run #999 does not exist here" in w.value for w in at.warning)
+    assert at.session_state["run_choice"] == c
 
 
 def test_rename_tag_and_note_a_run_and_refuse_a_bad_tag(home, engine, make_run):

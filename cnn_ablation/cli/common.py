@@ -117,6 +117,27 @@ def quiet_keras_import() -> None:
         os.close(saved)
 
 
+def open_existing_engine(what: str) -> Engine:
+    """The database for a command that needs a run or study already there (show, cancel,
+    retry, delete, label, study ...): a SQLite file that does not exist yet is not made (an
+    empty database would be left behind for nothing); NotFound (exit 2) says so."""
+    from sqlalchemy.engine import make_url
+
+    from storage.records import NotFound
+
+    current = settings()
+    try:
+        url = make_url(current.database_url)
+    except Exception:  # refused with its variable named by open_engine
+        return open_engine()
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
+            and not os.path.exists(url.database):
+        raise NotFound(f"{what} does not exist: there is no database at {url.database} yet "
+                       "(ABLATION_HOME / ABLATION_DATABASE_URL); runs and studies are made by "
+                       "submit, train or study create")
+    return open_engine()
+
+
 def open_engine() -> Engine:
     """The database (made on first use). A home or URL that cannot be used is refused first,
     naming the variable (SettingsError, exit 2): commands validate their input before calling

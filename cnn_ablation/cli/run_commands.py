@@ -10,7 +10,12 @@ import socket
 import sys
 
 from cnn_ablation.architecture import PRESETS
-from cnn_ablation.cli.common import config_from_args, open_engine, quiet_keras_import
+from cnn_ablation.cli.common import (
+    config_from_args,
+    open_engine,
+    open_existing_engine,
+    quiet_keras_import,
+)
 from cnn_ablation.settings import settings
 
 
@@ -165,7 +170,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from cnn_ablation.run_report import print_run
     from storage import curves, runs
 
-    engine = open_engine()
+    engine = open_existing_engine(f"run {args.run_id}")
     reap_lost_runs(engine)
     run = runs.find_run_or_raise(engine, args.run_id)
     print_run(run, curves.epoch_rows(engine, [run.id]), as_json=args.json)
@@ -175,7 +180,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from storage import lifecycle
 
-    status = lifecycle.request_cancel(open_engine(), args.run_id, now=args.now)
+    status = lifecycle.request_cancel(open_existing_engine(f"run {args.run_id}"), args.run_id, now=args.now)
     running = ("stopping now; the partial epoch is not kept" if args.now else
                "stopping after its current epoch, which is kept (--now stops at once)")
     word = {"cancelled": "cancelled (it had not started)", "running": running}
@@ -186,7 +191,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     from cnn_ablation.jobs.launch import retry
 
-    print(retry(open_engine(), args.run_id))
+    print(retry(open_existing_engine(f"run {args.run_id}"), args.run_id))
     return 0
 
 
@@ -194,7 +199,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     from cnn_ablation.jobs.launch import delete_runs
 
     try:
-        removed = delete_runs(open_engine(), [args.run_id])
+        removed = delete_runs(open_existing_engine(f"run {args.run_id}"), [args.run_id])
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -213,7 +218,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         added, removed = runs.check_tags(args.tag or []), runs.check_tags(args.untag or [])
         if args.comment is not None:
             runs.check_comment(args.comment)
-        engine = open_engine()
+        engine = open_existing_engine(f"run {args.run_id}")
         run = runs.find_run_or_raise(engine, args.run_id)
         tags = None
         if added or removed:

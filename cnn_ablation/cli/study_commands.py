@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from cnn_ablation.cli.common import config_from_args, open_engine
+from cnn_ablation.cli.common import config_from_args, open_engine, open_existing_engine
 from cnn_ablation.config import ConfigError
 from cnn_ablation.studies.factors import parse_factor
 
@@ -54,6 +56,18 @@ def _adaptive_rule(args: argparse.Namespace) -> AdaptiveRule | None:
                                                else "final_val_accuracy"))
 
 
+@contextlib.contextmanager
+def writable_folder(out: Path) -> Iterator[None]:
+    """`--out` refused as a ConfigError (exit 2, one line) when its files cannot be written
+    there: an existing file, /proc, a folder this user may not write."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError("out", str(out), "a folder this user can write (here: "
+                          f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''})"
+                          ) from exc
+
+
 # --- study commands -------------------------------------------------------------------------------
 def cmd_study_create(args: argparse.Namespace) -> int:
     from cnn_ablation.config import check_name
@@ -66,6 +80,9 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     base = config_from_args(args)
     rule = _adaptive_rule(args)
     judging = {"metric": args.metric or "", "smallest_effect": args.smallest_pp / 100}
+    if args.study_preset and args.factor:
+        raise ConfigError("factor", " ".join(args.factor), "nothing with --study-preset (a "
+                          "preset brings its own factors): drop one of the two")
     if args.study_preset:
         spec = replace(study_preset(args.study_preset, base, args.seeds, rule), **judging)
     else:
@@ -116,7 +133,7 @@ def _study(args: argparse.Namespace) -> tuple[Engine, StudyView]:
     """The engine and the study `args.study_id` (StudyNotFound, exit 2, if there is none)."""
     from cnn_ablation.studies import grid as study_grid
 
-    engine = open_engine()
+    engine = open_existing_engine(f"study {args.study_id}")
     return engine, study_grid.load(engine, args.study_id)
 
 
@@ -135,12 +152,13 @@ def cmd_study_export(args: argparse.Namespace) -> int:
 
     engine, view = _study(args)
     result = study_results.results(engine, view, args.metric)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     from cnn_ablation.run_report import csv_text
 
-    (out / f"study-{view.id}-runs.csv").write_text(csv_text(result["runs"]))
-    (out / f"study-{view.id}-cells.csv").write_text(csv_text(result["summary"]))
+    out = Path(args.out)
+    with writable_folder(out):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"study-{view.id}-runs.csv").write_text(csv_text(result["runs"]))
+        (out / f"study-{view.id}-cells.csv").write_text(csv_text(result["summary"]))
     print(f"wrote {out / f'study-{view.id}-runs.csv'} and {out / f'study-{view.id}-cells.csv'}")
     return 0
 
@@ -152,7 +170,9 @@ def cmd_study_report(args: argparse.Namespace) -> int:
 
     engine, view = _study(args)
     result = study_results.results(engine, view, args.metric, power_pp=args.power_pp)
-    for path in write_report(Path(args.out), view, result):
+    with writable_folder(Path(args.out)):
+        written = write_report(Path(args.out), view, result)
+    for path in written:
         print(f"wrote {path}")
     print(words.status_line(result))
     return 0

@@ -118,6 +118,12 @@ def make_slots(gpus: str = "all", runs_per_device: int = 1,
         ids = [g.strip() for g in gpus.split(",")]
         if not ids or not all(g.isdigit() for g in ids):
             raise ValueError(f"--gpus: {gpus!r} is not allowed; allowed: all | none | 0,1,...")
+        found = detect_gpus()
+        missing = [g for g in ids if g not in found]
+        if missing and all(f.isdigit() for f in found):  # (UUIDs in CUDA_VISIBLE_DEVICES: trust)
+            here = ", ".join(found) if found else "none: no GPU found here, use --gpus none"
+            raise ValueError(f"--gpus: {gpus!r} is not allowed; allowed: GPUs found here "
+                             f"({here})")
     k = runs_per_device
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 16:
         raise ValueError(f"--runs-per-gpu: {k!r} is not allowed; allowed: a whole number 1..16")

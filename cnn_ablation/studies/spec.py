@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cnn_ablation.architecture import PRESETS
 from cnn_ablation.config import METRICS, ConfigError, RunConfig, check_seed_count
+from cnn_ablation.settings import settings
 from cnn_ablation.studies.adaptive_rule import AdaptiveRule
 from cnn_ablation.studies.chapter_network import apply_switches, chapter_factors
 from cnn_ablation.studies.factors import layer_factor, level_text
@@ -73,8 +75,31 @@ class StudySpec:
         if self.adaptive is not None and self.adaptive.max_seeds < self.seeds:
             raise ConfigError("max seeds", self.adaptive.max_seeds,
                               f"a whole number >= the starting seeds per cell ({self.seeds})")
+        self._check_size()
         self._check_metric()
         self._check_labels()
+
+    def cell_count(self) -> int:
+        """How many cells the design makes, counted without building them (duplicates that
+        collapse into one config counted apart: an upper bound)."""
+        sizes = [len(levels) for levels in self.factors.values()]
+        if not sizes:
+            design = 0
+        elif self.design == "full":
+            design = math.prod(sizes)
+        else:
+            design = 1 + sum(n - 1 for n in sizes)
+        return design + len(self.extra_cells)
+
+    def _check_size(self) -> None:
+        """A typo must not queue a day of runs: at most ABLATION_MAX_STUDY_RUNS, checked before
+        any cell is built (20 two-level factors are a million cells)."""
+        limit = settings().max_study_runs
+        seeds = self.adaptive.max_seeds if self.adaptive else self.seeds
+        cells = self.cell_count()
+        if cells * seeds > limit:
+            raise ConfigError("factors", f"{cells:,} cells x {seeds} seeds = {cells * seeds:,} runs",
+                              f"a study of at most {limit:,} runs (ABLATION_MAX_STUDY_RUNS)")
 
     def check_new(self) -> None:
         """What a new study must satisfy beyond what a stored one must (ConfigError naming the

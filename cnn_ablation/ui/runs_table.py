@@ -131,6 +131,9 @@ def picked(engine: Engine, listing: RunsPage, filters: RunFilter) -> int | None:
         elsewhere = listings.run_rows(engine, replace(filters, ids=(int(chosen),)))
         records = {**{r["id"]: r for r in elsewhere}, **records}
     if chosen not in records:
+        if chosen is not None and deleted is None:  # a link or a choice that no run answers
+            st.warning(f"Run #{chosen} does not exist here (deleted, or a link from another "
+                       "database); showing the newest run instead.")
         chosen = None if deleted is not None else max(records)
     st.session_state[SELECT] = chosen
     run_id = st.selectbox("Run", list(records), key=SELECT,
