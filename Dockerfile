@@ -15,6 +15,10 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 ENV ABLATION_HOME=/data PYTHONUNBUFFERED=1
+# Not root: a user of its own owns /data (a named volume starts with this folder's owner) and
+# nothing else it could write; the code under /app stays root's, read-only to it.
+RUN useradd --create-home --uid 10001 ablation && mkdir -p /data && chown ablation /data
+USER ablation
 VOLUME /data
 EXPOSE 8501
 # A shell runs the command so that ${ABLATION_ADDRESS:-127.0.0.1} expands; `exec` leaves

@@ -250,3 +250,16 @@ def test_the_gpu_image_installs_the_tensorflow_of_requirements_with_its_cuda_ext
     assert len(extra) == 2
     cuda = re.findall(r"(nvidia-[\w-]+)==([\d.]+)", text)
     assert len(cuda) == 12 and len({name for name, _ in cuda}) == 12
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_the_images_run_as_a_user_of_their_own_who_owns_only_data(name):
+    lines = (ROOT / name).read_text().splitlines()
+    users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    user = users[-1]
+    made = [ln for ln in lines if ln.startswith("RUN useradd")]
+    assert made and f" {user} " in made[0] + " " and f"chown {user} /data" in made[0]
+    at = lines.index(f"USER {user}")
+    assert all(not ln.startswith(("RUN pip", "COPY")) for ln in lines[at:])  # code stays root's
+    assert lines[at + 1:].count("VOLUME /data") == 1  # after the chown: a new volume is its
