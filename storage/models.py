@@ -142,3 +142,6 @@ class WorkerRow(Base):
     started_at: Mapped[float] = mapped_column(Float)
     heartbeat_at: Mapped[float] = mapped_column(Float)
     stopped_at: Mapped[float | None] = mapped_column(Float)
+    # who it is on its own host's terms (see storage.workers.this_host, process_started)
+    host_id: Mapped[str | None] = mapped_column(String(200))
+    process_started_at: Mapped[float | None] = mapped_column(Float)

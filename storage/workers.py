@@ -3,6 +3,8 @@ worker owns each running run (what reaping judges liveness by)."""
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,16 +21,51 @@ if TYPE_CHECKING:
 WORKER_COLUMNS = ["id", "host", "pid", "slots", "started_at", "heartbeat_at"]
 
 
+def this_host() -> str:
+    """This host as a worker names it for others: the machine id (or the hostname where there
+    is none), the boot id and the pid namespace. Two machines with one hostname, a machine after
+    a reboot, two containers on one machine: each a different host, so none judges another's
+    processes by pid."""
+    parts = []
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id", "/proc/sys/kernel/random/boot_id"):
+        try:
+            parts.append(open(path).read().strip()[:40])
+        except OSError:
+            parts.append("")
+    machine = parts[0] or parts[1] or socket.gethostname()
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        namespace = ""
+    return f"{machine}:{parts[2]}:{namespace}"[:200]
+
+
+def process_started(pid: int) -> float | None:
+    """When process `pid` started, on this host's clock (psutil); None if it is not here."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
 def register_worker(engine: Engine, worker_id: str, host: str, pid: int | None, slots: str) -> None:
-    """Insert the worker, or (started by `claim_worker_start`) fill in its pid and slots."""
+    """Insert the worker, or (started by `claim_worker_start`) fill in its pid and slots. The
+    worker registers itself (`pid` is this process), so its host identity and its start time
+    on this host's clock are stored too: liveness compares them with this host's own view."""
     now = db_now()
+    here = host == socket.gethostname()  # (a test may register a worker of another host)
+    host_id = this_host() if here else None
+    started = process_started(pid) if here and pid == os.getpid() else None
     with session_scope(engine) as session:
         row = session.get(WorkerRow, worker_id)
         if row is None:
             session.add(WorkerRow(id=worker_id, host=host, pid=pid, slots=slots, started_at=now,
-                                  heartbeat_at=now))
+                                  heartbeat_at=now, host_id=host_id, process_started_at=started))
         else:
             row.pid, row.slots, row.heartbeat_at, row.stopped_at = pid, slots, now, None
+            row.host_id, row.process_started_at = host_id, started
 
 
 def claim_worker_start(engine: Engine, worker_id: str, host: str, max_age: float) -> bool:
@@ -83,6 +120,8 @@ class RunningRun:
     owner_started_at: float | None
     owner_heartbeat_at: float | None
     owner_stopped_at: float | None
+    owner_host_id: str | None = None
+    owner_process_started_at: float | None = None
 
 
 def running_runs_with_owner(engine: Engine) -> list[RunningRun]:
@@ -91,7 +130,7 @@ def running_runs_with_owner(engine: Engine) -> list[RunningRun]:
     query = select(
         RunRow.id, RunRow.worker_id, RunRow.heartbeat_at, RunRow.heartbeat_interval,
         WorkerRow.host, WorkerRow.pid, WorkerRow.started_at, WorkerRow.heartbeat_at,
-        WorkerRow.stopped_at,
+        WorkerRow.stopped_at, WorkerRow.host_id, WorkerRow.process_started_at,
     ).outerjoin(WorkerRow, WorkerRow.id == RunRow.worker_id).where(
         RunRow.status == RunStatus.RUNNING)
     with session_scope(engine, write=False) as session:

@@ -125,7 +125,7 @@ def test_a_0003_database_gets_tags_comment_and_steps_with_its_runs_kept(tmp_path
         db.execute("INSERT INTO epoch_metrics (run_id, epoch, loss, seconds, recorded_at) "
                    "VALUES (1, 1, 0.5, 1.0, 1.0)")
     engine = get_engine(url)
-    assert HEAD == "0004" and schema_differences(url) == []
+    assert HEAD == "0005" and schema_differences(url) == []
     old = find_run(engine, 1)
     assert (old.name, old.tags, old.comment, old.environment) == ("v3", (), None,
                                                                  {"python": "3.11"})
@@ -136,3 +136,24 @@ def test_a_0003_database_gets_tags_comment_and_steps_with_its_runs_kept(tmp_path
     assert [r["step"] for r in step_rows(engine, [2])] == [1]
     delete_run(engine, 1)  # still cascades after the table rebuild
     assert epochs_frame(engine, [1]).empty
+
+
+def test_a_0004_database_gets_the_workers_host_identity_with_its_workers_kept(tmp_path):
+    """0005 adds workers.host_id and workers.process_started_at; a worker row written before
+    keeps its values (and is judged as before: by hostname and its database-clock start)."""
+    url = f"sqlite:///{tmp_path / 'v4.db'}"
+    engine = get_engine(url)
+    with engine.begin() as conn:  # back to 0004's schema, then a worker row as 0004 wrote it
+        conn.exec_driver_sql("ALTER TABLE workers DROP COLUMN host_id")
+        conn.exec_driver_sql("ALTER TABLE workers DROP COLUMN process_started_at")
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0004'")
+        conn.exec_driver_sql("INSERT INTO workers (id, host, pid, slots, started_at, "
+                             "heartbeat_at) VALUES ('w-old', 'h', 7, 'cpu', 1.0, 2.0)")
+    engine.dispose()
+    get_engine.cache_clear()  # a new process, as far as the engine cache knows: migrate again
+    again = get_engine(url)
+    assert schema_differences(url) == []
+    with again.connect() as conn:
+        row = conn.exec_driver_sql("SELECT id, pid, started_at, host_id, process_started_at "
+                                   "FROM workers").one()
+    assert tuple(row) == ("w-old", 7, 1.0, None, None)

@@ -152,6 +152,48 @@ def test_a_run_whose_worker_process_is_gone_on_this_host_is_reaped_at_once(engin
     assert find_run(engine, second).status == "running"
 
 
+def test_a_database_clock_behind_this_host_never_fails_a_live_workers_run(engine):
+    """The worker's start is compared on one clock: the database's clock 3 s behind this host
+    made psutil's start time (host clock) look later than `workers.started_at` (database clock),
+    and a live worker's run was failed as "is gone" within one beat."""
+    import socket
+
+    from cnn_ablation.jobs.liveness import reap_lost_runs
+    from storage.engine import session_scope
+    from storage.models import WorkerRow
+
+    (run_id,) = submit(engine, [QUICK])
+    register_worker(engine, "lagging", socket.gethostname(), os.getpid(), "cpu")
+    lifecycle.claim(engine, "lagging", socket.gethostname(), "cpu", heartbeat_interval=10.0)
+    with session_scope(engine) as session:  # as a database 3 s behind would have stamped it
+        row = session.get(WorkerRow, "lagging")
+        row.started_at -= 3.0
+    assert reap_lost_runs(engine) == []
+    assert find_run(engine, run_id).status == "running"
+
+
+def test_two_machines_with_one_hostname_judge_each_other_by_heartbeat_not_pid(engine):
+    """A worker on another machine that has this one's hostname: its pid means nothing here, so
+    it is judged by its heartbeat (its host identity differs), not failed as "gone"."""
+    import socket
+
+    from cnn_ablation.jobs.liveness import lost_after_s, reap_lost_runs
+    from storage.engine import session_scope
+    from storage.models import WorkerRow
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that is not alive here
+    (run_id,) = submit(engine, [QUICK])
+    register_worker(engine, "twin", socket.gethostname(), gone.pid, "cpu")
+    lifecycle.claim(engine, "twin", socket.gethostname(), "cpu", heartbeat_interval=10.0)
+    with session_scope(engine) as session:
+        session.get(WorkerRow, "twin").host_id = "another-machine:boot:ns"
+    beat = live_workers(engine, 60).iloc[0]["heartbeat_at"]
+    assert reap_lost_runs(engine, now=beat + 1) == []
+    assert reap_lost_runs(engine, now=beat + lost_after_s(10.0) + 1) == [run_id]
+    assert "no heartbeat from worker twin" in find_run(engine, run_id).error
+
+
 def test_app_helper_starts_exactly_one_worker_when_called_repeatedly(engine, home, monkeypatch):
     from cnn_ablation.jobs.worker import ensure_local_worker
 

@@ -18,13 +18,19 @@ from storage.engine import BUSY_TIMEOUT_S
 from storage.status import RunStatus
 
 
-def process_alive(pid: int, started_before: float | None = None) -> bool:
-    """Whether process `pid` runs on this host (a zombie counts as gone). With `started_before`,
-    a process that started later is a different one that reused the pid."""
+def process_alive(pid: int, started_before: float | None = None,
+                  started_at: float | None = None) -> bool:
+    """Whether process `pid` runs on this host (a zombie counts as gone). `started_at`: its start
+    time as this host's psutil gave it when it registered (the same clock): a process with that
+    pid that started at another time is a different one that reused the pid. `started_before`
+    (older workers' rows, on the database's clock): a process that started later than that,
+    give or take a second."""
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
+        if started_at is not None:
+            return abs(process.create_time() - started_at) < 0.5
         return started_before is None or process.create_time() <= started_before + 1.0
     except psutil.Error:
         return False
@@ -40,9 +46,10 @@ def reap_lost_runs(engine: Engine, now: float | None = None) -> list[int]:
     """
     now = now or clock.now(engine)
     host = socket.gethostname()
+    here = workers.this_host()
     reaped = []
     for run in workers.running_runs_with_owner(engine):
-        reason = _why_lost(run, host, now)
+        reason = _why_lost(run, host, now, here)
         if reason and lifecycle.finish(engine, run.run_id, RunStatus.FAILED,
                                        worker_id=run.worker_id, error=f"worker lost: {reason}; "
                                        "finished epochs are kept"):
@@ -55,15 +62,22 @@ def lost_after_s(interval: float) -> float:
     return 2 * interval + 2 * BUSY_TIMEOUT_S
 
 
-def _why_lost(run: workers.RunningRun, host: str, now: float) -> str | None:
+def _why_lost(run: workers.RunningRun, host: str, now: float, here: str = "") -> str | None:
     limit = lost_after_s(run.heartbeat_interval or settings().heartbeat_s)
     if run.owner_heartbeat_at is None:  # no worker row (an older run): its own heartbeat
         silent = now - (run.heartbeat_at or now)
         return f"no heartbeat for {silent:.0f} s (limit {limit:.0f} s)" if silent > limit else None
     if run.owner_stopped_at is not None:
         return f"worker {run.worker_id} stopped while the run was running"
-    if run.owner_host == host and run.owner_pid is not None:
-        if not process_alive(run.owner_pid, run.owner_started_at):
+    # On this host (by its identity where the worker stated one, else by hostname), a worker is
+    # judged by whether its process lives; elsewhere by its heartbeat.
+    same_host = run.owner_host_id == here if run.owner_host_id else run.owner_host == host
+    if same_host and run.owner_pid is not None:
+        if run.owner_host_id and run.owner_process_started_at is not None:
+            alive = process_alive(run.owner_pid, started_at=run.owner_process_started_at)
+        else:
+            alive = process_alive(run.owner_pid, run.owner_started_at)
+        if not alive:
             return f"worker {run.worker_id} (pid {run.owner_pid} on {host}) is gone"
         return None  # alive here: only it judges its children
     silent = now - run.owner_heartbeat_at
