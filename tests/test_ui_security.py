@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import tomllib
 import unicodedata
 
@@ -210,6 +211,39 @@ def test_with_a_password_every_page_shows_only_the_prompt_until_it_is_given(home
     assert at.title[0].value == "Compare runs"
     assert at.session_state["access_granted"] != "s3cret"  # a digest, not the password
     assert "access_password" not in at.session_state  # the typed password is not kept
+
+
+@pytest.fixture(autouse=True)
+def no_failed_attempts_carried_over():
+    """Wrong passwords are counted per server process: each test starts with none."""
+    from cnn_ablation.ui import access
+
+    access._failures.clear()
+    yield
+    access._failures.clear()
+
+
+def test_too_many_wrong_passwords_lock_the_prompt_even_for_the_right_one(home, monkeypatch):
+    """Five wrong passwords from one address within five minutes: every further try is refused,
+    the right one too, saying how long to wait. Many addresses together hit the overall limit."""
+    from cnn_ablation.ui import access
+
+    monkeypatch.setattr(access, "WRONG_PASSWORD_DELAY_S", 0.0)
+    monkeypatch.setenv("ABLATION_PASSWORD", "s3cret")
+    at = app()
+    for i in range(access.MAX_FAILURES_PER_CLIENT):
+        at.text_input(key="access_password").set_value(f"guess {i}")
+        at.button(key="access_unlock").click().run()
+        assert any("Wrong password" in e.value for e in at.error)
+    at.text_input(key="access_password").set_value("s3cret")
+    at.button(key="access_unlock").click().run()
+    assert any("Too many wrong passwords: try again in" in e.value for e in at.error)
+    assert [t.key for t in at.text_input] == ["access_password"]  # still locked
+    assert access.locked_out("someone else") == 0  # another address may still try
+    for i in range(access.MAX_FAILURES_OVERALL):
+        access._failed(f"10.0.0.{i}")  # one wrong guess each from many addresses
+    assert access.locked_out("someone else") > 0
+    assert access.locked_out("someone else", now=time.monotonic() + 301) == 0  # window moved
 
 
 # --- folder datasets: only under ABLATION_DATA_ROOTS, and never a traceback --------------------

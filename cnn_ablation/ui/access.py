@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import threading
 import time
 
 import streamlit as st
@@ -30,6 +31,42 @@ from cnn_ablation.ui.common import plain
 LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
 GRANTED = "access_granted"  # session_state: a digest of the password this session gave
 WRONG_PASSWORD_DELAY_S = 1.0  # a wrong guess costs a second (of that session's script thread)
+# Guessing with many sessions at once: failures are counted per client address and overall, in
+# this server process, over a sliding window; past a limit every try is refused (even a right
+# one) until the window has moved on.
+ATTEMPT_WINDOW_S = 300.0
+MAX_FAILURES_PER_CLIENT = 5
+MAX_FAILURES_OVERALL = 50
+_failures: list[tuple[float, str]] = []  # (when, client address) of each wrong password
+_failures_lock = threading.Lock()
+
+
+def _client() -> str:
+    try:
+        address = st.context.ip_address
+    except Exception:  # no context (bare mode)
+        return "unknown"
+    return address if isinstance(address, str) and address else "unknown"
+
+
+def locked_out(client: str, now: float | None = None) -> float:
+    """Seconds until `client` may try again (0: now), after too many wrong passwords from it or
+    from everyone together within ATTEMPT_WINDOW_S."""
+    now = time.monotonic() if now is None else now
+    with _failures_lock:
+        _failures[:] = [(t, c) for t, c in _failures if now - t < ATTEMPT_WINDOW_S]
+        mine = [t for t, c in _failures if c == client]
+        waits = []
+        if len(mine) >= MAX_FAILURES_PER_CLIENT:
+            waits.append(mine[-MAX_FAILURES_PER_CLIENT] + ATTEMPT_WINDOW_S - now)
+        if len(_failures) >= MAX_FAILURES_OVERALL:
+            waits.append(_failures[-MAX_FAILURES_OVERALL][0] + ATTEMPT_WINDOW_S - now)
+    return max(waits, default=0.0)
+
+
+def _failed(client: str) -> None:
+    with _failures_lock:
+        _failures.append((time.monotonic(), client))
 
 
 def beyond_loopback(address: str | None) -> bool:
@@ -100,9 +137,17 @@ def _password_prompt(password: str) -> None:
         submitted = st.form_submit_button("Unlock", type="primary", key="access_unlock")
     if not submitted:
         return
+    client = _client()
+    wait = locked_out(client)
+    if wait > 0:
+        st.error(f"Too many wrong passwords: try again in {wait:.0f} s. (At most "
+                 f"{MAX_FAILURES_PER_CLIENT} tries per address and {MAX_FAILURES_OVERALL} in all "
+                 f"per {ATTEMPT_WINDOW_S / 60:.0f} minutes.)")
+        return
     if hmac.compare_digest(given.encode(), password.encode()):
         st.session_state[GRANTED] = _digest(password)
         st.rerun()
+    _failed(client)
     time.sleep(WRONG_PASSWORD_DELAY_S)
     st.error("Wrong password. Ask whoever started the dashboard for the `ABLATION_PASSWORD` it "
              "was given.")
