@@ -117,6 +117,40 @@ def test_bad_uploads_are_refused_naming_the_problem(home, name, data, field):
     assert refused.value.field == field
 
 
+def with_head(activation):
+    """vgg_like with its last Dense giving `activation` (None: a Softmax layer after it)."""
+    inputs = keras.Input((32, 32, 3))
+    x = L.BatchNormalization(name="bn")(L.Conv2D(4, 3, name="c")(inputs))
+    x = L.Dropout(0.2, name="drop")(L.Flatten(name="flat")(x))
+    x = L.Dense(10, activation=activation or "linear", name="out")(x)
+    if activation is None:
+        x = L.Softmax(name="probs")(x)
+    return keras.Model(inputs, x, name="head")
+
+
+def test_an_output_without_softmax_is_trained_from_logits_and_others_are_refused(home):
+    """A network ending in logits (linear Dense) gets the cross-entropy taken from_logits (it was
+    trained as if they were probabilities: test accuracy 0.12); softmax, as a Dense activation
+    or a layer, is probabilities; a relu output cannot be trained with cross-entropy at all and
+    is refused naming it."""
+    from cnn_ablation.data.arrays import DatasetInfo
+    from cnn_ablation.training.run import compiled_model
+
+    assert surgery.output_kind(with_head("softmax")) == "probabilities"
+    assert surgery.output_kind(with_head(None)) == "probabilities"
+    assert surgery.output_kind(with_head("linear")) == "logits"
+    with pytest.raises(ConfigError, match="ends in out, activation relu"):
+        surgery.output_kind(with_head("relu"))
+    info = DatasetInfo("synthetic", (32, 32, 3), tuple(map(str, range(10))), 90, 10)
+    for activation, logits in (("linear", True), ("softmax", False)):
+        net = networks.add_file(f"{activation}.keras", saved(with_head(activation)))
+        model = compiled_model(RunConfig(network=net.key, dataset="synthetic"), info)
+        assert model.loss.from_logits is logits
+    relu = networks.add_file("relu.keras", saved(with_head("relu")))
+    with pytest.raises(ConfigError, match="softmax probabilities or linear logits"):
+        new_run(RunConfig(network=relu.key, dataset="synthetic"))
+
+
 def zip_of(members: dict[str, int]) -> bytes:
     """A zip archive with members of that many zero bytes (deflated: a few KB per GB)."""
     import zipfile

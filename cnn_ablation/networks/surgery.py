@@ -77,6 +77,27 @@ def _walk(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
+def output_kind(model: keras.Model) -> str:
+    """What the network's last layer gives: "probabilities" (softmax) or "logits" (linear: the
+    loss is then taken `from_logits`). Any other output (relu, sigmoid, ...) cannot be trained
+    with cross-entropy over classes: ConfigError naming it."""
+    last: Any = model
+    while isinstance(last, keras.Model) and last.layers:
+        last = last.layers[-1]
+    config = last.get_config() if hasattr(last, "get_config") else {}
+    if isinstance(last, keras.layers.Softmax):
+        return "probabilities"
+    activation = config.get("activation", "linear")
+    name = activation if isinstance(activation, str) else getattr(activation, "__name__", "?")
+    if name == "softmax":
+        return "probabilities"
+    if name in ("linear", None):
+        return "logits"
+    raise ConfigError("network", model.name, "a network whose output is softmax probabilities "
+                      f"or linear logits over the classes (this one ends in {last.name}, "
+                      f"activation {name})")
+
+
 def switches(model: keras.Model) -> dict[str, Any]:
     """Every BatchNorm (name, channels) and Dropout (name, rate) layer, nested models included."""
     layers = _walk(model)
@@ -135,6 +156,7 @@ def build_custom(config: RunConfig, input_shape: tuple[int, int, int],
     if not found_any(base):
         raise ConfigError("network", network.title,
                           "a network with at least one BatchNormalization or Dropout layer")
+    output_kind(base)  # refuses an output cross-entropy cannot train
     variant = ablate(base, config.bn_off, config.layer_dropout)
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="input")
     scaled = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)

@@ -59,17 +59,19 @@ log = logging.getLogger(__name__)
 def compiled_model(config: RunConfig, info: DatasetInfo) -> keras.Model:
     """The chapter's compile: Adam at the config's rate, cross-entropy, accuracy (your own
     network too: its variant is built by `surgery.build_custom`)."""
+    logits = False
     if config.network is not None:
-        from cnn_ablation.networks.surgery import build_custom
+        from cnn_ablation.networks.surgery import build_custom, output_kind
 
         model = build_custom(config, info.shape, info.num_classes)
+        logits = output_kind(model) == "logits"  # no softmax: the loss applies it
     else:
         model = build_model(config, info.shape, info.num_classes)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
         # Integer labels: the same loss as the chapter's one-hot categorical cross-entropy,
         # without a float32 one-hot copy of the labels.
-        loss="sparse_categorical_crossentropy",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=logits),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution(config, info.shape),
     )
@@ -176,6 +178,9 @@ def prepare_training(engine: Engine, run: Run, worker_id: str, control: RunContr
                                            f"{socket.gethostname()} from its checkpoint")
     else:
         model = compiled_model(config, data.info)
+        if getattr(model.loss, "from_logits", False):
+            lifecycle.add_note(engine, run.id, "the network's output is logits (no softmax): "
+                                               "trained with the cross-entropy taken from_logits")
     batches = math.ceil(len(x_fit) / config.batch_size)
     diag = layer_norms(model, x_fit[:DIAGNOSTIC_BATCH], y_fit[:DIAGNOSTIC_BATCH])
     phases["model_built"] = time.time()
