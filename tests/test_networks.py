@@ -117,6 +117,24 @@ def test_bad_uploads_are_refused_naming_the_problem(home, name, data, field):
     assert refused.value.field == field
 
 
+def test_refusals_say_what_is_wrong_with_the_file(home):
+    """A text file named .keras, a file not named .keras, a model whose input is not an image:
+    each refused with what is wrong, not "File not found" or "a dataset of 100 images"."""
+    with pytest.raises(ConfigError, match="name does not end in .keras"):
+        networks.add_file("notes.txt", saved(vgg_like()))
+    networks.networks_dir().mkdir(parents=True, exist_ok=True)
+    (networks.networks_dir() / "notes.keras").write_text("these are notes")  # put there by hand
+    (net,) = [n for n in networks.list_networks() if n.kind == "file"]
+    with pytest.raises(ConfigError, match=r"a zip archive; this one cannot be read"):
+        networks.probe(net.key, (32, 32, 3), 10)
+    flat = keras.Sequential([keras.Input((100,)), L.BatchNormalization(name="bn"),
+                             L.Dense(10, activation="softmax", name="out")], name="flat")
+    one_d = networks.add_file("flat.keras", saved(flat))
+    answer = networks.probe(one_d.key, (32, 32, 3), 10)
+    assert not answer["ok"] and "takes images, height x width x channels" in answer["error"]
+    assert "(100,), 1-D" in answer["error"]
+
+
 def with_head(activation):
     """vgg_like with its last Dense giving `activation` (None: a Softmax layer after it)."""
     inputs = keras.Input((32, 32, 3))

@@ -65,6 +65,9 @@ def _store(data: bytes) -> Path:
 def add_file(name: str, data: bytes) -> Network:
     """Save an uploaded `.keras` file as `networks/NAME.keras` (and its content-addressed copy).
     Refuses a bad name, an empty or oversized file, and anything that is not a Keras archive."""
+    if not name.endswith(".keras"):
+        raise ConfigError("network", name, "a Keras 3 `.keras` file (model.save('x.keras')); "
+                          "this file's name does not end in .keras")
     stem = name.removesuffix(".keras")
     if not _NAME.match(stem):
         raise ConfigError("network", name, "a file name of letters, digits, `_`, `-`, `.` "

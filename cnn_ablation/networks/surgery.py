@@ -145,6 +145,10 @@ def build_custom(config: RunConfig, input_shape: tuple[int, int, int],
     network = resolve(config.network)
     base = load(network, input_shape, num_classes)
     expected = tuple(base.input_shape[1:]) if hasattr(base, "input_shape") else None
+    if expected is not None and len(expected) != 3:
+        raise ConfigError("network", network.title,
+                          "a network that takes images, height x width x channels (this one's "
+                          f"input is {expected}, {len(expected)}-D)")
     if expected is not None and None not in expected and expected != tuple(input_shape):
         raise ConfigError("network", network.title,
                           f"a dataset of {'x'.join(map(str, expected))} images (the network's "

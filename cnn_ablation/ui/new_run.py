@@ -85,7 +85,9 @@ with top[0].expander("Your own network"):
     st.caption(f"A Keras 3 `.keras` file (up to {networks.MAX_UPLOAD_BYTES // 2**20} MB), loaded "
                "in safe mode: no code runs from the file. Its BatchNorm and Dropout layers become "
                "switches. Python builders come from the folders in ABLATION_NETWORK_PATHS.")
-    upload = st.file_uploader("Upload a .keras file", type=["keras"], key="network_upload")
+    # Any file is taken and checked here: Streamlit's own type filter marks another file with a
+    # red icon and no words; this says what is wrong with it.
+    upload = st.file_uploader("Upload a .keras file", key="network_upload")
     if upload is not None and st.button("Add this network", key="add_network"):
         try:
             added = networks.add_file(upload.name, upload.getvalue())
