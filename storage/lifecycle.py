@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Update, case, delete, insert, select, update
+from sqlalchemy import CursorResult, Engine, Update, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from storage.clock import db_now
@@ -248,6 +248,26 @@ def record_steps(engine: Engine, run_id: int, worker_id: str,
         session.execute(delete(StepMetricRow).where(
             StepMetricRow.run_id == run_id, StepMetricRow.step.in_([v["step"] for v in fresh])))
         session.execute(insert(StepMetricRow).values(fresh))
+        _thin_steps(session, run_id)
+
+
+MAX_STEP_ROWS = 2000  # sampled steps kept per run: a run-hour samples ~3,600
+
+
+def _thin_steps(session: Session, run_id: int) -> None:
+    """Past MAX_STEP_ROWS samples, drop every other one (the newest kept): a long run's curve
+    keeps its shape at half the resolution, and no run grows its table or its reads without
+    bound. Halving each time makes the cost of thinning a constant per sample."""
+    count = session.scalar(select(func.count()).select_from(StepMetricRow).where(
+        StepMetricRow.run_id == run_id)) or 0
+    if count <= MAX_STEP_ROWS:
+        return
+    steps = list(session.scalars(select(StepMetricRow.step).where(
+        StepMetricRow.run_id == run_id).order_by(StepMetricRow.step.desc())))
+    dropped = steps[1::2]  # every other one, counted from the newest
+    for start in range(0, len(dropped), 500):  # bound the IN list
+        session.execute(delete(StepMetricRow).where(
+            StepMetricRow.run_id == run_id, StepMetricRow.step.in_(dropped[start:start + 500])))
 
 
 def _finite(value: float | None) -> float | None:

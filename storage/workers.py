@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, delete, func, select, text, update
 
 from storage.clock import db_now
 from storage.engine import session_scope
@@ -95,6 +95,25 @@ def stop_worker(engine: Engine, worker_id: str) -> None:
     with session_scope(engine) as session:
         session.execute(update(WorkerRow).where(WorkerRow.id == worker_id)
                         .values(stopped_at=db_now()))
+
+
+def worker_ids(engine: Engine) -> list[str]:
+    with session_scope(engine, write=False) as session:
+        return list(session.scalars(select(WorkerRow.id)))
+
+
+def prune_workers(engine: Engine, older_than_s: float, dry_run: bool = False) -> list[str]:
+    """Delete the rows of workers that stopped (or went silent) more than `older_than_s` ago and
+    own no running run: one row per dashboard start would otherwise pile up. Returns their ids."""
+    cutoff = db_now() - older_than_s
+    owning = select(RunRow.worker_id).where(RunRow.status == RunStatus.RUNNING,
+                                            RunRow.worker_id.is_not(None))
+    gone = (WorkerRow.stopped_at < cutoff) | (WorkerRow.heartbeat_at < cutoff)
+    with session_scope(engine) as session:
+        ids = list(session.scalars(select(WorkerRow.id).where(gone, WorkerRow.id.not_in(owning))))
+        if ids and not dry_run:
+            session.execute(delete(WorkerRow).where(WorkerRow.id.in_(ids)))
+    return ids
 
 
 def live_workers(engine: Engine, max_age: float) -> pd.DataFrame:

@@ -150,3 +150,44 @@ def test_delete_removes_the_runs_files_and_no_others(home, cli):
     assert others[0].exists()  # a log path that is not run 2's own name is never removed
     assert others[1].exists()  # nor a log file the run never recorded as its own
     assert not others[2].exists() and not others[3].parent.exists()
+
+
+def test_gc_removes_what_nothing_needs_and_prints_each_item(home, cli, engine):
+    """Files of a deleted run, a checkpoint of a finished run, an unused network copy, a worker
+    gone for over a week (its row and log): removed and named; what a run still needs stays."""
+    import os
+    import time
+
+    from storage import lifecycle, workers
+    from storage.engine import session_scope
+    from storage.models import WorkerRow
+
+    for seed in range(2):
+        assert cli("submit", "--dataset", "synthetic:100", "--seed", str(seed)).returncode == 0
+    lifecycle.claim(engine, "w", "h", "cpu", 5.0)
+    lifecycle.finish(engine, 1, "completed", worker_id="w")
+    keep = [home / "logs" / "run-1-0a1b2c3d.log", home / "checkpoints" / "run-2.keras",
+            home / "tensorboard" / "run-1" / "events"]
+    gone = [home / "logs" / "run-7-0a1b2c3d.log", home / "tensorboard" / "run-7" / "events",
+            home / "checkpoints" / "run-1.keras", home / "networks" / ".store" / "deadbeef.keras",
+            home / "logs" / "worker-old.log"]
+    for path in keep + gone:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    week_ago = time.time() - 8 * 24 * 3600
+    os.utime(home / "logs" / "worker-old.log", (week_ago, week_ago))
+    workers.register_worker(engine, "old", "elsewhere", 1, "cpu")
+    with session_scope(engine) as session:
+        row = session.get(WorkerRow, "old")
+        row.stopped_at = row.heartbeat_at = week_ago
+    listed = cli("gc", "--dry-run")
+    assert listed.returncode == 0, listed.stderr
+    assert "6 item(s) to remove" in listed.stdout and all(p.exists() for p in keep + gone)
+    assert "would remove the row of worker old" in listed.stdout
+    done = cli("gc")
+    assert done.returncode == 0, done.stderr
+    assert all(f"removed {p if p.parent.name not in ('run-7',) else p.parent}" in done.stdout
+               for p in gone), done.stdout
+    assert "removed the row of worker old" in done.stdout
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in gone)
+    assert workers.worker_ids(engine) == []

@@ -223,6 +223,10 @@ def test_a_folder_edited_after_a_run_trains_its_new_images_and_the_run_says_so(e
     assert train_run(engine, second) == "completed"
     before, after = (find_run(engine, run_id).environment["dataset"] for run_id in (first, second))
     assert (before["used_images"], after["used_images"]) == (8, 11)
+    from cnn_ablation.settings import settings
+
+    caches = list(settings().dataset_cache.glob("folder-*"))
+    assert len(caches) == 1  # the copy of the folder before the edit is gone
     assert (before["train_images"], after["train_images"]) == (8, 11)
     assert before["digest"] and after["digest"] and before["digest"] != after["digest"]
 

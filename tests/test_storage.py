@@ -269,3 +269,26 @@ def test_deleting_several_runs_is_all_or_nothing(engine):
     assert find_run(engine, a) is None and find_run(engine, c) is None
     assert find_run(engine, b) is not None and delete_runs(engine, []) == []
     assert epoch_rows(engine, [a]) == [] and step_rows(engine, [a]) == []
+
+
+def test_sampled_steps_of_a_long_run_stay_bounded_keeping_the_curves_shape(engine):
+    """A run-hour samples ~3,600 steps; past MAX_STEP_ROWS every other sample is dropped (the
+    newest kept), so no run's rows, or their read-back, grow without bound."""
+    from storage.curves import step_rows
+    from storage.lifecycle import MAX_STEP_ROWS
+
+    (run_id,) = submit(engine, [QUICK])
+    lifecycle.claim(engine, "w", "h", "cpu", 5.0)
+    total = 5000
+    for start in range(1, total + 1, 250):  # flushed in batches, as the recorder does
+        lifecycle.record_steps(engine, run_id, "w", [(1, s, 1.0 / s, None)
+                                                    for s in range(start, start + 250)])
+    rows = step_rows(engine, [run_id])
+    steps = [r["step"] for r in rows]
+    assert MAX_STEP_ROWS // 2 <= len(steps) <= MAX_STEP_ROWS
+    assert steps[-1] == total and steps[0] < total / 50  # the whole run, to its last step
+    gaps = {b - a for a, b in zip(steps, steps[1:], strict=False)}
+    # older samples have been thinned more often than newer ones: gaps of 1, 2, 4, 8 steps,
+    # never a hole in the curve
+    assert gaps <= {1, 2, 4, 8, 16}, gaps
+    assert all(r["loss"] == pytest.approx(1.0 / r["step"]) for r in rows)

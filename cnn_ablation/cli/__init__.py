@@ -19,6 +19,7 @@ from cnn_ablation.cli.run_commands import (
     cmd_cancel,
     cmd_delete,
     cmd_execute,
+    cmd_gc,
     cmd_label,
     cmd_retry,
     cmd_runs,
@@ -118,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove tags")
     p.add_argument("--comment", default=None,
                    help="the run's note (plain text, up to 2,000 characters; '' clears it)")
+    p = _command(sub, "gc", cmd_gc, "remove what nothing needs any more (files of deleted "
+                 "runs, checkpoints that will not resume, old workers' logs and rows, unused "
+                 "network files), printing each")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p = _command(sub, "execute", cmd_execute, None, run_id=True)  # a worker's child process
     p.add_argument("--parent-pid", type=int, default=None)
     _study_parser(_command(sub, "study", None, "queue / show an ablation study"))

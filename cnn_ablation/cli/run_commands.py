@@ -233,6 +233,16 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from cnn_ablation.jobs.cleanup import collect
+
+    lines = collect(open_engine(), dry_run=args.dry_run)
+    for line in lines:
+        print(line)
+    print(f"{len(lines)} item(s) {'to remove' if args.dry_run else 'removed'}")
+    return 0
+
+
 def cmd_execute(args: argparse.Namespace) -> int:
     import logging
 

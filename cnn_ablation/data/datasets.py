@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,20 @@ def load(name: str, image_size: tuple[int, int] | None = None) -> Dataset:
             tmp.replace(cache / f"{key}.npy")  # y_test last: its presence means the cache is whole
         finally:
             tmp.unlink(missing_ok=True)
+    if name.startswith("folder:"):
+        _replace_older_caches(cache, f"{Path(name[7:]).resolve()}|{image_size}")
     return data
+
+
+def _replace_older_caches(cache: Path, source: str) -> None:
+    """A folder's cache names the folder it holds (`source`); caches of the same folder and size
+    from before its files changed are removed, so editing a folder never leaves a copy of every
+    earlier version behind."""
+    (cache / "source").write_text(source)
+    for other in cache.parent.glob("folder-*"):
+        marker = other / "source"
+        if other != cache and marker.exists() and marker.read_text() == source:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _cache_dir(name: str, image_size: tuple[int, int] | None = None,

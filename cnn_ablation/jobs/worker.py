@@ -80,6 +80,8 @@ class Worker:
         slots = ",".join(s.device for s in self.slots)
         retry_when_locked(lambda: workers.register_worker(self.engine, self.id, self.host,
                                                           os.getpid(), slots), "register worker")
+        with contextlib.suppress(SQLAlchemyError):  # rows of workers gone for over a week
+            workers.prune_workers(self.engine, 7 * 24 * 3600)
         log.info("worker %s started; slots: %s", self.id, slots.replace(",", ", "))
         self._next_beat = 0.0
         try:
