@@ -410,3 +410,28 @@ def test_sigterm_to_a_ray_worker_requeues_its_run_with_a_checkpoint(engine, home
     assert run.status == "queued", (run.error, worker_output(home)[-3000:])
     assert run.resume_epoch >= 1 and Path(run.checkpoint_path).exists()
     assert "checkpoint saved, back in the queue" in (run.notes or "")
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_ray_task_waits_for_a_node_puts_its_run_back_in_the_queue(
+        engine, home, ray_worker):
+    """Three slots on a cluster of two CPUs: the third run's task waits for a node. SIGTERM to
+    the worker cancels it before it starts; its run goes back to the queue (it failed as "Ray
+    task lost" before), beside the two that requeue themselves with a checkpoint."""
+    ids = submit(engine, [LONG.with_changes(seed=s) for s in range(3)])
+    proc = ray_worker("--slots", "3")
+
+    def two_training_one_waiting():
+        training = [i for i in ids if training_pid(engine, i)]
+        waiting = [i for i in ids if i not in training
+                   and (r := find_run(engine, i)).status == "running" and not r.pid]
+        return len(training) == 2 and len(waiting) == 1 and (training, waiting[0])
+
+    training, waiting = wait_for(two_training_one_waiting, timeout=240,
+                                 what="two runs training and the third claimed, its task waiting")
+    proc.send_signal(signal.SIGTERM)
+    assert wait_exit(proc, home, timeout=240) == 0
+    pending = find_run(engine, waiting)
+    assert pending.status == "queued", (pending.error, worker_output(home)[-3000:])
+    assert "the worker stopped before its Ray task started: back in the queue" in pending.notes
+    assert all(find_run(engine, i).status == "queued" for i in training)

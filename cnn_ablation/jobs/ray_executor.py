@@ -160,8 +160,10 @@ class RayTask:
         self.ray, self.ref = ray, ref
         self.pid: int | None = None  # on another node: the run row gets the child's pid itself
         self.lost_reason: str | None = None
+        self.requeue_reason: str | None = None  # stopped before the task started
         self.code: int | None = None
         self.killed = False
+        self.stopping = False
 
     def poll(self) -> int | None:
         if self.code is not None:
@@ -174,7 +176,12 @@ class RayTask:
             self.code = int(self.ray.get(self.ref))
         except exceptions.TaskCancelledError as exc:
             self.code = -signal.SIGKILL
-            if not self.killed:  # cancelled by someone else, or before it started
+            if self.stopping and not self.killed:
+                # ray.cancel(force=False) ends a task still waiting for a node at once: its run
+                # never started, so it goes back to the queue (a started task gets SIGTERM and
+                # requeues itself with a checkpoint)
+                self.requeue_reason = "the worker stopped before its Ray task started"
+            elif not self.killed:  # cancelled by someone else
                 self.lost_reason = f"Ray task lost ({type(exc).__name__}: {first_line(exc)})"
         except exceptions.RayError as exc:  # RayTaskError, WorkerCrashedError, NodeDiedError, ...
             self.code = LOST
@@ -186,6 +193,7 @@ class RayTask:
         self._cancel(force=True)
 
     def stop_after_epoch(self) -> None:
+        self.stopping = True
         self._cancel(force=False)
 
     def _cancel(self, force: bool) -> None:

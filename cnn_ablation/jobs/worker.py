@@ -190,10 +190,15 @@ class Worker:
                 self._enforce_cancel(child, run)
                 self._check_progress(child, run)
                 continue
+            requeue = getattr(child.process, "requeue_reason", None)
             if run is not None and run.status == RunStatus.RUNNING and run.worker_id == self.id:
-                status, reason = self._why_ended(child, code)
-                lifecycle.finish(self.engine, child.run_id, status, worker_id=self.id,
-                                 error=reason)
+                if requeue:  # stopped before its process started: back in line, as it was
+                    lifecycle.requeue(self.engine, child.run_id, self.id, run.checkpoint_path,
+                                      run.resume_epoch or 0, f"{requeue}: back in the queue")
+                else:
+                    status, reason = self._why_ended(child, code)
+                    lifecycle.finish(self.engine, child.run_id, status, worker_id=self.id,
+                                     error=reason)
             final = runs.find_run(self.engine, child.run_id)
             log.info("run %s: %s", child.run_id, final.status if final else "deleted")
             slot.child = None
