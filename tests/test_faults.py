@@ -229,3 +229,28 @@ def test_a_run_whose_process_cannot_start_is_failed_saying_why_never_left_runnin
         assert run.error.startswith("the training process could not be started on ")
         assert "FileExistsError" in run.error or "NotADirectoryError" in run.error, run.error
     assert worker.poll() is None  # the worker lives on
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)  # (SQLite: see below)
+def test_a_database_read_only_for_training_processes_fails_one_run_saying_so_and_pauses(
+        engine, home, workers):
+    """The database turns read-only for new sessions (PostgreSQL's default_transaction_read_only;
+    the worker's own connections, opened before, still write): the first run's training process
+    cannot attach, the run fails saying the database is read-only, and the worker stops claiming
+    for a while instead of failing every queued run in seconds. (SQLite has no per-session
+    read-only switch, and as root, which CI is, file modes do not bind: PostgreSQL shows it.)"""
+    from sqlalchemy import text
+
+    from storage.workers import live_workers
+
+    worker = workers()
+    wait_for(lambda: len(live_workers(engine, 60.0)), timeout=120, what="the worker to register")
+    database = engine.url.database
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on'))
+    first, second = submit(engine, [QUICK, QUICK])
+    run = wait_for(lambda: (r := find_run(engine, first)).status == "failed" and r, timeout=180,
+                   what="the first run to fail")
+    assert run.error.startswith("the database is read-only for the training process"), run.error
+    assert find_run(engine, second).status == "queued"  # not claimed and failed in turn
+    assert worker.poll() is None

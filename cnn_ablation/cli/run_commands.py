@@ -250,10 +250,21 @@ def cmd_execute(args: argparse.Namespace) -> int:
 
     log.setup("run", args.run_id)
     quiet_keras_import()
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cnn_ablation.jobs import exit_codes
     from cnn_ablation.training.run import execute
 
     logger = logging.getLogger("cnn_ablation.training")
-    status = execute(open_engine(), args.run_id, echo=logger.info, parent_pid=args.parent_pid)
+    try:
+        status = execute(open_engine(), args.run_id, echo=logger.info, parent_pid=args.parent_pid)
+    except SQLAlchemyError as exc:
+        text = str(exc).lower()
+        if "read-only" in text or "readonly" in text:
+            print(f"error: the database is read-only for this process: {str(exc).splitlines()[0]}",
+                  file=sys.stderr)
+            return exit_codes.CANNOT_WRITE
+        raise
     logger.info("run %s: %s", args.run_id, status)
     return 0
 

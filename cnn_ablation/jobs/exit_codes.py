@@ -8,6 +8,7 @@ import threading
 
 DISK_FULL = 28  # the process could not write for lack of space (ENOSPC)
 PARENT_GONE = 70  # the process's worker died: it stops unowned
+CANNOT_WRITE = 73  # the database refused this process's writes (read-only for it)
 
 # Set when SIGTERM arrived before the training loop installed its own handler (TensorFlow takes
 # seconds to import): the run then goes back to the queue instead of being killed as it starts.

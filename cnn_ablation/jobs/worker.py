@@ -33,6 +33,7 @@ from storage.records import Run, RunLost
 from storage.status import CancelMode, RunStatus
 
 POLL_S = 0.5  # how often a free slot looks for queued runs
+CANNOT_WRITE_PAUSE_S = 60.0  # no claims for this long after a child found the database read-only
 log = logging.getLogger(__name__)
 
 # Called after each run ends, with the engine; returns the ids of runs it queued. The studies
@@ -66,6 +67,7 @@ class Worker:
         self.logs = config.logs
         self.backoff_s = 0.0  # > 0 while the database refuses our writes
         self.disk_full = False
+        self.claims_paused_until = 0.0  # set when a child found the database read-only
 
     # --- signals --------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -107,7 +109,8 @@ class Worker:
             self._watch_children()
             if self.stopping.is_set():
                 return self._stop_children()
-            claimed = False if self.disk_full else self._fill_slots()
+            paused = self.disk_full or time.time() < self.claims_paused_until
+            claimed = False if paused else self._fill_slots()
             self.backoff_s = 0.0
             return self.once and not claimed and not self._busy()
         except (SQLAlchemyError, OSError) as exc:
@@ -228,6 +231,14 @@ class Worker:
         if code == exit_codes.DISK_FULL:
             return RunStatus.FAILED, ("disk full: the training process could not write "
                                       f"(see {child.log_path}); finished epochs are kept")
+        if code == exit_codes.CANNOT_WRITE:
+            self.claims_paused_until = time.time() + CANNOT_WRITE_PAUSE_S
+            log.error("training processes cannot write to the database: not claiming runs for "
+                      "%.0f s", CANNOT_WRITE_PAUSE_S)
+            return RunStatus.FAILED, (
+                "the database is read-only for the training process (its user may not write "
+                f"it); this worker claims no runs for {CANNOT_WRITE_PAUSE_S:.0f} s; see "
+                f"{child.log_path}")
         how = (f"killed by signal {signal.Signals(-code).name}" if code < 0
                else f"exited with code {code}")
         return RunStatus.FAILED, f"worker lost: training process {how}; see {child.log_path}"
