@@ -135,6 +135,21 @@ def test_refusals_say_what_is_wrong_with_the_file(home):
     assert "(100,), 1-D" in answer["error"]
 
 
+def test_a_file_keras_will_not_load_safely_is_refused_when_added_not_when_picked(home):
+    """A model with a Lambda layer (code, which safe mode refuses to run) is refused as it is
+    added, and taken off the list; a good file stays."""
+    lam = keras.Sequential([keras.Input((32, 32, 3)), L.Lambda(lambda x: x * 2, name="double"),
+                            L.BatchNormalization(name="bn"), L.Flatten(name="flat"),
+                            L.Dense(10, activation="softmax", name="out")], name="lam")
+    added = networks.add_file("lam.keras", saved(lam))
+    with pytest.raises(ConfigError, match="loads in safe mode"):
+        networks.check_added(added)
+    assert [n.title for n in networks.list_networks() if n.kind == "file"] == []
+    good = networks.add_file("vgg.keras", saved(vgg_like()))
+    networks.check_added(good)
+    assert [n.title for n in networks.list_networks() if n.kind == "file"] == ["vgg"]
+
+
 def with_head(activation):
     """vgg_like with its last Dense giving `activation` (None: a Softmax layer after it)."""
     inputs = keras.Input((32, 32, 3))

@@ -126,6 +126,24 @@ def _listed_digest(path: Path, size: int, mtime_ns: int) -> str | None:
     return digest
 
 
+# Refusals that do not depend on the dataset: a file with one of these is refused at upload
+NOT_A_USABLE_NETWORK = ("loads in safe mode", "at least one BatchNormalization or Dropout",
+                        "softmax probabilities or linear logits", "takes images")
+
+
+def check_added(network: Network) -> None:
+    """Ask Keras (the probe, a helper process) about a just-added file on a stand-in dataset
+    (32x32x3, 10 classes): what is wrong with the file itself (a Lambda layer safe mode will not
+    load, no switch to ablate, an output cross-entropy cannot train, not an image model) is
+    refused now, and the file taken off the list, instead of when it is picked. Whether it fits
+    a dataset is asked when one is chosen."""
+    answer = probe(network.key, (32, 32, 3), 10)
+    if not answer["ok"] and any(m in answer["error"] for m in NOT_A_USABLE_NETWORK):
+        remove_file(network.title)
+        raise ConfigError(answer["field"], network.title + ".keras",
+                          answer["error"].split("allowed: ", 1)[-1])
+
+
 def list_networks() -> list[Network]:
     """The presets, then `.keras` files in `$ABLATION_HOME/networks/`, then builders found in
     `ABLATION_NETWORK_PATHS` (functions named `build_*` in each directory's modules)."""

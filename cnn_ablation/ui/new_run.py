@@ -91,6 +91,8 @@ with top[0].expander("Your own network"):
     if upload is not None and st.button("Add this network", key="add_network"):
         try:
             added = networks.add_file(upload.name, upload.getvalue())
+            with st.spinner("Reading the network with Keras (a helper process)…"):
+                networks.check_added(added)
         except ConfigError as exc:
             st.error(plain(exc))
         else:
