@@ -31,13 +31,15 @@ def judged_rows(result: dict) -> list[dict]:
     rows = []
     for r in result["effects"].to_dict("records"):
         what = f"{r['factor']} ({r['change']})" if "factor" in r else str(r["cell"])
-        rows.append({**r, "what": what})
+        rows.append({**r, "what": what, "short": str(r.get("factor", r.get("cell")))})
     for r in result["interactions"].to_dict("records"):
-        rows.append({**r, "what": f"{r['factor_1']} × {r['factor_2']} (interaction)"})
+        pair = f"{r['factor_1']} × {r['factor_2']}"
+        rows.append({**r, "what": f"{pair} (interaction)", "short": f"{pair} (interaction)"})
     if result["effects_kind"] == "main effects":
         for r in result["summary"].to_dict("records"):
             if isinstance(r.get("delta_verdict"), str) and r["delta_verdict"]:
-                rows.append({"what": f"{r['cell']} vs the base", "effect": r["delta"],
+                rows.append({"what": f"{r['cell']} vs the base",
+                             "short": f"{r['cell']} vs the base", "effect": r["delta"],
                              "ci_low": r["delta_ci_low"], "ci_high": r["delta_ci_high"],
                              "sd": r["delta_sd"], "verdict": r["delta_verdict"],
                              "verdict_holm": r["delta_verdict_holm"]})
@@ -82,14 +84,16 @@ def plain_words(result: dict, done: int | None = None, total: int | None = None)
     if not found:
         parts.append("Nothing moved the result beyond seed-to-seed noise.")
     parts += found
+    # the lists name each statement briefly (a factor, a cell, a pair); the sentences above
+    # say what changed
     named = {
-        "lead": [r["what"] for r in rows if several and r["verdict"] == BEYOND
+        "lead": [r["short"] for r in rows if several and r["verdict"] == BEYOND
                  and r[verdict] != BEYOND],
-        WITHIN: [r["what"] for r in rows if r[verdict] == WITHIN and r["verdict"] != BEYOND],
-        INCONCLUSIVE: [r["what"] for r in rows if r[verdict] == INCONCLUSIVE
+        WITHIN: [r["short"] for r in rows if r[verdict] == WITHIN and r["verdict"] != BEYOND],
+        INCONCLUSIVE: [r["short"] for r in rows if r[verdict] == INCONCLUSIVE
                        and r["verdict"] != BEYOND],
-        NO_CHANGE: [r["what"] for r in rows if r[verdict] == NO_CHANGE],
-        "unknown": [r["what"] for r in rows if r[verdict] in (TOO_FEW, NO_VALUES)],
+        NO_CHANGE: [r["short"] for r in rows if r[verdict] == NO_CHANGE],
+        "unknown": [r["short"] for r in rows if r[verdict] in (TOO_FEW, NO_VALUES)],
     }
     lines = {
         "lead": f"Its own interval excludes zero, but not after Holm's adjustment for "

@@ -133,8 +133,8 @@ def show_study(engine: Engine, study_id: int, adaptive_going: bool) -> None:
 
     st.radio("Metric", list(METRICS), horizontal=True, key=metric_key,
              index=list(METRICS).index(primary),
-             format_func=lambda m: METRICS[m] + (" (primary)" if m == primary
-                                                 else " (exploratory)"),
+             format_func=lambda m: METRICS[m] + (" · primary" if m == primary
+                                                 else " · exploratory"),
              help="The primary metric was fixed when the study was created; verdicts on another "
                   "are exploratory. Best val acc is the highest over epochs, picked after "
                   "seeing them: optimistic.")
