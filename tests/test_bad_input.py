@@ -55,7 +55,7 @@ CASES = [
     case("dataset-unknown", "submit", "--dataset", "imagenet", names="dataset", says="imagenet"),
     case("dataset-empty", "submit", "--dataset", "", names="dataset"),
     case("dataset-synthetic-5", "submit", "--dataset", "synthetic:5", names="dataset",
-         says="N >= 10"),
+         says="10 <= N <= 1,000,000"),
     case("dataset-synthetic-text", "submit", "--dataset", "synthetic:many", names="dataset"),
     case("dataset-synthetic-negative", "submit", "--dataset", "synthetic:-100", names="dataset"),
     case("dataset-synthetic-colon", "train", "--dataset", "synthetic:", names="dataset"),
