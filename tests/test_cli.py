@@ -191,3 +191,12 @@ def test_gc_removes_what_nothing_needs_and_prints_each_item(home, cli, engine):
     assert "removed the row of worker old" in done.stdout
     assert all(p.exists() for p in keep) and not any(p.exists() for p in gone)
     assert workers.worker_ids(engine) == []
+
+
+def test_help_lists_every_command_a_person_uses_and_not_the_workers_own(cli):
+    """`execute` (a worker's child process) was listed as `execute ==SUPPRESS==`."""
+    shown = cli("--help")
+    assert shown.returncode == 0
+    assert "SUPPRESS" not in shown.stdout and "execute" not in shown.stdout
+    for command in ("train", "submit", "worker", "runs", "show", "gc", "study"):
+        assert command in shown.stdout

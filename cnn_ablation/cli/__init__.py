@@ -57,9 +57,15 @@ def record_id(text: str) -> int:
     return int(digits)
 
 
+HIDDEN: set[str] = set()  # commands for the worker's own use, not listed in --help
+
+
 def _command(sub: argparse._SubParsersAction, name: str, func: Command | None, text: str | None,
              run_id: bool = False, as_json: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=text if text else argparse.SUPPRESS)
+    if not text:  # hidden (a worker's child process): in neither the list nor the usage line
+        sub._choices_actions = [a for a in sub._choices_actions if a.dest != name]
+        HIDDEN.add(name)
     if func is not None:
         p.set_defaults(func=func)
     if run_id:
@@ -126,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "execute", cmd_execute, None, run_id=True)  # a worker's child process
     p.add_argument("--parent-pid", type=int, default=None)
     _study_parser(_command(sub, "study", None, "queue / show an ablation study"))
+    sub.metavar = "{" + ",".join(c for c in sub.choices if c not in HIDDEN) + "}"
     return parser
 
 
