@@ -95,7 +95,13 @@ def text_table(columns: dict[str, Sequence[Any]],
     return "\n".join(" ".join(line) for line in zip(*justified, strict=True))
 
 
-def print_runs(rows: Sequence[dict[str, Any]]) -> None:
+def print_runs(rows: Sequence[dict[str, Any]], filtered: str = "", total: int = 0) -> None:
+    """The runs as a table. With none to show: why (`filtered`: what the listing asked for, e.g.
+    "status running"; `total`: how many runs there are in all)."""
+    if not rows and filtered and total:
+        print(f"no runs match ({filtered}); {total:,} run{'s' if total != 1 else ''} in all: "
+              "`python -m cnn_ablation runs` lists them")
+        return
     if not rows:
         print("no runs yet: `python -m cnn_ablation submit --dataset synthetic --epochs 2` "
               "queues one")

@@ -200,3 +200,11 @@ def test_help_lists_every_command_a_person_uses_and_not_the_workers_own(cli):
     assert "SUPPRESS" not in shown.stdout and "execute" not in shown.stdout
     for command in ("train", "submit", "worker", "runs", "show", "gc", "study"):
         assert command in shown.stdout
+
+
+def test_runs_with_a_filter_that_matches_nothing_says_so_not_that_there_are_no_runs(home, cli):
+    assert cli("submit", "--dataset", "synthetic:100").returncode == 0
+    out = cli("runs", "--status", "running")
+    assert out.returncode == 0
+    assert out.stdout.strip() == ("no runs match (status running); 1 run in all: "
+                                  "`python -m cnn_ablation runs` lists them")

@@ -160,6 +160,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         statuses=(args.status,) if args.status else (), tags=tags))
     if args.json:
         print(json.dumps([run_dict(row) for row in rows], indent=1))
+    elif not rows and (args.status or tags):
+        asked = ", ".join([*([f"status {args.status}"] if args.status else []),
+                           *([f"tag {t}" for t in tags])])
+        print_runs(rows, asked, len(listings.run_rows(engine, RunFilter())))
     else:
         print_runs(rows)
     return 0
