@@ -474,11 +474,16 @@ def test_compare_csv_names_each_run_with_its_times(home, engine, make_run):
     from storage.run_filters import RunFilter
 
     run = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.7], name="baseline")
-    rows = listings.run_rows(engine, RunFilter(ids=(run,)))
+    rows = listings.run_rows(engine, RunFilter(ids=(run,)),
+                             columns=[*listings.LIST_COLUMNS, "config_json"])
     epochs, _ = EPOCH_CACHE.read(engine, [run])
     import io
 
     csv = pd.read_csv(io.StringIO(epochs_csv(epochs, rows)))
+    # every config field, not only the short label (learning rate, batch size, seed, limit, ...)
+    assert {"learning_rate", "batch_size", "seed", "limit_train", "bn", "dropout",
+            "val_split"} <= set(csv.columns)
+    assert csv["learning_rate"][0] == 0.0005 and csv["bn"][0] == "1,1,1,1,1"
     assert list(csv.columns[:8]) == ["run_id", "run_name", "config", "dataset", "status",
                                      "created_at", "started_at", "finished_at"]
     assert list(csv["epoch"]) == [1, 2] and set(csv["run_name"]) == {"baseline"}

@@ -338,7 +338,11 @@ def iso_time(value: object) -> str:
 
 def epochs_csv(epochs: pd.DataFrame, runs: list[dict]) -> str:
     """The Compare download: every epoch of `runs` (listing rows) with what names its run: run
-    id and name, config label, dataset, status, and created/started/finished as ISO 8601 UTC."""
+    id and name, config label, dataset, status, created/started/finished as ISO 8601 UTC, and
+    every field of its config (learning rate, batch size, seed, limit, switches, ...) where the
+    rows carry `config_json`."""
+    import json
+
     named = pd.DataFrame({
         "run_id": [r["id"] for r in runs],
         "run_name": [r.get("name") or "" for r in runs],
@@ -349,4 +353,16 @@ def epochs_csv(epochs: pd.DataFrame, runs: list[dict]) -> str:
         "started_at": [iso_time(r.get("started_at")) for r in runs],
         "finished_at": [iso_time(r.get("finished_at")) for r in runs],
     })
+    configs = [json.loads(r["config_json"]) if r.get("config_json") else {} for r in runs]
+    for field in dict.fromkeys(k for c in configs for k in c):
+        if field in named or field in epochs:
+            continue
+        named[field] = [_csv_value(c.get(field)) for c in configs]
     return csv_text(named.merge(epochs.astype({"run_id": "int64"}), on="run_id"))
+
+
+def _csv_value(value: Any) -> Any:
+    """A config value as one CSV cell: lists as `1,0,0,0,1` (pairs as `layer=rate`)."""
+    if isinstance(value, list):
+        return ",".join("=".join(map(str, v)) if isinstance(v, list) else str(v) for v in value)
+    return value

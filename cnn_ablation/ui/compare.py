@@ -165,10 +165,16 @@ st.caption("Δ columns: this run minus the baseline, in percentage points. One r
            "is one sample: compare repeats (Seeds on New run, or a Study) before trusting a gap.")
 
 
+def csv_name(run_ids: list[int]) -> str:
+    """`epochs-of-runs-3-5-7.csv`: what the file holds, and whose (at most 8 ids named)."""
+    shown = "-".join(map(str, run_ids[:8])) + ("-and-more" if len(run_ids) > 8 else "")
+    return f"epochs-of-runs-{shown}.csv"
+
+
 def epochs_csv() -> str:
     """Every epoch of the chosen runs, made only when the button is clicked."""
     return common.epochs_csv(epochs, [records[i] for i in ids])
 
 
 st.download_button(f"Download epochs of {plural(len(ids), 'run')} (CSV)", epochs_csv,
-                   file_name="epochs.csv", mime="text/csv", key="download_csv")
+                   file_name=csv_name(ids), mime="text/csv", key="download_csv")
