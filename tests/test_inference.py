@@ -107,10 +107,12 @@ def test_stein_plans_from_the_first_round_and_its_interval_uses_that_spread():
     """The plan: n = max(first, ceil((t(first-1) * s / W)^2)), capped; the interval after it:
     mean of all n ± t(first-1) * s_first / sqrt(n), both computed here with scipy."""
     rule = AdaptiveRule(half_width=0.01, max_seeds=30)
-    t2 = stats.t.ppf(0.975, 2)
-    assert rule.plan(3, [0.004, 0.008]) == math.ceil((t2 * 0.008 / 0.01) ** 2)
-    assert rule.plan(3, [0.001]) == 3 and rule.plan(3, [0.0]) == 3
-    assert rule.plan(3, [0.05]) == 30 and rule.plan(3, [math.nan]) == 30
+    t2, t1 = stats.t.ppf(0.975, 2), stats.t.ppf(0.975, 1)
+    assert rule.plan(3, [(0.004, 3), (0.008, 3)]) == math.ceil((t2 * 0.008 / 0.01) ** 2)
+    assert rule.plan(3, [(0.001, 3)]) == 3 and rule.plan(3, [(0.0, 3)]) == 3
+    assert rule.plan(3, [(0.05, 3)]) == 30 and rule.plan(3, [(math.nan, 3)]) == 30
+    # a difference with only 2 pairs (a first-round seed diverged) plans with t(1), its own df
+    assert rule.plan(3, [(0.002, 3), (0.002, 2)]) == math.ceil((t1 * 0.002 / 0.01) ** 2)
     from cnn_ablation.studies.estimators import paired_difference
 
     diffs = [0.01, -0.004, 0.02, 0.006, 0.011, -0.002, 0.009]
@@ -273,3 +275,30 @@ def test_an_interval_reaching_past_the_smallest_change_that_matters_is_inconclus
     quiet = {0: 0.0, 1: 0.0004, 2: -0.0003}
     runs = runs_frame(spec, lambda c, s: 0.8 + (quiet[s] if c.label != "base" else 0), range(3))
     assert analyse(spec, runs, METRIC, True)["effects"].iloc[0]["verdict"] == "within noise"
+
+
+def test_a_cell_that_diverged_in_every_seed_is_named_not_blamed_on_the_validation_split():
+    spec = StudySpec(BASE, DESIGNS["2x2"], "full", seeds=3)
+    dead = "bn_conv_2=off, dropout=0"
+    runs = runs_frame(spec, lambda c, s: math.nan if c.label == dead else 0.8 + 0.001 * s,
+                      range(3), status=lambda c, s: "diverged" if c.label == dead else "completed")
+    result = analyse(spec, runs, METRIC, True)
+    assert f"{dead} diverged in all 3 of its seeds" in result["words"]
+    assert f"these have none for final val acc: {dead}." in result["words"]
+    assert "validation split" not in result["words"]
+
+
+def test_an_adaptive_study_from_before_steins_rule_plans_from_the_round_it_is_in():
+    """A stored rule with history but no plan (the old stop-when-narrow rule): its intervals
+    are the ordinary ones until its next decision, which plans from that round's spread and
+    uses that round as Stein's first stage from then on."""
+    old = AdaptiveRule(half_width=0.01, max_seeds=20, step=2, history=((3, 0.02),))
+    assert old.first_seeds(5) == 0
+    spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "ofat", seeds=5, adaptive=old)
+    diffs = [0.015, -0.015, 0.0, 0.008, -0.006]
+    runs = runs_frame(spec, lambda c, s: 0.8 + (diffs[s] if c.label != "base" else 0), range(5))
+    rule, more = rounds.decide(spec.adaptive, 5, analyse(spec, runs, METRIC, True))
+    sd = np.std(diffs, ddof=1)
+    planned = math.ceil((stats.t.ppf(0.975, 4) * sd / 0.01) ** 2)
+    assert 7 < planned < 20 and rule.first == 5 and rule.planned == planned
+    assert not rule.stopped and more == 7

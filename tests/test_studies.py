@@ -382,8 +382,12 @@ def test_show_json_gives_every_number_as_scipy_and_statsmodels_give_it(engine, m
     for factor, e in [*effects.items(), ("interaction", inter)]:
         assert e["p_holm"] == pytest.approx(holm[factor], rel=1e-6)
         assert (e["verdict_holm"] == "beyond noise") == (holm[factor] < 0.05)
+    need = TTestPower().solve_power(effect_size=0.005 / np.std(diff, ddof=1), alpha=0.05,
+                                    power=0.8)
+    assert inter["seeds_needed"] == max(2, math.ceil(need))
+    # the hint covers every statement judged: both main effects and the interaction
     assert shown["power"]["target_pp"] == 0.5 and shown["power"]["seeds_needed"] == max(
-        e["seeds_needed"] for e in effects.values())
+        *(e["seeds_needed"] for e in effects.values()), inter["seeds_needed"])
     assert shown["primary_metric"] == "final_val_accuracy" and not shown["exploratory"]
     assert "(" in shown["words"] and "Provisional" not in shown["words"]
 

@@ -37,6 +37,7 @@ class AdaptiveRule:
     stopped: str = ""
     history: tuple[tuple[int, float], ...] = ()
     planned: int = 0
+    first: int = 0  # seeds per cell of the round the plan was made from (0: no plan yet)
 
     def __post_init__(self) -> None:
         hw = self.half_width
@@ -53,22 +54,25 @@ class AdaptiveRule:
         object.__setattr__(self, "history", tuple((int(s), float(w)) for s, w in self.history))
 
     def first_seeds(self, seeds: int) -> int:
-        """Seeds per cell of the first round (`seeds`, the study's now, while it runs)."""
-        return self.history[0][0] if self.history else seeds
+        """Seeds per cell of the round the plan was made from: the intervals use that round's
+        spread (Stein). While the first round runs, `seeds`. A study from before this rule
+        (history, no plan): 0, the ordinary intervals, until its next round is decided."""
+        if self.first:
+            return self.first
+        return 0 if self.history else seeds
 
-    def plan(self, first: int, spreads: list[float]) -> int:
+    def plan(self, seeds: int, rows: list[tuple[float, int]]) -> int:
         """Stein's plan: the seeds per cell that bring every difference's interval under
-        ±half_width given each one's first-round spread (`sd` of its per-seed values), at most
-        `max_seeds`. A spread of zero needs no more seeds; an unknown one (NaN) all of them."""
+        ±half_width, from each one's spread `sd` over its `n` pairs this round:
+        max(seeds, ⌈(t(n - 1) · sd / half_width)²⌉), at most `max_seeds`. A spread of zero
+        needs no more seeds; an unknown one (NaN, fewer than 2 pairs) all of them."""
         from scipy import stats  # type: ignore[import-untyped]
 
-        if first < 2:
-            return self.max_seeds
-        quantile = float(stats.t.ppf(0.975, first - 1))
-        need = first
-        for sd in spreads:
-            if not math.isfinite(sd):
+        need = seeds
+        for sd, n in rows:
+            if not math.isfinite(sd) or n < 2:
                 return self.max_seeds
+            quantile = float(stats.t.ppf(0.975, n - 1))
             need = max(need, math.ceil((quantile * sd / self.half_width) ** 2 - 1e-9))
         return min(need, self.max_seeds)
 
@@ -89,7 +93,7 @@ class AdaptiveRule:
         return {"half_width": self.half_width, "max_seeds": self.max_seeds, "step": self.step,
                 "metric": self.metric, "stopped": self.stopped,
                 "history": [[s, None if math.isnan(w) else w] for s, w in self.history],
-                "planned": self.planned}
+                "planned": self.planned, "first": self.first}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdaptiveRule:
@@ -98,4 +102,4 @@ class AdaptiveRule:
                    stopped=data.get("stopped", ""),
                    history=tuple((s, math.nan if w is None else w)
                                  for s, w in data.get("history", [])),
-                   planned=data.get("planned", 0))
+                   planned=data.get("planned", 0), first=data.get("first", 0))

@@ -62,7 +62,7 @@ class Estimate:
 
     @property
     def verdict(self) -> str:
-        return verdict_of(self.value, self.low, self.high, self.sd)
+        return verdict_of(self.value, self.low, self.high, self.sd, p=self.p)
 
     def row(self) -> dict[str, object]:
         return {"effect": self.value, "ci_low": self.low, "ci_high": self.high, "n": self.n,
@@ -70,13 +70,16 @@ class Estimate:
 
 
 def verdict_of(value: float, low: float, high: float, sd: float = math.nan,
-               smallest: float = math.nan) -> str:
+               smallest: float = math.nan, p: float = math.nan) -> str:
     """One interval's verdict. `smallest`: the smallest effect that matters (a fraction); an
-    interval that holds zero but reaches past ±`smallest` is inconclusive (NaN: never)."""
+    interval that holds zero but reaches past ±`smallest` is inconclusive (NaN: never). Every
+    seed moved by exactly `value` (sd 0): no change, or a shift judged by its exact p (`p`)."""
     if pd.isna(value):
         return NO_VALUES
-    if sd == 0:  # every seed moved by exactly `value`
-        return NO_CHANGE if value == 0 else BEYOND
+    if sd == 0:
+        if value == 0:
+            return NO_CHANGE
+        return BEYOND if p < ALPHA else TOO_FEW
     if pd.isna(low) or pd.isna(high):
         return TOO_FEW
     if low > 0 or high < 0:
@@ -130,7 +133,11 @@ def paired_difference(diffs, first: int = 0) -> Estimate:
         return Estimate(mean, math.nan, math.nan, n, True)
     sd = float(x.std(ddof=1))
     if sd <= NO_SPREAD_BELOW:  # every seed moved by exactly as much: a shift, or no change
-        return Estimate(mean, mean, mean, n, True, 0.0 if mean != 0 else 1.0, 0.0)
+        # Accuracies move in steps (1 of 10 validation images is 10 points), so equal moves
+        # happen by chance: the exact sign-flip p of n equal-signed differences, 2^(1-n)
+        # (2 seeds: 0.5, 6 seeds: 0.03), never 0
+        return Estimate(mean, mean, mean, n, True, min(1.0, 2.0 ** (1 - n)) if mean != 0
+                        else 1.0, 0.0)
     if 1 < first < n:
         sd_first = float(x[:first].std(ddof=1))
         if sd_first > NO_SPREAD_BELOW:
@@ -140,10 +147,14 @@ def paired_difference(diffs, first: int = 0) -> Estimate:
     return Estimate(mean, low, high, n, True, p, sd)
 
 
-def _exact(value: float, n: int) -> Estimate:
-    """No spread on either side: the difference is exact (a point interval; p 0 for a shift, 1
-    for none)."""
-    return Estimate(value, value, value, n, False, 0.0 if value != 0 else 1.0, 0.0)
+def _exact(value: float, sizes: list[int]) -> Estimate:
+    """No spread on any side: a point interval, and for a shift the exact permutation p of
+    groups this far apart (the most extreme split of the pooled values: 2 / C(n, n_1) for two
+    groups), never 0; 1 for no change."""
+    n = sum(sizes)
+    p = min(1.0, 2.0 / math.comb(n, sizes[0])) if value != 0 and len(sizes) == 2 else \
+        (math.nan if value != 0 else 1.0)
+    return Estimate(value, value, value, n, False, p, 0.0)
 
 
 def welch_difference(a, b) -> Estimate:
@@ -155,7 +166,7 @@ def welch_difference(a, b) -> Estimate:
         return Estimate(diff, math.nan, math.nan, n, False)
     sd = math.sqrt(a.var(ddof=1) + b.var(ddof=1))
     if sd <= NO_SPREAD_BELOW:
-        return _exact(diff, n)
+        return _exact(diff, [len(a), len(b)])
     test = stats.ttest_ind(b, a, equal_var=False)
     ci = test.confidence_interval(CONFIDENCE)
     return Estimate(diff, float(ci.low), float(ci.high), n, False, float(test.pvalue), sd)
@@ -179,7 +190,7 @@ def welch_contrast(groups: list[tuple[float, object]]) -> Estimate:
     se2 = float(sum(parts))
     sd = math.sqrt(sum(c * c * v.var(ddof=1) for c, v in clean))
     if sd <= NO_SPREAD_BELOW:
-        return _exact(value, n)
+        return _exact(value, [len(v) for _, v in clean])
     df = se2**2 / sum(p**2 / (len(v) - 1) for p, (_, v) in zip(parts, clean, strict=True))
     half = float(stats.t.ppf(1 - ALPHA / 2, df)) * math.sqrt(se2)
     p = float(2 * stats.t.sf(abs(value) / math.sqrt(se2), df))

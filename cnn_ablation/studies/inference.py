@@ -36,10 +36,10 @@ def judge(parts: list[pd.DataFrame], complete: bool = True,
         if "judged" not in out:
             out["judged"] = True
         out["judged"] = out["judged"].astype(bool)
-        out["verdict"] = [verdict_of(e, lo, hi, sd, smallest) if j else ""
-                          for e, lo, hi, sd, j in zip(out["effect"], out["ci_low"],
-                                                      out["ci_high"], out["sd"], out["judged"],
-                                                      strict=True)]
+        out["verdict"] = [verdict_of(e, lo, hi, sd, smallest, p) if j else ""
+                          for e, lo, hi, sd, p, j in zip(out["effect"], out["ci_low"],
+                                                         out["ci_high"], out["sd"], out["p"],
+                                                         out["judged"], strict=True)]
         outs.append(out)
     pvalues = [p for out in outs for p, judged in zip(out["p"], out["judged"], strict=True)
                if judged]

@@ -77,19 +77,26 @@ def analyse(spec: StudySpec, runs: pd.DataFrame, metric: str, complete: bool,
         effects, kind = versus[["cell", *estimators.EFFECT_COLUMNS]], "each cell vs the base"
         versus["judged"] = False  # the same comparisons as the effects: judged there once
     effects = inference.with_power(effects, target)
+    interactions = inference.with_power(interactions, target)
+    versus = inference.with_power(versus, target) if factorial else versus
     effects, interactions, versus = inference.judge([effects, interactions, versus], complete,
                                                     spec.smallest_effect)
     if not factorial:  # the effects are the Δ vs base: one verdict, shown in both places
         versus[["p_holm", "verdict", "verdict_holm"]] = effects[["p_holm", "verdict",
                                                                   "verdict_holm"]].to_numpy()
     summary = _summary(runs, done_runs, labels, base, versus)
-    needed = effects["seeds_needed"].dropna() if len(effects) else pd.Series(dtype=float)
+    # seeds needed for every statement judged: effects, interactions, named cells vs the base
+    judged = [effects["seeds_needed"], interactions.get("seeds_needed", pd.Series(dtype=float))]
+    if factorial:
+        judged.append(versus.loc[versus["judged"], "seeds_needed"])
+    needed = pd.concat([j for j in judged if len(j)] or [pd.Series(dtype=float)]).dropna()
     result = {"completed": done_runs, "complete": complete, "summary": summary,
               "effects": effects, "effects_kind": kind, "base_cell": base,
               "interactions": interactions, "tables": tables,
               "seeds_needed": float(needed.max()) if len(needed) else math.nan,
               "metric": metric, "primary": spec.metric, "power_pp": power_pp,
-              "smallest_pp": 100 * spec.smallest_effect, "stein": first}
+              "smallest_pp": 100 * spec.smallest_effect,
+              "stein": first if 1 < first < spec.seeds else 0}
     result["words"] = words.plain_words(result, done, total)
     return result
 

@@ -69,10 +69,10 @@ def intervals(result: dict) -> pd.DataFrame:
     """Every difference's interval the study states (effects, interactions, each cell vs the
     base): effect, ci_low, ci_high, sd. What the rule plans from and judges."""
     summary = result["summary"]
-    versus = summary[~summary["is_base"]].rename(columns={
-        "delta": "effect", "delta_ci_low": "ci_low", "delta_ci_high": "ci_high",
-        "delta_sd": "sd"})
-    columns = ["effect", "ci_low", "ci_high", "sd"]
+    named = {"delta": "effect", "delta_ci_low": "ci_low", "delta_ci_high": "ci_high",
+             "delta_sd": "sd", "delta_n": "n"}
+    versus = summary[~summary["is_base"]][list(named)].rename(columns=named)
+    columns = ["effect", "ci_low", "ci_high", "sd", "n"]
     parts = [f[columns] for f in (result["effects"], result["interactions"], versus) if len(f)]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     return frame.astype(float)
@@ -88,7 +88,11 @@ def decide(rule: AdaptiveRule, seeds: int, result: dict) -> tuple[AdaptiveRule, 
     widest = float(widths.max()) if len(widths) and widths.notna().all() else math.nan
     history = (*rule.history, (seeds, widest))
     r = len(history)
-    planned = rule.planned or rule.plan(seeds, found["sd"].tolist())
+    planned, first = rule.planned, rule.first
+    if not planned:  # the first decision (or a study from before this rule): plan now
+        rows = [(float(sd), int(n) if n == n else 0)
+                for sd, n in zip(found["sd"], found["n"], strict=True)]
+        planned, first = rule.plan(seeds, rows), seeds
     shown = f"±{100 * widest:.2f} pp" if not math.isnan(widest) else "unknown"
     target = f"±{100 * rule.half_width:g} pp"
     stopped = ""
@@ -98,8 +102,13 @@ def decide(rule: AdaptiveRule, seeds: int, result: dict) -> tuple[AdaptiveRule, 
     elif seeds >= planned and not math.isnan(widest) and widest < rule.half_width:
         stopped = (f"precision reached after round {r}: every 95 % interval is narrower than "
                    f"{target} (widest {shown}) with {seeds} seeds per cell")
+    elif seeds >= planned and planned < rule.max_seeds:
+        planned_in = next(i for i, (n, _) in enumerate(history, 1) if n == first)
+        stopped = (f"plan met after round {r}: the {planned} seeds per cell planned from round "
+                   f"{planned_in}'s spread are done; widest 95 % interval {shown}, target "
+                   f"{target} (an interval whose seeds do not all pair is wider than planned)")
     elif seeds >= planned:
         stopped = (f"seed limit reached after round {r}: {seeds} seeds per cell; widest 95 % "
                    f"interval {shown}, target {target}")
-    new_rule = replace(rule, history=history, stopped=stopped, planned=planned)
+    new_rule = replace(rule, history=history, stopped=stopped, planned=planned, first=first)
     return new_rule, seeds if stopped else min(seeds + rule.step, planned)

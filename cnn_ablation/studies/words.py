@@ -64,6 +64,13 @@ def plain_words(result: dict, done: int | None = None, total: int | None = None)
     if not rows:
         return " ".join([*parts, "No effects: the study has no cells to compare."])
     if all(pd.isna(r["effect"]) for r in rows):
+        completed = result.get("completed")
+        if completed is not None and len(completed) and completed[metric].notna().any():
+            summary = result["summary"]
+            empty = summary[summary[f"{metric}_mean"].isna()]["cell"].tolist()
+            return " ".join([*parts, "No verdict: every effect compares cells that all need "
+                                     f"values, and these have none for {metric_name}: "
+                                     f"{', '.join(map(str, empty))}."])
         hint = (" (validation accuracy needs a validation split; test accuracy is there for "
                 "every completed run)") if "val" in metric else ""
         return " ".join([*parts, f"No verdict: no completed run has a value for {metric_name}"
@@ -121,7 +128,10 @@ def diverged_words(summary: pd.DataFrame) -> list[str]:
     if "diverged" not in summary:
         return out
     for r in summary.to_dict("records"):
-        if r["diverged"]:
+        if r["diverged"] and not r["n"]:
+            out.append(f"{r['cell']} diverged in all {r['diverged']} of its seeds (an outcome, "
+                       "not a missing run; it has no value to compare).")
+        elif r["diverged"]:
             seeds = int(r["n"]) + int(r["diverged"])
             out.append(f"{r['cell']} diverged in {r['diverged']} of {seeds} seeds (an outcome, "
                        "not a missing run; its mean is over the seeds that did not).")
@@ -214,9 +224,10 @@ def effects_note(result: dict) -> str:
     """How the effects' intervals and verdicts are made."""
     out = "Intervals are t intervals over seeds, paired by seed (Welch's where seeds do not pair)."
     if result.get("stein", 0) > 1 and result.get("done", 1) > 0:
-        out += (f" Adaptive seeds: paired intervals use the first round's spread ({result['stein']}"
-                f" seeds, {result['stein'] - 1} degrees of freedom; Stein's two-stage rule), so "
-                "their 95 % holds whatever that spread happened to be.")
+        out += (f" Adaptive seeds: paired intervals use the spread of the round the plan was made "
+                f"from ({result['stein']} seeds, {result['stein'] - 1} degrees of freedom; Stein's "
+                "two-stage rule), so their 95 % holds whatever that spread happened to be; an "
+                "interval whose first-round seeds do not all pair is the ordinary one.")
     n = len(judged_rows(result))
     if n > 1:
         out += (f" Holm's adjustment runs once over all {n} verdicts the study states (effects, "
@@ -238,9 +249,11 @@ def power_text(result: dict) -> str:
     if math.isnan(needed):
         return (f"Seeds per cell to detect {result['power_pp']:g} pp with 80 % power: not known "
                 "yet (needs at least 2 seeds per cell).")
-    return (f"To detect a change of {result['power_pp']:g} pp with 80 % power (two-sided, 5 %), "
-            f"every effect needs at most {needed:.0f} seeds per cell, judging by the seed-to-seed "
-            "spread seen so far (exact power of the paired t-test; per effect in the table).")
+    return (f"To detect a change of {result['power_pp']:g} pp with 80 % power (two-sided, 5 % "
+            f"each), every statement the study judges (effects, interactions, named cells) needs "
+            f"at most {needed:.0f} seeds per cell, judging by the seed-to-seed spread seen so far "
+            "(exact power of the paired t-test; per effect in the table). Holm's adjustment over "
+            "several statements asks for somewhat more.")
 
 
 def interaction_text(row: dict) -> str:
