@@ -139,9 +139,8 @@ class RunConfig:
         self._check_int("epochs", self.epochs, 1,
                         f"a whole number >= 1 and <= {max_epochs} (ABLATION_MAX_EPOCHS)", max_epochs)
         self._check_int("batch_size", self.batch_size, 1, "a whole number >= 1")
-        if not _is_number(self.learning_rate) or not 0 < self.learning_rate <= MAX_LEARNING_RATE:
-            raise ConfigError("learning_rate", self.learning_rate,
-                              f"a number > 0 and <= {MAX_LEARNING_RATE:g}")
+        if not _is_number(self.learning_rate) or not (0 < self.learning_rate < math.inf):
+            raise ConfigError("learning_rate", self.learning_rate, "a number > 0")
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
         self._check_int("seed", self.seed, 0, f"a whole number >= 0 and <= {MAX_SEED}", MAX_SEED)
         self._check_number("val_split", self.val_split, 0.0, 1.0, "a number in [0, 1)", float)

@@ -237,8 +237,8 @@ def test_the_probe_counts_exactly_and_refusals_name_the_problem(home):
     bare = networks.add_file("plain.keras", saved(plain))
     refused = networks.probe(bare.key, (32, 32, 3), 10)
     assert not refused["ok"] and "BatchNormalization or Dropout" in refused["error"]
-    fake = networks.add_file("fake.keras", b"PK\x03\x04 not really a keras archive")
-    assert not networks.probe(fake.key, (32, 32, 3), 10)["ok"]
+    with pytest.raises(ConfigError, match="a zip archive; this one cannot be read"):
+        networks.add_file("fake.keras", b"PK\x03\x04 not really a keras archive")
 
 
 def test_a_builder_from_the_operators_folder(home, monkeypatch, tmp_path):

@@ -39,8 +39,11 @@ def test_layer_norms_are_recorded_for_every_weighted_layer_each_epoch(engine, ma
 
 
 def test_absurd_learning_rate_ends_diverged_naming_epoch_and_batch(engine, make_run):
-    run_id = make_run(RunConfig(dataset="synthetic", bn=(0, 0, 0, 0, 0), learning_rate=1e30,
-                                epochs=3), "running")
+    # queued before new runs were refused past a learning rate of 10: such a stored run still
+    # trains, and ends diverged
+    absurd = RunConfig(dataset="synthetic", bn=(0, 0, 0, 0, 0), learning_rate=1e30, epochs=3)
+    run_id = make_run(RunConfig(dataset="synthetic", bn=(0, 0, 0, 0, 0), epochs=3), "running",
+                      config_json=absurd.to_json())
     assert train_run(engine, run_id, interval=0.0) == "diverged"
     run = find_run(engine, run_id)
     assert run.status == "diverged"
