@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -49,25 +50,43 @@ def cell_rows(result: dict) -> list[dict[str, str]]:
     return rows
 
 
+def _difference_rows(frame: pd.DataFrame, label: Any) -> list[dict[str, str]]:
+    """A table of differences as text: its label, Δ [95 % CI], Holm mark, seeds, pairing."""
+    return [{"effect": label(r), "delta": words.pp_interval(r["effect"], r["ci_low"], r["ci_high"]),
+             "holm": _holm_mark(r["verdict_holm"]), "n": str(int(r["n"])),
+             "paired": "paired" if r["paired"] else "Welch"} for r in frame.to_dict("records")]
+
+
 def effect_rows(result: dict) -> list[dict[str, str]]:
-    effects = result["effects"]
-    rows = []
-    for r in effects.to_dict("records"):
-        rows.append({"effect": effect_label(r),
-                     "delta": words.pp_interval(r["effect"], r["ci_low"], r["ci_high"]),
-                     "holm": _holm_mark(r["verdict_holm"]), "n": str(int(r["n"])),
-                     "paired": "paired" if r["paired"] else "Welch"})
-    return rows
+    return _difference_rows(result["effects"], effect_label)
 
 
 def interaction_rows(result: dict) -> list[dict[str, str]]:
-    rows = []
-    for r in result["interactions"].to_dict("records"):
-        rows.append({"effect": f"{r['factor_1']} × {r['factor_2']}",
-                     "delta": words.pp_interval(r["effect"], r["ci_low"], r["ci_high"]),
-                     "holm": _holm_mark(r["verdict_holm"]), "n": str(int(r["n"])),
-                     "paired": "paired" if r["paired"] else "Welch"})
-    return rows
+    return _difference_rows(result["interactions"],
+                            lambda r: f"{r['factor_1']} × {r['factor_2']}")
+
+
+DIFFERENCE_COLUMNS = ("Δ (95 % CI)", "Holm", "seeds", "interval")
+
+
+def _difference_cells(rows: list[dict[str, str]]) -> list[list[str]]:
+    return [[r["effect"], r["delta"], r["holm"], r["n"], r["paired"]] for r in rows]
+
+
+def difference_tables(result: dict) -> list[tuple[str, str, str, list[list[str]]]]:
+    """The tables of differences a report holds after the cells: (first column, Markdown
+    heading, LaTeX caption, rows). Main effects in a factorial design, then its interactions."""
+    metric = METRICS[result["metric"]]
+    tables = []
+    if result["effects_kind"] == "main effects":
+        tables.append(("effect", "Main effects (averaged over the other factors within each seed)",
+                       f"main effects on {metric}, averaged over the other factors within each "
+                       "seed.", _difference_cells(effect_rows(result))))
+    if len(result["interactions"]):
+        tables.append(("interaction", "Interactions (change in one factor's effect when the "
+                       "other moves)", f"interactions on {metric}, the change in one factor's "
+                       "effect when the other moves.", _difference_cells(interaction_rows(result))))
+    return tables
 
 
 def effect_label(row: dict) -> str:
@@ -122,16 +141,8 @@ def markdown(view: StudyView, result: dict, plot_name: str | None = None) -> str
              _md_table(["cell", f"{metric} (mean ± std)", "Δ vs base (95 % CI)", "Holm", "seeds"],
                        [[r["cell"], r["mean"], r["delta"], r["holm"], r["n"]]
                         for r in cell_rows(result)], "lrrcr")]
-    if result["effects_kind"] == "main effects":
-        parts += ["", "## Main effects (averaged over the other factors within each seed)", "",
-                  _md_table(["effect", "Δ (95 % CI)", "Holm", "seeds", "interval"],
-                            [[r["effect"], r["delta"], r["holm"], r["n"], r["paired"]]
-                             for r in effect_rows(result)], "lrcrl")]
-    if len(result["interactions"]):
-        parts += ["", "## Interactions (change in one factor's effect when the other moves)", "",
-                  _md_table(["interaction", "Δ (95 % CI)", "Holm", "seeds", "interval"],
-                            [[r["effect"], r["delta"], r["holm"], r["n"], r["paired"]]
-                             for r in interaction_rows(result)], "lrcrl")]
+    for first, heading, _, rows in difference_tables(result):
+        parts += ["", f"## {heading}", "", _md_table([first, *DIFFERENCE_COLUMNS], rows, "lrcrl")]
     parts += [""] + [f"- {_md_cell(n).replace(HOLM_MARK, chr(92) + HOLM_MARK)}"
                      for n in notes(result)]
     parts += ["", "## Verdict", "", verdict(result)]
@@ -175,20 +186,9 @@ def latex(view: StudyView, result: dict) -> str:
         [[r["cell"], r["mean"], r["delta"], r["holm"], r["n"]] for r in cell_rows(result)],
         "lrrcr", f"{view.name}: {metric} per cell, and the difference to the base cell "
                  "with its 95 % interval over seeds.", f"tab:study-{view.id}-cells"))
-    if result["effects_kind"] == "main effects":
-        parts.append(_latex_table(
-            ["effect", "Δ (95 % CI)", "Holm", "seeds", "interval"],
-            [[r["effect"], r["delta"], r["holm"], r["n"], r["paired"]]
-             for r in effect_rows(result)], "lrcrl",
-            f"{view.name}: main effects on {metric}, averaged over the other factors within "
-            "each seed.", f"tab:study-{view.id}-effects"))
-    if len(result["interactions"]):
-        parts.append(_latex_table(
-            ["interaction", "Δ (95 % CI)", "Holm", "seeds", "interval"],
-            [[r["effect"], r["delta"], r["holm"], r["n"], r["paired"]]
-             for r in interaction_rows(result)], "lrcrl",
-            f"{view.name}: interactions on {metric}, the change in one factor's effect when the "
-            "other moves.", f"tab:study-{view.id}-interactions"))
+    for first, _, caption, rows in difference_tables(result):
+        parts.append(_latex_table([first, *DIFFERENCE_COLUMNS], rows, "lrcrl",
+                                  f"{view.name}: {caption}", f"tab:study-{view.id}-{first}s"))
     parts += ["% Verdict: " + line for line in verdict(result).splitlines()]
     return "\n".join(parts) + "\n"
 

@@ -78,7 +78,11 @@ def analyse(spec: StudySpec, runs: pd.DataFrame, metric: str, complete: bool,
         versus["judged"] = False  # the same comparisons as the effects: judged there once
     effects = inference.with_power(effects, target)
     interactions = inference.with_power(interactions, target)
-    versus = inference.with_power(versus, target) if factorial else versus
+    if factorial:  # only the named cells are judged: the seeds needed of those alone (a 96-cell
+        # study would otherwise solve 95 power equations on every refresh for nothing)
+        versus["seeds_needed"] = [inference.seeds_needed(sd, target) if judged else math.nan
+                                  for sd, judged in zip(versus["sd"], versus["judged"],
+                                                        strict=True)]
     effects, interactions, versus = inference.judge([effects, interactions, versus], complete,
                                                     spec.smallest_effect)
     if not factorial:  # the effects are the Δ vs base: one verdict, shown in both places
