@@ -21,6 +21,6 @@ RUN useradd --create-home --uid 10001 ablation && mkdir -p /data && chown ablati
 USER ablation
 VOLUME /data
 EXPOSE 8501
-# A shell runs the command so that ${ABLATION_ADDRESS:-127.0.0.1} expands; `exec` leaves
-# Streamlit as PID 1 so that `docker stop` reaches it.
-CMD ["sh", "-c", "exec python -m streamlit run app.py --server.address \"${ABLATION_ADDRESS:-127.0.0.1}\" --server.port 8501 --server.headless true --browser.gatherUsageStats false"]
+# Listens on ABLATION_ADDRESS (default 127.0.0.1); the command replaces itself with Streamlit
+# (exec), which stays PID 1 so that `docker stop` reaches it.
+CMD ["python", "-m", "cnn_ablation", "dashboard", "--port", "8501"]

@@ -20,8 +20,7 @@ setup:
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
 
 run: setup
-	@echo "cnn-ablation: open http://$(if $(filter 0.0.0.0 :: 127.0.0.1,$(ADDRESS)),localhost,$(ADDRESS)):$(PORT)"
-	$(PYTHON) -m streamlit run app.py --server.headless true --server.address "$(ADDRESS)" --server.port $(PORT) --browser.gatherUsageStats false
+	$(PYTHON) -m cnn_ablation dashboard --address "$(ADDRESS)" --port $(PORT)
 
 test:
 	$(MAKE) setup WITH_BROWSER=1

@@ -1,28 +1,7 @@
-"""cnn-ablation dashboard: `streamlit run app.py`. Never imports TensorFlow; training happens in
-background worker processes (one is started here when none is alive; ABLATION_START_WORKER=0
-turns that off)."""
+"""cnn-ablation dashboard: `streamlit run app.py` (or `make run`, which serves it through
+cnn_ablation/ui/server.py: the same pages, with Streamlit's metrics endpoint closed and uploads
+refused before the password). The script body is cnn_ablation/ui/main.py."""
 
-import streamlit as st
+from cnn_ablation.ui.main import main
 
-from cnn_ablation.ui.access import may_enter, require_access
-from cnn_ablation.ui.preload import warm_chart_code
-
-st.set_page_config(page_title="cnn-ablation", page_icon=":material/science:", layout="wide",
-                   initial_sidebar_state="collapsed")
-
-pages = [
-    st.Page("cnn_ablation/ui/new_run.py", title="New run", icon=":material/science:", default=True),
-    st.Page("cnn_ablation/ui/runs.py", title="Runs", icon=":material/monitoring:"),
-    st.Page("cnn_ablation/ui/compare.py", title="Compare", icon=":material/compare_arrows:"),
-    st.Page("cnn_ablation/ui/studies.py", title="Studies", icon=":material/grid_view:"),
-]
-# The page asked for is resolved first (so a link to /runs?run=5 still opens it once the password
-# is given), but no page runs, and the menu stays hidden, until access is granted: beyond loopback
-# nothing shows without ABLATION_PASSWORD, and a set password is asked for first (a password, not
-# st.login: OpenID Connect needs an identity provider; see cnn_ablation/ui/access.py).
-page = st.navigation(pages, position="top" if may_enter() else "hidden")
-require_access()
-page.run()
-# Last, so the browser has the whole page before it loads the chart code (a page that stops
-# early leaves this to the next one): cnn_ablation/ui/preload.py
-warm_chart_code()
+main()

@@ -8,11 +8,17 @@ logging, and stays `print`.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
+from pathlib import Path
 from typing import TextIO
 
 FORMAT = "%(asctime)s %(role)s[%(process)d]%(run)s %(levelname)s %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+# A worker's log (its stdout and stderr, a file under $ABLATION_HOME/logs/) is started afresh past
+# this size; the previous part is kept as `<name>.1` (one part: at most twice this on disk).
+MAX_LOG_BYTES = 10 * 2**20
 
 
 class _Context(logging.Filter):
@@ -38,3 +44,34 @@ def setup(role: str, run_id: int | None = None, stream: TextIO | None = None,
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+
+
+def rotate_own_log(folder: Path, limit: int = MAX_LOG_BYTES) -> Path | None:
+    """When this process's stdout is a file under `folder` that has grown past `limit` bytes:
+    keep it as `<name>.1` (replacing an older one), and point stdout and stderr (the file
+    descriptors, so C libraries' and tracebacks' output follow) at a fresh file of the same
+    name. Returns the kept part, or None when nothing was done (stdout a terminal, a pipe, a
+    file elsewhere, or still small; on systems without /proc nothing is done either)."""
+    try:
+        info = os.fstat(1)
+        if not stat.S_ISREG(info.st_mode) or info.st_size < limit:
+            return None
+        path = Path(os.readlink("/proc/self/fd/1"))
+    except OSError:
+        return None
+    if Path(folder).resolve() not in path.parents:
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    kept = path.with_name(path.name + ".1")
+    try:
+        os.replace(path, kept)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        return None
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    logging.getLogger("cnn_ablation").info("log started afresh at %d MB; the earlier lines are "
+                                           "in %s", limit // 2**20, kept)
+    return kept

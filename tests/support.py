@@ -76,8 +76,9 @@ def free_port() -> int:
 
 
 def start_streamlit(home: Path, env: dict[str, str], log_name: str = "streamlit.log",
-                    wait_s: float = 120.0, script: str = "app.py"):
-    """`streamlit run app.py` (or `script`) on a free port of 127.0.0.1 over `home` (with `env`, SQLite:
+                    wait_s: float = 120.0, script: str = "cnn_ablation/ui/server.py"):
+    """`streamlit run cnn_ablation/ui/server.py` (what `make run` serves; or `script`) on a free
+    port of 127.0.0.1 over `home` (with `env`, SQLite:
     ABLATION_DATABASE_URL is dropped); returns (process, url) once its health check answers.
     RuntimeError with the server's log if it exits or does not answer within `wait_s`. Shared
     by the browser tests and benchmarks/dashboard_browser.py."""

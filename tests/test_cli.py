@@ -170,19 +170,20 @@ def test_gc_removes_what_nothing_needs_and_prints_each_item(home, cli, engine):
             home / "tensorboard" / "run-1" / "events"]
     gone = [home / "logs" / "run-7-0a1b2c3d.log", home / "tensorboard" / "run-7" / "events",
             home / "checkpoints" / "run-1.keras", home / "networks" / ".store" / "deadbeef.keras",
-            home / "logs" / "worker-old.log"]
+            home / "logs" / "worker-old.log", home / "logs" / "worker-old.log.1"]
     for path in keep + gone:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
     week_ago = time.time() - 8 * 24 * 3600
-    os.utime(home / "logs" / "worker-old.log", (week_ago, week_ago))
+    for name in ("worker-old.log", "worker-old.log.1"):  # the log and its earlier part
+        os.utime(home / "logs" / name, (week_ago, week_ago))
     workers.register_worker(engine, "old", "elsewhere", 1, "cpu")
     with session_scope(engine) as session:
         row = session.get(WorkerRow, "old")
         row.stopped_at = row.heartbeat_at = week_ago
     listed = cli("gc", "--dry-run")
     assert listed.returncode == 0, listed.stderr
-    assert "6 item(s) to remove" in listed.stdout and all(p.exists() for p in keep + gone)
+    assert "7 item(s) to remove" in listed.stdout and all(p.exists() for p in keep + gone)
     assert "would remove the row of worker old" in listed.stdout
     done = cli("gc")
     assert done.returncode == 0, done.stderr

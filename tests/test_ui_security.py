@@ -411,29 +411,68 @@ def test_delete_asks_first_and_then_selects_nothing(home, engine, make_run):
 
 
 # --- how it is started ---------------------------------------------------------------------------
-def test_make_run_and_the_docker_image_listen_on_loopback_by_default():
+def test_make_run_and_the_docker_image_listen_on_loopback_by_default(monkeypatch):
+    from cnn_ablation.cli import DASHBOARD_OPTIONS, dashboard_command, listen_address
+    from cnn_ablation.networks.registry import MAX_UPLOAD_BYTES
+
+    monkeypatch.delenv("ABLATION_ADDRESS", raising=False)
+    assert listen_address(None) == "127.0.0.1"
+    assert listen_address("10.1.2.3") == "10.1.2.3"
+    monkeypatch.setenv("ABLATION_ADDRESS", "0.0.0.0")
+    assert listen_address(None) == "0.0.0.0" and listen_address("127.0.0.1") == "127.0.0.1"
+    command = dashboard_command("127.0.0.1", 8501)
+    assert command[1:4] == ["-m", "streamlit", "run"]
+    assert command[4].endswith("cnn_ablation/ui/server.py")
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    option = dict(zip(DASHBOARD_OPTIONS[::2], DASHBOARD_OPTIONS[1::2], strict=True))
+    assert int(option["--server.maxUploadSize"]) * 2**20 == MAX_UPLOAD_BYTES
+
     makefile = (ROOT / "Makefile").read_text()
-    recipe = re.search(r"^run:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE).group(1)
-    command = next(line for line in recipe.splitlines() if "streamlit run" in line)
-    assert "--server.address" in command and "0.0.0.0" not in command
     assert re.search(r"^ADDRESS :?= .*127\.0\.0\.1", makefile, re.MULTILINE)
     dockerfile = (ROOT / "Dockerfile").read_text()
     code = "\n".join(line for line in dockerfile.splitlines() if not line.lstrip().startswith("#"))
     assert "0.0.0.0" not in code
     cmd = json.loads(re.search(r"^CMD (\[.*\])\s*$", code, re.MULTILINE).group(1))
-    assert cmd[:2] == ["sh", "-c"] and "${ABLATION_ADDRESS:-127.0.0.1}" in cmd[2]
-    env = {k: v for k, v in os.environ.items() if k != "ABLATION_ADDRESS"}
-    shown = cmd[2].replace("exec python", "exec echo python")  # what the shell would start
-    out = subprocess.run(["sh", "-c", shown], capture_output=True, text=True, env=env).stdout
-    assert "--server.address 127.0.0.1 " in out
-    out = subprocess.run(["sh", "-c", shown], capture_output=True, text=True,
-                         env={**env, "ABLATION_ADDRESS": "0.0.0.0"}).stdout
-    assert "--server.address 0.0.0.0 " in out
+    assert cmd[:4] == ["python", "-m", "cnn_ablation", "dashboard"] and "--address" not in cmd
     if shutil.which("make"):
+        env = {k: v for k, v in os.environ.items() if k != "ABLATION_ADDRESS"}
         out = subprocess.run(["make", "-s", "-n", "run"], cwd=ROOT, capture_output=True, text=True,
                              env=env).stdout
-        line = next(x for x in out.splitlines() if "streamlit run" in x)
-        assert re.search(r"--server\.address \"?127\.0\.0\.1\"? ", line), line
+        line = next(x for x in out.splitlines() if "cnn_ablation dashboard" in x)
+        assert re.search(r"--address \"?127\.0\.0\.1\"? ", line), line
+
+
+@pytest.mark.slow
+def test_the_served_dashboard_closes_metrics_and_uploads_before_the_password(tmp_path):
+    """The real server `make run` starts (cnn_ablation/ui/server.py under uvicorn): Streamlit's
+    metrics endpoint answers 404, and an upload for a session that has not given the password
+    403, with nothing read; the page and the health check still answer."""
+    import urllib.error
+    import urllib.request
+
+    from tests.support import start_streamlit
+
+    env = {**os.environ, "ABLATION_START_WORKER": "0", "ABLATION_PASSWORD": "s3cret"}
+    server, url = start_streamlit(tmp_path, env)
+    try:
+        def status(path: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str]:
+            request = urllib.request.Request(url + path, data=body, method=method)
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    return answer.status, answer.read().decode(errors="replace")
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode(errors="replace")
+
+        assert status("/_stcore/health")[0] == 200
+        assert status("/")[0] == 200
+        code, text = status("/_stcore/metrics")
+        assert code == 404 and "cache" not in text
+        assert status("/_stcore/metrics?families=cache_memory_bytes")[0] == 404
+        code, text = status("/_stcore/upload_file/some-session/some-file", "PUT", b"x" * 4096)
+        assert code == 403 and "password" in text
+    finally:
+        server.kill()
+        server.wait(timeout=30)
 
 
 def test_streamlit_config_hides_error_details_and_listens_on_loopback():

@@ -14,7 +14,14 @@ from storage import lifecycle
 from storage.curves import epochs_frame
 from storage.runs import find_run, list_runs
 from storage.workers import live_workers, register_worker
-from tests.support import HEARTBEAT, alive, requeued_by_sigterm, running_with_epochs, wait_for
+from tests.support import (
+    HEARTBEAT,
+    ROOT,
+    alive,
+    requeued_by_sigterm,
+    running_with_epochs,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 LONG = RunConfig(dataset="synthetic:3000", epochs=40, val_split=0.0)  # minutes: stopped by tests
@@ -291,3 +298,43 @@ def test_sigterm_while_the_training_process_starts_puts_the_run_back_in_the_queu
     assert run.status == "queued" and run.worker_id is None, (run.status, run.error)
     assert "stopped while starting: back in the queue" in run.notes
     assert epochs_frame(engine, [run_id]).empty
+
+
+def test_a_workers_own_log_starts_afresh_past_its_size_and_keeps_one_earlier_part(tmp_path):
+    """A real process whose stdout and stderr are a file under the logs folder (as a worker the
+    dashboard starts): past the limit, the file so far is kept as `.1` and what the process
+    writes next, through print, logging, and straight to file descriptor 2, goes to a fresh
+    file of the same name. Outside the logs folder nothing is touched."""
+    import subprocess
+    import sys
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    script = (
+        "import logging, os, sys\n"
+        "from pathlib import Path\n"
+        "from cnn_ablation import log\n"
+        "log.setup('worker')\n"
+        "print('old line ' + 'x' * 2000, flush=True)\n"
+        "kept = log.rotate_own_log(Path(sys.argv[1]), limit=1000)\n"
+        "print('kept', kept, flush=True)\n"
+        "logging.getLogger('cnn_ablation.test').info('after')\n"
+        "os.write(2, b'straight to fd 2\\n')\n"
+        "print('again', log.rotate_own_log(Path(sys.argv[1]), limit=1000), flush=True)\n")
+    for where, expect_rotation in ((logs, True), (tmp_path / "elsewhere", False)):
+        where.mkdir(exist_ok=True)
+        path = where / "worker-x.log"
+        with open(path, "ab") as out:
+            subprocess.run([sys.executable, "-c", script, str(logs)], stdout=out,
+                           stderr=subprocess.STDOUT, cwd=ROOT, check=True, timeout=120)
+        text = path.read_text()
+        if expect_rotation:
+            earlier = (logs / "worker-x.log.1").read_text()
+            assert "old line" in earlier and "kept" not in earlier
+            assert "old line" not in text
+            assert f"kept {path}.1" in text and "log started afresh" in text
+            assert "after" in text and "straight to fd 2" in text
+            assert "again None" in text  # the fresh file is small: not rotated again
+        else:
+            assert not (where / "worker-x.log.1").exists()
+            assert "old line" in text and "kept None" in text

@@ -57,6 +57,42 @@ def record_id(text: str) -> int:
     return int(digits)
 
 
+def port_number(text: str) -> int:
+    if not (text.strip().isdigit() and 1 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; allowed: 1-65535")
+    return int(text)
+
+
+# What `cnn-ablation dashboard` passes to `streamlit run` beside the address and port (the same
+# values as the repository's .streamlit/config.toml, which an installed package lacks).
+DASHBOARD_OPTIONS = ("--server.headless", "true", "--browser.gatherUsageStats", "false",
+                     "--server.maxUploadSize", "50")
+
+
+def dashboard_command(address: str, port: int) -> list[str]:
+    """`streamlit run` on the packaged server (cnn_ablation/ui/server.py: the pages with
+    Streamlit's metrics closed and uploads refused before the password)."""
+    from pathlib import Path
+
+    server = Path(__file__).resolve().parents[1] / "ui" / "server.py"  # a path, not an import
+    return [sys.executable, "-m", "streamlit", "run", str(server), "--server.address", address,
+            "--server.port", str(port), *DASHBOARD_OPTIONS]
+
+
+def listen_address(given: str | None) -> str:
+    """--address, else ABLATION_ADDRESS, else 127.0.0.1 (this machine only)."""
+    return (given or "").strip() or os.environ.get("ABLATION_ADDRESS", "").strip() or "127.0.0.1"
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    address = listen_address(args.address)
+    shown = "localhost" if address in ("0.0.0.0", "::", "127.0.0.1") else address
+    print(f"cnn-ablation: open http://{shown}:{args.port}", flush=True)
+    command = dashboard_command(address, args.port)
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
 HIDDEN: set[str] = set()  # commands for the worker's own use, not listed in --help
 
 
@@ -129,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
                  "runs, checkpoints that will not resume, old workers' logs and rows, unused "
                  "network files), printing each")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p = _command(sub, "dashboard", cmd_dashboard, "serve the dashboard (Streamlit) on this "
+                 "machine; a worker is started with it unless ABLATION_START_WORKER=0")
+    p.add_argument("--address", default=None, metavar="ADDRESS",
+                   help="where to listen (default: ABLATION_ADDRESS, else 127.0.0.1; beyond "
+                        "loopback the pages show nothing without ABLATION_PASSWORD)")
+    p.add_argument("--port", type=port_number, default=8501, help="default 8501")
     p = _command(sub, "execute", cmd_execute, None, run_id=True)  # a worker's child process
     p.add_argument("--parent-pid", type=int, default=None)
     _study_parser(_command(sub, "study", None, "queue / show an ablation study"))

@@ -47,8 +47,10 @@ def collect(engine: Engine, dry_run: bool = False) -> list[str]:
     alive = set(workers.worker_ids(engine)) - set(pruned)
     cutoff = time.time() - WORKER_ROWS_KEPT_S
     logs = settings().logs
-    for path in sorted(logs.glob("worker-*.log")) if logs.is_dir() else []:
-        worker_id = path.name[len("worker-"):-len(".log")]
+    for path in sorted(logs.glob("worker-*.log*")) if logs.is_dir() else []:
+        worker_id, dot, rest = path.name[len("worker-"):].rpartition(".log")
+        if not dot or rest not in ("", ".1"):
+            continue
         if worker_id not in alive and path.stat().st_mtime < cutoff:
             found.append((path, "log of a worker gone for over a week"))
     found += _network_files(home / "networks", known)

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cnn_ablation.jobs import exit_codes, liveness
 from cnn_ablation.jobs.slots import Child, Launched, LocalProcess, Slot, child_env
+from cnn_ablation.log import rotate_own_log
 from cnn_ablation.settings import settings
 from storage import clock, lifecycle, runs, workers
 from storage.engine import is_disk_full, retry_when_locked
@@ -125,6 +126,7 @@ class Worker:
 
     def _beat(self) -> None:
         workers.heartbeat_worker(self.engine, self.id)
+        rotate_own_log(self.logs)
         if self.disk_full:
             log.info("writes succeed again: claiming runs")
             self.disk_full = False

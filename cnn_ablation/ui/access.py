@@ -39,6 +39,11 @@ MAX_FAILURES_PER_CLIENT = 5
 MAX_FAILURES_OVERALL = 50
 _failures: list[tuple[float, str]] = []  # (when, client address) of each wrong password
 _failures_lock = threading.Lock()
+# Sessions that have been let in (their Streamlit session ids, newest last): server.py lets a
+# file upload through only for one of these, so a visitor at the password prompt cannot make the
+# server hold uploads. Bounded: the oldest are forgotten (they re-enter on their next rerun).
+_entered: dict[str, None] = {}
+MAX_ENTERED = 10_000
 
 
 def _client() -> str:
@@ -98,8 +103,36 @@ def may_enter() -> bool:
     except SettingsError:
         return False
     if s.password is None:
-        return not beyond_loopback(st.get_option("server.address"))
-    return hmac.compare_digest(str(st.session_state.get(GRANTED, "")), _digest(s.password))
+        allowed = not beyond_loopback(st.get_option("server.address"))
+    else:
+        allowed = hmac.compare_digest(str(st.session_state.get(GRANTED, "")), _digest(s.password))
+    if allowed:
+        _remember_entered()
+    return allowed
+
+
+def _session_id() -> str | None:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
+def _remember_entered() -> None:
+    session = _session_id()
+    if session is None:
+        return
+    with _failures_lock:
+        _entered.pop(session, None)
+        _entered[session] = None
+        while len(_entered) > MAX_ENTERED:
+            del _entered[next(iter(_entered))]
+
+
+def has_entered(session_id: str) -> bool:
+    """Whether the browser session `session_id` has been let in (so may upload files)."""
+    with _failures_lock:
+        return session_id in _entered
 
 
 def require_access() -> None:
