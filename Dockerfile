@@ -11,9 +11,12 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends dataset-fashion-mnist \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# The dependencies first (their layer survives code changes), at constraints.txt's versions, with
+# the PostgreSQL driver; then the package itself. No test tools: they are the `dev` extra.
+COPY pyproject.toml constraints.txt ./
+RUN pip install --no-cache-dir -c constraints.txt $(python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(repr(d) for d in p['dependencies'] + p['optional-dependencies']['postgres']))")
 COPY . .
+RUN pip install --no-cache-dir --no-deps . && rm -rf build *.egg-info
 ENV ABLATION_HOME=/data PYTHONUNBUFFERED=1
 # Not root: a user of its own owns /data (a named volume starts with this folder's owner) and
 # nothing else it could write; the code under /app stays root's, read-only to it.

@@ -1,5 +1,4 @@
 # The two commands of the README. Each does its own set-up first (idempotent, quick when done).
-PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PORT ?= 8501
 # Where `make run` listens: this machine only unless ABLATION_ADDRESS says otherwise (e.g.
@@ -7,9 +6,34 @@ PORT ?= 8501
 # nothing without ABLATION_PASSWORD). Unset or empty: 127.0.0.1, as in cnn_ablation/settings.py.
 ADDRESS := $(or $(ABLATION_ADDRESS),127.0.0.1)
 
+# Which Python: an active virtualenv or conda environment is used as it is; otherwise the
+# project's own .venv, made from the system's python3 (stock Debian and Ubuntu mark their Python
+# "externally managed" (PEP 668): pip refuses to install into it). `make PYTHON=...` overrides.
+SYSTEM_PYTHON ?= python3
+VENV :=
+ifneq ($(origin PYTHON),command line)
+  ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
+    PYTHON := python
+  else
+    PYTHON := .venv/bin/python
+    VENV := .venv/bin/python
+  endif
+endif
+# What `setup` installs (pyproject.toml's extras): the runtime for `make run`, everything for tests.
+EXTRAS ?=
+
 .PHONY: setup run test test-fast lint bench
 
-setup:
+.venv/bin/python:
+	@if ! $(SYSTEM_PYTHON) -c "import ensurepip, venv" 2>/dev/null; then \
+	  if command -v apt-get >/dev/null; then \
+	    echo "installing python3-venv: $(SYSTEM_PYTHON) cannot make a virtualenv without it"; \
+	    $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends python3-venv; \
+	  else echo "$(SYSTEM_PYTHON) cannot make a virtualenv: install its venv module"; exit 1; fi; \
+	fi
+	$(SYSTEM_PYTHON) -m venv .venv
+
+setup: $(VENV)
 	@if command -v apt-get >/dev/null; then \
 	  need=""; \
 	  [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need="$$need dataset-fashion-mnist"; \
@@ -17,13 +41,14 @@ setup:
 	  [ -n "$(WITH_BROWSER)" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && need="$$need postgresql"; \
 	  if [ -n "$$need" ]; then $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$need; fi; \
 	else echo "no apt-get: install Fashion-MNIST/Chromium yourself (see README)"; fi
-	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PYTHON) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".$(EXTRAS)"
 
-run: setup
+run:
+	$(MAKE) setup
 	$(PYTHON) -m cnn_ablation dashboard --address "$(ADDRESS)" --port $(PORT)
 
 test:
-	$(MAKE) setup WITH_BROWSER=1
+	$(MAKE) setup WITH_BROWSER=1 EXTRAS=[dev]
 	$(MAKE) lint
 	$(PYTHON) -m pytest -q
 
@@ -36,5 +61,6 @@ lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy
 
-bench: setup
+bench:
+	$(MAKE) setup EXTRAS=[dev]
 	$(PYTHON) benchmarks/throughput_memory.py

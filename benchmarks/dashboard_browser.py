@@ -81,7 +81,7 @@ class LiveRun:
     def __init__(self, engine, epochs_before: int = 5):
         from cnn_ablation.config import RunConfig
         from cnn_ablation.jobs.launch import new_run
-        from storage import lifecycle
+        from cnn_ablation.storage import lifecycle
 
         self.engine, self.worker = engine, "bench-live"
         self.id = lifecycle.start_foreground(
@@ -95,7 +95,7 @@ class LiveRun:
         self._thread.start()
 
     def _beat(self) -> None:
-        from storage import lifecycle
+        from cnn_ablation.storage import lifecycle
 
         batch = 0
         while not self._stop.wait(1.0):
@@ -105,7 +105,7 @@ class LiveRun:
 
     def record(self) -> float:
         """Commit the next epoch; returns when the commit finished (perf_counter)."""
-        from storage import lifecycle
+        from cnn_ablation.storage import lifecycle
 
         self.epoch += 1
         acc = 0.9 * (1 - math.exp(-0.1 * self.epoch))
@@ -115,7 +115,7 @@ class LiveRun:
         return time.perf_counter()
 
     def end(self) -> None:
-        from storage import lifecycle, runs
+        from cnn_ablation.storage import lifecycle, runs
 
         self._stop.set()
         self._thread.join(timeout=5)
@@ -242,7 +242,7 @@ def measure(home: Path, trials: int = 5, samples: int = 30, sessions: int = 10,
             hold: float = 30.0, click_at_once: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
-    from storage.engine import get_engine
+    from cnn_ablation.storage.engine import get_engine
 
     build(home, quiet=True)
     engine = get_engine(f"sqlite:///{home / 'ablation.db'}")

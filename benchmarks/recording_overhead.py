@@ -34,10 +34,10 @@ import keras  # noqa: E402
 
 from cnn_ablation.config import RunConfig  # noqa: E402
 from cnn_ablation.jobs.launch import new_run  # noqa: E402
+from cnn_ablation.storage import lifecycle, runs  # noqa: E402
+from cnn_ablation.storage.engine import get_engine  # noqa: E402
 from cnn_ablation.training.recording import RecordingCallback, RunControl  # noqa: E402
 from cnn_ablation.training.run import prepare_training  # noqa: E402
-from storage import lifecycle, runs  # noqa: E402
-from storage.engine import get_engine  # noqa: E402
 
 
 class EpochStart(keras.callbacks.Callback):

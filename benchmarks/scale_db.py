@@ -63,12 +63,12 @@ def build(home: Path, n_runs: int = 10_000, epochs: int = 50, layer_stats: bool 
 
     from cnn_ablation.config import RunConfig
     from cnn_ablation.jobs.launch import new_run
+    from cnn_ablation.storage.engine import get_engine, session_scope
+    from cnn_ablation.storage.models import EpochMetricRow, LayerStatRow, RunRow
+    from cnn_ablation.storage.runs import create_runs
     from cnn_ablation.studies import grid
     from cnn_ablation.studies.presets import study_preset
     from cnn_ablation.studies.spec import StudySpec
-    from storage.engine import get_engine, session_scope
-    from storage.models import EpochMetricRow, LayerStatRow, RunRow
-    from storage.runs import create_runs
 
     started = time.perf_counter()
     engine = get_engine(f"sqlite:///{db}")

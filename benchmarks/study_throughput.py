@@ -60,8 +60,8 @@ def measure(k: int, args: argparse.Namespace) -> dict:
 
 def _from_database(home: Path, n: int) -> dict:
     """runs/hour from the stored start and finish times (the database's clock)."""
-    from storage.engine import get_engine
-    from storage.listings import runs_frame
+    from cnn_ablation.storage.engine import get_engine
+    from cnn_ablation.storage.listings import runs_frame
 
     engine = get_engine(f"sqlite:///{home / 'ablation.db'}")
     try:

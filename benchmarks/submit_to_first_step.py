@@ -32,8 +32,8 @@ def main() -> None:
     home = tempfile.mkdtemp()
     env = dict(os.environ, ABLATION_HOME=home, TF_CPP_MIN_LOG_LEVEL="3")
     os.environ.update(ABLATION_HOME=home)
-    from storage.engine import get_engine
-    from storage.runs import find_run
+    from cnn_ablation.storage.engine import get_engine
+    from cnn_ablation.storage.runs import find_run
 
     engine = get_engine(f"sqlite:///{home}/ablation.db")
     worker = subprocess.Popen([sys.executable, "-m", "cnn_ablation", "worker", "--gpus", "none"],

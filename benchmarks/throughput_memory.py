@@ -117,10 +117,10 @@ def project_side(images: int, epochs: int, val_split: float):
 
     from cnn_ablation.config import RunConfig
     from cnn_ablation.jobs.launch import new_run
+    from cnn_ablation.storage import lifecycle, runs
+    from cnn_ablation.storage.engine import get_engine
     from cnn_ablation.training.recording import RunControl
     from cnn_ablation.training.run import prepare_training
-    from storage import lifecycle, runs
-    from storage.engine import get_engine
 
     config = RunConfig(dataset=f"synthetic:{images}", epochs=epochs, val_split=val_split)
     engine = get_engine(f"sqlite:///{tempfile.mkdtemp()}/bench.db")

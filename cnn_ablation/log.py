@@ -39,11 +39,10 @@ def setup(role: str, run_id: int | None = None, stream: TextIO | None = None,
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
     handler.addFilter(_Context(role, run_id))
-    for name in ("cnn_ablation", "storage"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(level)
-        logger.propagate = False
+    logger = logging.getLogger("cnn_ablation")  # storage's too: cnn_ablation.storage.*
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def rotate_own_log(folder: Path, limit: int = MAX_LOG_BYTES) -> Path | None:

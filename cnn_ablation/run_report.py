@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from storage.records import Run
-from storage.status import RunStatus
+from cnn_ablation.storage.records import Run
+from cnn_ablation.storage.status import RunStatus
 
 
 def duration_s(row: dict[str, Any]) -> float | None:

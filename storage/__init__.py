@@ -8,6 +8,6 @@ datasets and tags in use, labels, variants, runs of a config) · run_filters (wh
 holds) · curves (epoch, per-layer and step series) · workers · studies.
 """
 
-from storage.engine import get_engine, session_scope
+from cnn_ablation.storage.engine import get_engine, session_scope
 
 __all__ = ["get_engine", "session_scope"]

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, Select, and_, func, or_, select
 
-from storage.engine import rows_as_dicts, session_scope
-from storage.models import EpochMetricRow, LayerStatRow, StepMetricRow
+from cnn_ablation.storage.engine import rows_as_dicts, session_scope
+from cnn_ablation.storage.models import EpochMetricRow, LayerStatRow, StepMetricRow
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -54,7 +54,7 @@ def get_engine(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
         _sqlite_rules(engine)
-    from storage.migrate import upgrade
+    from cnn_ablation.storage.migrate import upgrade
 
     upgrade(engine)
     return engine

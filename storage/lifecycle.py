@@ -23,11 +23,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Engine, Update, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from storage.clock import db_now
-from storage.engine import session_scope
-from storage.models import EpochMetricRow, LayerStatRow, RunRow, StepMetricRow
-from storage.records import RUN_FIELDS, NewRun, Run, RunLost, RunNotFound, run_from
-from storage.status import CancelMode, RunStatus, sources_of
+from cnn_ablation.storage.clock import db_now
+from cnn_ablation.storage.engine import session_scope
+from cnn_ablation.storage.models import EpochMetricRow, LayerStatRow, RunRow, StepMetricRow
+from cnn_ablation.storage.records import RUN_FIELDS, NewRun, Run, RunLost, RunNotFound, run_from
+from cnn_ablation.storage.status import CancelMode, RunStatus, sources_of
 
 METRIC_NAMES = ("loss", "accuracy", "val_loss", "val_accuracy")
 

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, Select, and_, func, select
 from sqlalchemy.orm import aliased
 
-from storage.engine import rows_as_dicts, session_scope
-from storage.models import EpochMetricRow, RunRow
-from storage.records import RUN_FIELDS
-from storage.run_filters import RunFilter
+from cnn_ablation.storage.engine import rows_as_dicts, session_scope
+from cnn_ablation.storage.models import EpochMetricRow, RunRow
+from cnn_ablation.storage.records import RUN_FIELDS
+from cnn_ablation.storage.run_filters import RunFilter
 
 if TYPE_CHECKING:
     import pandas as pd

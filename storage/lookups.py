@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from storage.engine import session_scope
-from storage.models import RunRow
-from storage.records import Run
-from storage.runs import list_runs
-from storage.status import ACTIVE, RunStatus
+from cnn_ablation.storage.engine import session_scope
+from cnn_ablation.storage.models import RunRow
+from cnn_ablation.storage.records import Run
+from cnn_ablation.storage.runs import list_runs
+from cnn_ablation.storage.status import ACTIVE, RunStatus
 
 
 def datasets_in_use(engine: Engine) -> list[str]:

@@ -76,7 +76,7 @@ def upgrade(engine: Engine) -> None:
 def _upgrade_from(conn: Connection, revision: str | None) -> None:
     from alembic import command
 
-    from storage.models import Base
+    from cnn_ablation.storage.models import Base
 
     config = _alembic_config(conn)
     if revision is None:

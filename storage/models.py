@@ -14,7 +14,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from storage.status import RunStatus
+from cnn_ablation.storage.status import RunStatus
 
 
 class Base(DeclarativeBase):

@@ -11,9 +11,9 @@ from typing import NamedTuple
 
 from sqlalchemy import Engine, case, func, select
 
-from storage.engine import session_scope
-from storage.models import EpochMetricRow, RunRow
-from storage.status import ACTIVE
+from cnn_ablation.storage.engine import session_scope
+from cnn_ablation.storage.models import EpochMetricRow, RunRow
+from cnn_ablation.storage.status import ACTIVE
 
 
 class ChangeToken(NamedTuple):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from storage.status import RunStatus
+from cnn_ablation.storage.status import RunStatus
 
 
 class NotFound(LookupError):

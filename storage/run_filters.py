@@ -18,7 +18,7 @@ from sqlalchemy import Boolean, Float, String, and_, bindparam, func, or_, selec
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
-from storage.models import EpochMetricRow, RunRow
+from cnn_ablation.storage.models import EpochMetricRow, RunRow
 
 CONDITION_OPS = ("=", "!=", "<", "<=", ">", ">=", "contains")
 # Metric ranges a listing can narrow by: name -> what a user reads. Fractions, as stored.

@@ -10,11 +10,11 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, select, update
 
-from storage.clock import db_now
-from storage.engine import session_scope
-from storage.models import EpochMetricRow, LayerStatRow, RunRow, StepMetricRow
-from storage.records import NewRun, Run, RunNotFound, run_from
-from storage.status import RunStatus
+from cnn_ablation.storage.clock import db_now
+from cnn_ablation.storage.engine import session_scope
+from cnn_ablation.storage.models import EpochMetricRow, LayerStatRow, RunRow, StepMetricRow
+from cnn_ablation.storage.records import NewRun, Run, RunNotFound, run_from
+from cnn_ablation.storage.status import RunStatus
 
 
 def create_runs(engine: Engine, new_runs: list[NewRun]) -> list[int]:

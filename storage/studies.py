@@ -11,10 +11,10 @@ from typing import Any, cast
 import pandas as pd
 from sqlalchemy import CursorResult, Engine, delete, select, update
 
-from storage.engine import session_scope
-from storage.models import EpochMetricRow, RunRow, StudyRow
-from storage.records import NewRun, Study, StudyNotFound
-from storage.status import RunStatus
+from cnn_ablation.storage.engine import session_scope
+from cnn_ablation.storage.models import EpochMetricRow, RunRow, StudyRow
+from cnn_ablation.storage.records import NewRun, Study, StudyNotFound
+from cnn_ablation.storage.status import RunStatus
 
 
 def create_study(engine: Engine, name: str, spec_json: str) -> int:

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, delete, func, select, text, update
 
-from storage.clock import db_now
-from storage.engine import session_scope
-from storage.models import RunRow, WorkerRow
-from storage.status import RunStatus
+from cnn_ablation.storage.clock import db_now
+from cnn_ablation.storage.engine import session_scope
+from cnn_ablation.storage.models import RunRow, WorkerRow
+from cnn_ablation.storage.status import RunStatus
 
 if TYPE_CHECKING:
     import pandas as pd

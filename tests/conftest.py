@@ -55,7 +55,7 @@ def engine(request, home, monkeypatch):
     """The test's database: a SQLite file in `home`, or (parametrized "postgresql") a fresh
     database on the session's PostgreSQL server, which every process started by the test uses
     too (ABLATION_DATABASE_URL)."""
-    from storage.engine import get_engine
+    from cnn_ablation.storage.engine import get_engine
 
     backend = getattr(request, "param", "sqlite")
     if backend == "sqlite":
@@ -93,9 +93,9 @@ def make_run(engine):
     host, config) for tests about what was stored.
     """
     from cnn_ablation.jobs.launch import new_run
-    from storage import lifecycle, runs
-    from storage.engine import session_scope
-    from storage.models import RunRow
+    from cnn_ablation.storage import lifecycle, runs
+    from cnn_ablation.storage.engine import session_scope
+    from cnn_ablation.storage.models import RunRow
 
     def make(config, status="completed", accuracies=(), **columns):
         if status == "queued":

@@ -22,8 +22,8 @@ def wait_for(predicate, timeout=120.0, what="condition"):
 def running_with_epochs(engine, run_id: int, n: int = 1):
     """The pid of the run's training process once the run is running with `n` epochs saved
     (falsy until then): what a test waits for before it interrupts a run."""
-    from storage.curves import epochs_frame
-    from storage.runs import find_run
+    from cnn_ablation.storage.curves import epochs_frame
+    from cnn_ablation.storage.runs import find_run
 
     run = find_run(engine, run_id)
     return run.status == "running" and len(epochs_frame(engine, [run_id])) >= n and run.pid
@@ -37,8 +37,8 @@ def requeued_by_sigterm(engine, workers) -> tuple[int, int]:
 
     from cnn_ablation.config import RunConfig
     from cnn_ablation.jobs.launch import submit
-    from storage.curves import epochs_frame
-    from storage.runs import find_run
+    from cnn_ablation.storage.curves import epochs_frame
+    from cnn_ablation.storage.runs import find_run
 
     (run_id,) = submit(engine, [RunConfig(dataset="synthetic:2000", epochs=4, val_split=0.0)])
     worker = workers()

@@ -15,7 +15,7 @@ MAX_LINES = 400
 # From the ground up, as docs/architecture.md lists them. A room is a package (folder) or a
 # single module; an import may go to its own room or to a room on a lower floor.
 FLOORS = [
-    ["storage", "cnn_ablation.settings", "cnn_ablation.log", "cnn_ablation.architecture"],
+    ["cnn_ablation.storage", "cnn_ablation.settings", "cnn_ablation.log", "cnn_ablation.architecture"],
     ["cnn_ablation.config", "cnn_ablation.run_report"],
     ["cnn_ablation.networks", "cnn_ablation.data"],
     ["cnn_ablation.jobs"],
@@ -26,17 +26,30 @@ FLOORS = [
 FLOOR = {room: i for i, rooms in enumerate(FLOORS) for room in rooms}
 
 
+def source_files() -> list:
+    """Every .py file of the product once: the top-level storage/ folder is the package
+    cnn_ablation.storage (cnn_ablation/storage is a link to it), so it is walked as itself."""
+    return [ROOT / "app.py",
+            *sorted(p for p in (ROOT / "cnn_ablation").rglob("*.py")
+                    if "storage" not in p.relative_to(ROOT / "cnn_ablation").parts[:1]),
+            *sorted((ROOT / "storage").rglob("*.py"))]
+
+
+def module_name(path) -> str:
+    rel = path.relative_to(ROOT)
+    if rel.parts[0] == "storage":
+        rel = "cnn_ablation" / rel
+    return ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+
+
 def modules() -> dict[str, ast.Module]:
     """Every module of the product (migrations' versions are Alembic's scripts, not rooms)."""
-    paths = [ROOT / "app.py", *sorted((ROOT / "cnn_ablation").rglob("*.py")),
-             *sorted((ROOT / "storage").rglob("*.py"))]
     out = {}
-    for path in paths:
+    for path in source_files():
         rel = path.relative_to(ROOT)
         if "migrations" in rel.parts:
             continue
-        name = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
-        out[name] = ast.parse(path.read_text(), str(rel))
+        out[module_name(path)] = ast.parse(path.read_text(), str(rel))
     return out
 
 
@@ -60,15 +73,14 @@ def imports(tree: ast.Module, package: str) -> set[str]:
             base = node.module if node.level == 0 else package
             found.add(base)
             found |= {f"{base}.{a.name}" for a in node.names}  # `from pkg import module`
-    return {m for m in found if m.split(".")[0] in ("cnn_ablation", "storage", "app")}
+    return {m for m in found if m.split(".")[0] in ("cnn_ablation", "app")}
 
 
 def test_every_module_has_a_room_and_no_module_is_over_400_lines():
     for name in modules():
         if name != "cnn_ablation":  # the package's face: one docstring line, no code
             assert room(name) is not None, f"{name} stands in no room of docs/architecture.md"
-    long = {str(p.relative_to(ROOT)): n for p in [*(ROOT / "cnn_ablation").rglob("*.py"),
-                                                   *(ROOT / "storage").rglob("*.py")]
+    long = {str(p.relative_to(ROOT)): n for p in source_files()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
 
@@ -89,10 +101,28 @@ def test_no_import_runs_up_a_floor_or_across_rooms_of_one_floor():
     assert wrong == []
 
 
-def test_storage_imports_nothing_of_cnn_ablation():
+def test_storage_imports_nothing_of_cnn_ablation_but_itself():
     for name, tree in modules().items():
-        if name.startswith("storage"):
-            assert not {m for m in imports(tree, name) if m.startswith("cnn_ablation")}, name
+        if name.startswith("cnn_ablation.storage"):
+            assert not {m for m in imports(tree, name) if m.startswith("cnn_ablation")
+                        and not m.startswith("cnn_ablation.storage")}, name
+
+
+def test_storage_is_one_package_installed_inside_cnn_ablation():
+    """The repository keeps its top-level storage/ folder; the code imports it only as
+    cnn_ablation.storage (a link), so an installed copy never puts a package named `storage` in
+    site-packages, and no module is loaded twice under two names."""
+    link = ROOT / "cnn_ablation" / "storage"
+    assert link.is_symlink() and link.resolve() == (ROOT / "storage").resolve()
+    top_level = [f"{module_name(p)}: {node.module if isinstance(node, ast.ImportFrom) else a.name}"
+                 for p in [*source_files(), *sorted((ROOT / "tests").rglob("*.py")),
+                           *sorted((ROOT / "benchmarks").rglob("*.py"))]
+                 for node in ast.walk(ast.parse(p.read_text()))
+                 if isinstance(node, ast.Import | ast.ImportFrom)
+                 for a in (node.names if isinstance(node, ast.Import) else [node])
+                 if ((node.module or "") if isinstance(node, ast.ImportFrom) else a.name)
+                 .split(".")[0] == "storage" and getattr(node, "level", 0) == 0]
+    assert top_level == []
 
 
 def test_the_rooms_table_names_every_module_and_only_modules_that_exist():
@@ -102,8 +132,8 @@ def test_the_rooms_table_names_every_module_and_only_modules_that_exist():
     missing = {p for p in named if not (ROOT / p).exists()}
     assert missing == set(), f"named in docs/architecture.md but not in the code: {missing}"
     for name in modules():
-        if name.startswith(("cnn_ablation", "storage")):
-            path = name.replace(".", "/")
+        if name.startswith("cnn_ablation"):
+            path = name.replace(".", "/").replace("cnn_ablation/storage", "storage")
             path = f"{path}/__init__.py" if (ROOT / path).is_dir() else f"{path}.py"
             if path.endswith("__init__.py"):
                 continue  # a package's face: its folder's row says it

@@ -494,8 +494,8 @@ def seed_database(home: Path) -> None:
     """A database with one queued run, as `submit` would leave it."""
     from cnn_ablation.config import RunConfig
     from cnn_ablation.jobs.launch import new_run
-    from storage import runs
-    from storage.engine import get_engine
+    from cnn_ablation.storage import runs
+    from cnn_ablation.storage.engine import get_engine
 
     runs.create_runs(get_engine(f"sqlite:///{home / 'ablation.db'}"),
                      [new_run(RunConfig(dataset="synthetic"))])

@@ -158,9 +158,9 @@ def test_gc_removes_what_nothing_needs_and_prints_each_item(home, cli, engine):
     import os
     import time
 
-    from storage import lifecycle, workers
-    from storage.engine import session_scope
-    from storage.models import WorkerRow
+    from cnn_ablation.storage import lifecycle, workers
+    from cnn_ablation.storage.engine import session_scope
+    from cnn_ablation.storage.models import WorkerRow
 
     for seed in range(2):
         assert cli("submit", "--dataset", "synthetic:100", "--seed", str(seed)).returncode == 0

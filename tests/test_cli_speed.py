@@ -51,8 +51,9 @@ def test_everyday_commands_import_neither_tensorflow_nor_pandas_nor_plotly(home,
 def test_the_cli_itself_loads_no_numpy(home):
     """Parsing and the commands' modules: the cost every command pays before it does anything."""
     out = subprocess.run([sys.executable, "-c", "import sys, cnn_ablation.cli, "
-                          "cnn_ablation.run_report, storage.listings, storage.lookups, "
-                          "storage.polling; print(sorted(m for m in "
+                          "cnn_ablation.run_report, cnn_ablation.storage.listings, "
+                          "cnn_ablation.storage.lookups, cnn_ablation.storage.polling; "
+                          "print(sorted(m for m in "
                           "('numpy', 'pandas', 'plotly', 'tensorflow') if m in sys.modules))"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "ABLATION_HOME": str(home)})

@@ -209,8 +209,8 @@ def test_a_folder_edited_after_a_run_trains_its_new_images_and_the_run_says_so(e
     """The folder's cache is keyed by its files' digest: after 3 images are added, the next run
     reads them (not the cached 8) and records 11 images and another digest."""
     pytest.importorskip("keras")
+    from cnn_ablation.storage.runs import find_run
     from cnn_ablation.training.run import train_run
-    from storage.runs import find_run
 
     root = home / "pets"
     make_folder(root, [(8, 8)] * 4)  # 4 images per class and split: 8 training images

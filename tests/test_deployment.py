@@ -7,7 +7,6 @@ import re
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -112,14 +111,17 @@ def test_the_dashboard_listens_beyond_loopback_only_with_a_password_and_no_worke
         assert env["ABLATION_ADDRESS"] == "0.0.0.0" and env["ABLATION_PASSWORD"].startswith(
             "${ABLATION_PASSWORD:?")
         assert dashboard["ports"] == [f"{STREAMLIT_PORT}:{STREAMLIT_PORT}"]
-        (cmd,) = commands(dashboard)  # the image's CMD: sh -c "exec python -m streamlit run ..."
-        assert cmd[:4] == ["python", "-m", "streamlit", "run"] and (ROOT / cmd[4]).is_file()
-        assert cmd[cmd.index("--server.port") + 1] == str(STREAMLIT_PORT)
-        assert cmd[cmd.index("--server.address") + 1] == "${ABLATION_ADDRESS:-127.0.0.1}"
+        (cmd,) = commands(dashboard)  # the image's CMD: python -m cnn_ablation dashboard ...
+        assert cmd[:4] == ["python", "-m", "cnn_ablation", "dashboard"]
+        args = build_parser().parse_args(cmd[3:])
+        assert args.port == STREAMLIT_PORT and args.address is None  # ABLATION_ADDRESS decides
 
 
 def test_streamlit_knows_every_flag_the_dashboard_is_started_with():
-    (cmd,) = commands(load("docker-compose.yml")["services"]["dashboard"])
+    from cnn_ablation.cli import dashboard_command
+
+    cmd = dashboard_command("0.0.0.0", STREAMLIT_PORT)
+    assert (ROOT / cmd[4]).is_file()
     helptext = subprocess.run([sys.executable, "-m", "streamlit", "run", "--help"], cwd=ROOT,
                               capture_output=True, text=True, timeout=120, check=True).stdout
     for flag in (part for part in cmd if part.startswith("--")):
@@ -136,7 +138,7 @@ def test_every_database_url_points_at_the_db_service_as_postgres_creates_it():
                 continue
             parsed = make_url(substituted(url))
             assert parsed.drivername == "postgresql+psycopg", (name, service_name)
-            parsed.get_dialect().import_dbapi()  # the driver is installed (requirements.txt)
+            parsed.get_dialect().import_dbapi()  # the driver is installed (the postgres extra)
             assert (parsed.host, parsed.port) == ("db", 5432), (name, service_name)
             assert parsed.username == db["POSTGRES_USER"] and parsed.database == db["POSTGRES_DB"]
             assert parsed.password == substituted(db["POSTGRES_PASSWORD"])
@@ -185,6 +187,8 @@ def test_every_cnn_ablation_command_a_container_runs_parses_and_its_flags_are_al
     assert {"docker-compose.yml:worker", "docker-compose.ray.yml:scheduler"} <= set(found)
     for where, args in [*found.items(), ("Dockerfile.gpu", dockerfile_cmd("Dockerfile.gpu")[3:])]:
         parsed = build_parser().parse_args(args)  # exits (SystemExit) on anything it refuses
+        if parsed.command == "dashboard":
+            continue  # checked above
         assert parsed.command == "worker", where
         if parsed.executor == "ray":
             check_options(parsed.gpus, parsed.runs_per_gpu, parsed.gpu_memory_mb, parsed.slots,
@@ -238,18 +242,36 @@ def test_every_ray_command_parses_as_ray_parses_it_and_the_addresses_meet_the_he
     assert compose["scheduler"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
 
 
-def test_the_gpu_image_installs_the_tensorflow_of_requirements_with_its_cuda_extra():
+def pins() -> dict[str, str]:
+    return dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+
+
+def test_the_gpu_image_installs_the_pinned_tensorflow_with_its_cuda_extra():
     text = (ROOT / "Dockerfile.gpu").read_text()
-    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split()
-                if "==" in line)
-    assert f'"tensorflow[and-cuda]=={pins["tensorflow"]}"' in text
-    assert "-r requirements.txt" in text
+    assert f'"tensorflow[and-cuda]=={pins()["tensorflow"]}"' in text
     assert re.search(r"^FROM python:3\.11-slim", text, re.M)  # as ./Dockerfile: same Python
-    extra = [ln for ln in Path(ROOT / "requirements.txt").read_text().splitlines()
-             if ln.startswith(("ray==", "PyYAML=="))]
-    assert len(extra) == 2
     cuda = re.findall(r"(nvidia-[\w-]+)==([\d.]+)", text)
     assert len(cuda) == 12 and len({name for name, _ in cuda}) == 12
+
+
+@pytest.mark.parametrize("name,extras", [("Dockerfile", {"psycopg"}),
+                                         ("Dockerfile.gpu", {"psycopg", "ray"})])
+def test_the_images_install_the_pinned_runtime_and_no_test_tools(name, extras):
+    """Each image installs pyproject's dependencies (and the extras it needs) under
+    constraints.txt, then the package without dependencies: what its pip command would be asked
+    for is computed here by the image's own expression."""
+    text = (ROOT / name).read_text()
+    installs = [ln for ln in text.splitlines() if ln.startswith("RUN pip install")]
+    assert all("-c constraints.txt" in ln or "--no-deps ." in ln for ln in installs), installs
+    assert any(ln.startswith("RUN pip install --no-cache-dir --no-deps .") for ln in installs)
+    code = re.search(r'\$\(python -c "(.*?)"\)', text).group(1)
+    asked = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout
+    names = {re.split(r"[\[<>=!~ ]", item.strip("'\""))[0].lower() for item in asked.split()}
+    assert {"tensorflow", "keras", "streamlit", "sqlalchemy"} | extras <= names
+    assert not names & {"pytest", "ruff", "mypy", "playwright", "pyyaml", "jax"}, names
+    assert not {n for n in names if n not in {p.lower() for p in pins()}}  # all pinned
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])

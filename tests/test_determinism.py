@@ -8,7 +8,7 @@ import pytest
 from cnn_ablation.config import RunConfig
 from cnn_ablation.data import datasets
 from cnn_ablation.data.arrays import Dataset
-from storage.curves import epochs_frame
+from cnn_ablation.storage.curves import epochs_frame
 
 pytest.importorskip("keras")
 from cnn_ablation.training.pipeline import split  # noqa: E402

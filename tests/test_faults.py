@@ -15,10 +15,10 @@ import pytest
 
 from cnn_ablation.config import RunConfig
 from cnn_ablation.jobs.launch import submit
-from storage import lifecycle
-from storage.curves import epochs_frame
-from storage.engine import get_engine
-from storage.runs import find_run, list_runs
+from cnn_ablation.storage import lifecycle
+from cnn_ablation.storage.curves import epochs_frame
+from cnn_ablation.storage.engine import get_engine
+from cnn_ablation.storage.runs import find_run, list_runs
 from tests.support import alive, requeued_by_sigterm, running_with_epochs, wait_for
 
 pytestmark = pytest.mark.slow
@@ -209,7 +209,7 @@ def test_a_run_whose_process_cannot_start_is_failed_saying_why_never_left_runnin
     for as long as the worker lives."""
     import shutil
 
-    from storage.workers import live_workers
+    from cnn_ablation.storage.workers import live_workers
 
     worker = workers()
     wait_for(lambda: len(live_workers(engine, 60.0)), timeout=120, what="the worker to register")
@@ -241,7 +241,7 @@ def test_a_database_read_only_for_training_processes_fails_one_run_saying_so_and
     read-only switch, and as root, which CI is, file modes do not bind: PostgreSQL shows it.)"""
     from sqlalchemy import text
 
-    from storage.workers import live_workers
+    from cnn_ablation.storage.workers import live_workers
 
     worker = workers()
     wait_for(lambda: len(live_workers(engine, 60.0)), timeout=120, what="the worker to register")

@@ -12,11 +12,11 @@ from sqlalchemy import create_engine
 
 from cnn_ablation.config import RunConfig
 from cnn_ablation.jobs.launch import submit
-from storage.curves import epochs_frame
-from storage.engine import get_engine
-from storage.migrate import HEAD, _alembic_config
-from storage.models import Base
-from storage.runs import delete_run, find_run
+from cnn_ablation.storage.curves import epochs_frame
+from cnn_ablation.storage.engine import get_engine
+from cnn_ablation.storage.migrate import HEAD, _alembic_config
+from cnn_ablation.storage.models import Base
+from cnn_ablation.storage.runs import delete_run, find_run
 from tests.support import ROOT
 
 
@@ -106,9 +106,9 @@ def test_an_old_postgresql_database_is_upgraded_with_nothing_lost(postgres):
 
 
 def test_a_0003_database_gets_tags_comment_and_steps_with_its_runs_kept(tmp_path):
-    from storage.curves import step_rows
-    from storage.lifecycle import claim, record_steps
-    from storage.runs import update_labels
+    from cnn_ablation.storage.curves import step_rows
+    from cnn_ablation.storage.lifecycle import claim, record_steps
+    from cnn_ablation.storage.runs import update_labels
 
     path = tmp_path / "v3.db"
     url = f"sqlite:///{path}"

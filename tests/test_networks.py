@@ -17,7 +17,7 @@ from cnn_ablation.config import ConfigError, RunConfig  # noqa: E402
 from cnn_ablation.jobs.launch import new_run, submit  # noqa: E402
 from cnn_ablation.networks import registry as networks  # noqa: E402
 from cnn_ablation.networks import surgery  # noqa: E402
-from storage.runs import find_run, list_runs  # noqa: E402
+from cnn_ablation.storage.runs import find_run, list_runs  # noqa: E402
 from tests.support import ROOT  # noqa: E402
 
 L = keras.layers
@@ -323,8 +323,8 @@ def test_the_new_run_page_draws_your_networks_switches_with_exact_counts(home, e
 # --- studies over your network's layers -----------------------------------------------------
 def test_a_study_over_two_bn_layers_from_the_cli_reports_effects_named_by_the_layers(
         home, cli, engine, make_run):
+    from cnn_ablation.storage.studies import list_studies
     from cnn_ablation.studies.spec import StudySpec
-    from storage.studies import list_studies
 
     net = networks.add_file("resnet.keras", saved(resnet_like()))
     base = RunConfig(network=net.key, dataset="synthetic:100", epochs=1, batch_size=16)
@@ -378,7 +378,7 @@ def test_a_study_over_two_bn_layers_from_the_cli_reports_effects_named_by_the_la
 def test_the_studies_page_offers_your_networks_layers_as_factors(home, engine):
     from streamlit.testing.v1 import AppTest
 
-    from storage.studies import list_studies
+    from cnn_ablation.storage.studies import list_studies
 
     net = networks.add_file("resnet.keras", saved(resnet_like()))
     at = AppTest.from_file(str(ROOT / "cnn_ablation" / "ui" / "studies.py"),

@@ -28,9 +28,9 @@ from cnn_ablation.jobs.ray_executor import (
     ray_slots,
     task_resources,
 )
-from storage import lifecycle
-from storage.curves import epochs_frame
-from storage.runs import find_run
+from cnn_ablation.storage import lifecycle
+from cnn_ablation.storage.curves import epochs_frame
+from cnn_ablation.storage.runs import find_run
 from tests.support import HEARTBEAT, ROOT, alive, free_port, wait_for
 
 LONG = RunConfig(dataset="synthetic:3000", epochs=40, val_split=0.0)  # minutes: stopped by tests

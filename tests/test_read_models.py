@@ -15,12 +15,12 @@ import pytest
 
 from cnn_ablation.config import RunConfig
 from cnn_ablation.run_report import text_table
+from cnn_ablation.storage import lifecycle, listings, polling, run_filters
+from cnn_ablation.storage.curves import EpochCache
+from cnn_ablation.storage.listings import SORTS
+from cnn_ablation.storage.run_filters import RunFilter
+from cnn_ablation.storage.runs import delete_run, update_labels
 from cnn_ablation.ui.figures import POINT_BUDGET, curves_figure, downsample, minmax_indices
-from storage import lifecycle, listings, polling, run_filters
-from storage.curves import EpochCache
-from storage.listings import SORTS
-from storage.run_filters import RunFilter
-from storage.runs import delete_run, update_labels
 from tests.support import TEST_WORKER
 
 
@@ -285,7 +285,7 @@ CONDITIONS = [("dropout", ">=", "0.3"), ("dropout", "=", "0.25"), ("dropout", "!
 def labelled_runs(engine, make_run):
     """Runs with different configs (presets with BN switched off, a network with named BN
     layers, extra fields), tags and metrics. Returns {run id: stored config dict}."""
-    from storage.runs import update_labels
+    from cnn_ablation.storage.runs import update_labels
 
     made = {}
     for i, (bn, dropout, dataset, epochs) in enumerate([

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cnn_ablation.config import RunConfig
-from storage.curves import epochs_frame
-from storage.runs import find_run
+from cnn_ablation.storage.curves import epochs_frame
+from cnn_ablation.storage.runs import find_run
 from tests.support import requeued_by_sigterm
 
 pytest.importorskip("keras")

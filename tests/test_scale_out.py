@@ -13,10 +13,10 @@ from sqlalchemy import select
 from cnn_ablation.config import RunConfig
 from cnn_ablation.jobs.launch import submit
 from cnn_ablation.jobs.slots import Slot, child_env, make_slots
-from storage import lifecycle
-from storage.engine import session_scope
-from storage.models import EpochMetricRow
-from storage.runs import list_runs
+from cnn_ablation.storage import lifecycle
+from cnn_ablation.storage.engine import session_scope
+from cnn_ablation.storage.models import EpochMetricRow
+from cnn_ablation.storage.runs import list_runs
 from tests.support import ROOT, wait_for
 
 

@@ -8,10 +8,10 @@ import pytest
 
 from cnn_ablation.config import RunConfig
 from cnn_ablation.jobs.launch import submit
-from storage import clock, lifecycle, workers
-from storage.records import RunLost, RunNotFound
-from storage.runs import delete_run, find_run
-from storage.status import RunStatus
+from cnn_ablation.storage import clock, lifecycle, workers
+from cnn_ablation.storage.records import RunLost, RunNotFound
+from cnn_ablation.storage.runs import delete_run, find_run
+from cnn_ablation.storage.status import RunStatus
 
 pytestmark = pytest.mark.both_backends
 QUICK = RunConfig(dataset="synthetic:100", epochs=2, batch_size=16)
@@ -163,7 +163,7 @@ def test_many_dashboards_racing_start_exactly_one_worker(engine):
 
 # --- labels (name, tags, comment) and sampled steps ----------------------------------------------
 def test_labels_change_only_what_is_given_and_tags_are_clean(engine):
-    from storage.runs import update_labels
+    from cnn_ablation.storage.runs import update_labels
 
     (run_id,) = submit(engine, [QUICK], name="first")
     assert find_run(engine, run_id).tags == () and find_run(engine, run_id).comment is None
@@ -186,7 +186,7 @@ def test_labels_change_only_what_is_given_and_tags_are_clean(engine):
     (dict(comment="bell\x07"), "comment"),
 ])
 def test_bad_labels_are_refused_naming_the_field_and_nothing_changes(engine, given, field):
-    from storage.runs import update_labels
+    from cnn_ablation.storage.runs import update_labels
 
     (run_id,) = submit(engine, [QUICK], name="kept")
     update_labels(engine, run_id, tags=["keep"])
@@ -197,14 +197,14 @@ def test_bad_labels_are_refused_naming_the_field_and_nothing_changes(engine, giv
 
 
 def test_labels_of_a_missing_run(engine):
-    from storage.runs import update_labels
+    from cnn_ablation.storage.runs import update_labels
 
     with pytest.raises(RunNotFound):
         update_labels(engine, 999, name="x")
 
 
 def test_steps_are_stored_only_while_the_run_is_ours_and_read_incrementally(engine):
-    from storage.curves import step_rows
+    from cnn_ablation.storage.curves import step_rows
 
     a, b = submit(engine, [QUICK, QUICK.with_changes(seed=1)])
     lifecycle.claim(engine, "w", "h", "cpu", 5.0)
@@ -251,8 +251,8 @@ def test_progress_text_says_where_a_run_is(engine):
 
 
 def test_deleting_several_runs_is_all_or_nothing(engine):
-    from storage.curves import epoch_rows, step_rows
-    from storage.runs import delete_runs
+    from cnn_ablation.storage.curves import epoch_rows, step_rows
+    from cnn_ablation.storage.runs import delete_runs
 
     a, b, c = submit(engine, [QUICK.with_changes(seed=s) for s in range(3)])
     lifecycle.claim(engine, "w", "h", "cpu", 5.0)  # a runs
@@ -274,8 +274,8 @@ def test_deleting_several_runs_is_all_or_nothing(engine):
 def test_sampled_steps_of_a_long_run_stay_bounded_keeping_the_curves_shape(engine):
     """A run-hour samples ~3,600 steps; past MAX_STEP_ROWS every other sample is dropped (the
     newest kept), so no run's rows, or their read-back, grow without bound."""
-    from storage.curves import step_rows
-    from storage.lifecycle import MAX_STEP_ROWS
+    from cnn_ablation.storage.curves import step_rows
+    from cnn_ablation.storage.lifecycle import MAX_STEP_ROWS
 
     (run_id,) = submit(engine, [QUICK])
     lifecycle.claim(engine, "w", "h", "cpu", 5.0)

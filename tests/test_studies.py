@@ -17,6 +17,11 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
 from cnn_ablation.config import ConfigError, RunConfig
+from cnn_ablation.storage import lifecycle
+from cnn_ablation.storage.curves import layer_stats_frame
+from cnn_ablation.storage.engine import session_scope
+from cnn_ablation.storage.models import EpochMetricRow, RunRow
+from cnn_ablation.storage.runs import find_run, list_runs
 from cnn_ablation.studies import estimate as study_estimate
 from cnn_ablation.studies import grid as study_grid
 from cnn_ablation.studies import results as study_results
@@ -25,11 +30,6 @@ from cnn_ablation.studies.adaptive_rule import AdaptiveRule
 from cnn_ablation.studies.own_network import check_layers
 from cnn_ablation.studies.presets import study_preset
 from cnn_ablation.studies.spec import StudySpec
-from storage import lifecycle
-from storage.curves import layer_stats_frame
-from storage.engine import session_scope
-from storage.models import EpochMetricRow, RunRow
-from storage.runs import find_run, list_runs
 from tests.support import ROOT, TEST_WORKER
 
 BASE = RunConfig(dataset="synthetic:100", epochs=1, batch_size=16)

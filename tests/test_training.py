@@ -3,8 +3,8 @@
 import pytest
 
 from cnn_ablation.config import RunConfig
-from storage.curves import epochs_frame, layer_stats_frame
-from storage.runs import find_run
+from cnn_ablation.storage.curves import epochs_frame, layer_stats_frame
+from cnn_ablation.storage.runs import find_run
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("keras")
@@ -111,7 +111,7 @@ def event_scalars(folder) -> dict[str, dict[int, float]]:
 
 def test_steps_are_sampled_within_epochs_and_tensorboard_gets_every_scalar(engine, home,
                                                                            make_run):
-    from storage.curves import step_rows
+    from cnn_ablation.storage.curves import step_rows
 
     config = RunConfig(dataset="synthetic:1000", epochs=2, batch_size=32)  # 900 fit: 29 batches
     run_id = make_run(config, "running")

@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from cnn_ablation.architecture import count_params
 from cnn_ablation.config import RunConfig
-from storage import lifecycle
-from storage.runs import list_runs
+from cnn_ablation.storage import lifecycle
+from cnn_ablation.storage.runs import list_runs
 from tests.support import ROOT, TEST_WORKER
 
 PAGES = ["cnn_ablation/ui/new_run.py", "cnn_ablation/ui/runs.py", "cnn_ablation/ui/compare.py",
@@ -230,7 +230,7 @@ def _finished(engine, make_run, config, pairs, **columns):
 
 def test_runs_filters_by_tag_config_field_and_metric_and_keeps_them_in_the_url(home, engine,
                                                                                 make_run):
-    from storage.runs import update_labels
+    from cnn_ablation.storage.runs import update_labels
 
     low = make_run(RunConfig(dataset="synthetic", dropout=0.25), accuracies=[0.3, 0.4])
     high = make_run(RunConfig(dataset="synthetic", dropout=0.5, seed=1), accuracies=[0.6, 0.8])
@@ -293,7 +293,7 @@ def test_a_pasted_link_restores_the_run_and_filters_on_every_load(home, engine, 
 
 
 def test_rename_tag_and_note_a_run_and_refuse_a_bad_tag(home, engine, make_run):
-    from storage.runs import find_run
+    from cnn_ablation.storage.runs import find_run
 
     run_id = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.6], name="first")
     at = app(PAGES[1])
@@ -317,7 +317,7 @@ def test_rename_tag_and_note_a_run_and_refuse_a_bad_tag(home, engine, make_run):
 
 def test_bulk_delete_names_the_runs_and_removes_their_files(home, engine, make_run):
     from cnn_ablation.settings import settings
-    from storage.runs import find_run
+    from cnn_ablation.storage.runs import find_run
 
     keep = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5])
     doomed = [make_run(RunConfig(dataset="synthetic", seed=s), accuracies=[0.4, 0.5],
@@ -333,8 +333,8 @@ def test_bulk_delete_names_the_runs_and_removes_their_files(home, engine, make_r
         files += [log, board]
         from sqlalchemy import update
 
-        from storage.engine import session_scope
-        from storage.models import RunRow
+        from cnn_ablation.storage.engine import session_scope
+        from cnn_ablation.storage.models import RunRow
 
         with session_scope(engine) as session:
             session.execute(update(RunRow).where(RunRow.id == run_id).values(log_path=str(log)))
@@ -468,10 +468,10 @@ def test_compare_takes_its_runs_from_the_url_and_writes_them_back(home, engine, 
 def test_compare_csv_names_each_run_with_its_times(home, engine, make_run):
     import pandas as pd
 
+    from cnn_ablation.storage import listings
+    from cnn_ablation.storage.curves import EPOCH_CACHE
+    from cnn_ablation.storage.run_filters import RunFilter
     from cnn_ablation.ui.common import epochs_csv
-    from storage import listings
-    from storage.curves import EPOCH_CACHE
-    from storage.run_filters import RunFilter
 
     run = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.7], name="baseline")
     rows = listings.run_rows(engine, RunFilter(ids=(run,)),
@@ -621,7 +621,7 @@ def test_the_runs_config_and_diagnostics_are_drawn_only_when_opened(home, engine
 
 
 def test_bulk_cancel_and_compare_several_selected_runs(home, engine, make_run):
-    from storage.runs import find_run
+    from cnn_ablation.storage.runs import find_run
 
     done = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5])
     queued = make_run(RunConfig(dataset="synthetic", seed=1), "queued")

@@ -22,10 +22,10 @@ import streamlit.config as st_config
 from streamlit.testing.v1 import AppTest
 
 from cnn_ablation.config import RunConfig
+from cnn_ablation.storage.runs import find_run, list_runs
+from cnn_ablation.storage.status import CancelMode, RunStatus
 from cnn_ablation.ui.access import beyond_loopback
 from cnn_ablation.ui.common import WORD_JOINER, folder_within_roots, masked_url, plain
-from storage.runs import find_run, list_runs
-from storage.status import CancelMode, RunStatus
 from tests.support import ROOT
 
 RUNS_PAGE = "cnn_ablation/ui/runs.py"
@@ -74,7 +74,7 @@ def total_params(at) -> int:
 def test_a_run_name_with_markdown_renders_as_text_not_a_link(home, engine, make_run):
     make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.6], name=EVIL)
     lost = make_run(RunConfig(dataset="synthetic", seed=1), status="running", accuracies=[0.3])
-    from storage import lifecycle
+    from cnn_ablation.storage import lifecycle
 
     lifecycle.finish(engine, lost, "failed", error=f"ValueError: {EVIL} *broke*")
     at = app(RUNS_PAGE)
@@ -499,10 +499,10 @@ def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_kept_as_text(home, e
 
     import pandas as pd
 
+    from cnn_ablation.storage import listings
+    from cnn_ablation.storage.curves import EPOCH_CACHE
+    from cnn_ablation.storage.run_filters import RunFilter
     from cnn_ablation.ui.common import epochs_csv
-    from storage import listings
-    from storage.curves import EPOCH_CACHE
-    from storage.run_filters import RunFilter
 
     names = ['=HYPERLINK("http://x","y")', "+1+1", "-cmd", "@SUM(A1)", "plain"]
     ids = [make_run(RunConfig(dataset="synthetic"), accuracies=[0.5], name=n) for n in names]

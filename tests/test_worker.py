@@ -10,10 +10,10 @@ import pytest
 
 from cnn_ablation.config import RunConfig
 from cnn_ablation.jobs.launch import submit
-from storage import lifecycle
-from storage.curves import epochs_frame
-from storage.runs import find_run, list_runs
-from storage.workers import live_workers, register_worker
+from cnn_ablation.storage import lifecycle
+from cnn_ablation.storage.curves import epochs_frame
+from cnn_ablation.storage.runs import find_run, list_runs
+from cnn_ablation.storage.workers import live_workers, register_worker
 from tests.support import (
     HEARTBEAT,
     ROOT,
@@ -166,8 +166,8 @@ def test_a_database_clock_behind_this_host_never_fails_a_live_workers_run(engine
     import socket
 
     from cnn_ablation.jobs.liveness import reap_lost_runs
-    from storage.engine import session_scope
-    from storage.models import WorkerRow
+    from cnn_ablation.storage.engine import session_scope
+    from cnn_ablation.storage.models import WorkerRow
 
     (run_id,) = submit(engine, [QUICK])
     register_worker(engine, "lagging", socket.gethostname(), os.getpid(), "cpu")
@@ -185,8 +185,8 @@ def test_two_machines_with_one_hostname_judge_each_other_by_heartbeat_not_pid(en
     import socket
 
     from cnn_ablation.jobs.liveness import lost_after_s, reap_lost_runs
-    from storage.engine import session_scope
-    from storage.models import WorkerRow
+    from cnn_ablation.storage.engine import session_scope
+    from cnn_ablation.storage.models import WorkerRow
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid that is not alive here
@@ -230,8 +230,8 @@ def test_app_helper_starts_exactly_one_worker_when_called_repeatedly(engine, hom
 def test_a_worker_run_samples_steps_writes_tensorboard_files_and_delete_removes_its_files(
         engine, home, workers):
     from cnn_ablation.jobs.launch import delete_runs
+    from cnn_ablation.storage.curves import step_rows
     from cnn_ablation.training.pipeline import STEPS_PER_EXECUTION
-    from storage.curves import step_rows
     from tests.test_training import event_scalars
 
     config = RunConfig(dataset="synthetic:2000", epochs=2)  # 1,800 fit images: 57 batches

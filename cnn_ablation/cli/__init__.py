@@ -38,9 +38,9 @@ from cnn_ablation.cli.study_commands import (
 )
 from cnn_ablation.config import METRICS, ConfigError
 from cnn_ablation.settings import SettingsError, database_error
+from cnn_ablation.storage.records import NotFound
+from cnn_ablation.storage.status import RunStatus
 from cnn_ablation.studies.presets import STUDY_PRESETS
-from storage.records import NotFound
-from storage.status import RunStatus
 
 Command = Callable[[argparse.Namespace], int]
 MAX_ID = 2**63 - 1  # ids are 64-bit signed integers in every database we support
@@ -112,7 +112,9 @@ def _command(sub: argparse._SubParsersAction, name: str, func: Command | None, t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cnn_ablation",
+    invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
+    parser = argparse.ArgumentParser(prog="cnn-ablation" if invoked == "cnn-ablation"
+                                     else "python -m cnn_ablation",
                                      description="Ablation studies of the chapter's CNN.")
     sub = parser.add_subparsers(dest="command", required=True)
     config_flags(_command(sub, "summary", cmd_summary, "Keras summary of the model + total params"))

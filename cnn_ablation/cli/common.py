@@ -123,7 +123,7 @@ def open_existing_engine(what: str) -> Engine:
     empty database would be left behind for nothing); NotFound (exit 2) says so."""
     from sqlalchemy.engine import make_url
 
-    from storage.records import NotFound
+    from cnn_ablation.storage.records import NotFound
 
     current = settings()
     try:
@@ -144,7 +144,7 @@ def open_engine() -> Engine:
     this, so a refused command writes nothing."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from storage import get_engine
+    from cnn_ablation.storage import get_engine
 
     current = settings()
     problem = storage_problem(current)

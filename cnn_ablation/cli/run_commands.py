@@ -63,7 +63,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from cnn_ablation.jobs.launch import new_run
     from cnn_ablation.jobs.slots import detect_gpus
-    from storage import lifecycle, runs
+    from cnn_ablation.storage import lifecycle, runs
 
     config = config_from_args(args)
     new = new_run(config, name=args.name)  # validates before anything is written
@@ -92,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from cnn_ablation.jobs.launch import new_run, with_seeds
-    from storage import runs
+    from cnn_ablation.storage import runs
 
     configs = with_seeds(config_from_args(args), args.seeds)
     # launch.submit's two steps, split so that every config is checked before the database is
@@ -145,9 +145,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from cnn_ablation.jobs.liveness import reap_lost_runs
     from cnn_ablation.run_report import print_runs, run_dict
-    from storage import listings
-    from storage.run_filters import RunFilter
-    from storage.runs import check_tags
+    from cnn_ablation.storage import listings
+    from cnn_ablation.storage.run_filters import RunFilter
+    from cnn_ablation.storage.runs import check_tags
 
     try:
         tags = check_tags(args.tag or [])
@@ -172,7 +172,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from cnn_ablation.jobs.liveness import reap_lost_runs
     from cnn_ablation.run_report import print_run
-    from storage import curves, runs
+    from cnn_ablation.storage import curves, runs
 
     engine = open_existing_engine(f"run {args.run_id}")
     reap_lost_runs(engine)
@@ -182,7 +182,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from storage import lifecycle
+    from cnn_ablation.storage import lifecycle
 
     status = lifecycle.request_cancel(open_existing_engine(f"run {args.run_id}"), args.run_id, now=args.now)
     running = ("stopping now; the partial epoch is not kept" if args.now else
@@ -214,7 +214,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_label(args: argparse.Namespace) -> int:
     """Rename a run, add or remove tags, set its comment; only what is given changes."""
-    from storage import runs
+    from cnn_ablation.storage import runs
 
     try:  # everything typed is checked before the database is opened
         if args.name is not None:

@@ -109,9 +109,9 @@ def cmd_study_create(args: argparse.Namespace) -> int:
 
 
 def cmd_study_list(args: argparse.Namespace) -> int:
+    from cnn_ablation.storage.studies import list_studies
     from cnn_ablation.studies import grid as study_grid
     from cnn_ablation.studies import rounds as study_rounds
-    from storage.studies import list_studies
 
     engine = open_engine()
     study_rounds.advance(engine)

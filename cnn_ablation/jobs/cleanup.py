@@ -13,8 +13,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from cnn_ablation.settings import settings
-from storage import runs, workers
-from storage.status import ACTIVE
+from cnn_ablation.storage import runs, workers
+from cnn_ablation.storage.status import ACTIVE
 
 WORKER_ROWS_KEPT_S = 7 * 24 * 3600  # a stopped worker's row (and log) is kept a week
 CACHE_KEPT_S = 30 * 24 * 3600

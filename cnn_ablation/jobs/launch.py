@@ -20,8 +20,8 @@ from cnn_ablation.config import (
 from cnn_ablation.data.arrays import DatasetUnavailable
 from cnn_ablation.data.datasets import check_fits, resolve
 from cnn_ablation.settings import settings
-from storage import runs
-from storage.records import NewRun
+from cnn_ablation.storage import runs
+from cnn_ablation.storage.records import NewRun
 
 
 def prepare(config: RunConfig) -> tuple[RunConfig, int]:

@@ -13,9 +13,9 @@ import psutil
 from sqlalchemy import Engine
 
 from cnn_ablation.settings import settings
-from storage import clock, lifecycle, workers
-from storage.engine import BUSY_TIMEOUT_S
-from storage.status import RunStatus
+from cnn_ablation.storage import clock, lifecycle, workers
+from cnn_ablation.storage.engine import BUSY_TIMEOUT_S
+from cnn_ablation.storage.status import RunStatus
 
 
 def process_alive(pid: int, started_before: float | None = None,

@@ -40,7 +40,7 @@ from sqlalchemy import Engine
 from cnn_ablation.jobs.slots import Launched, Slot, child_env, gpu_memory_mb, memory_share
 from cnn_ablation.jobs.worker import RunEndedHook, Worker
 from cnn_ablation.settings import NAMES
-from storage.records import Run
+from cnn_ablation.storage.records import Run
 
 log = logging.getLogger(__name__)
 MAX_SLOTS = 1024
@@ -346,13 +346,13 @@ def _record_placement(env: dict[str, str], run_id: int, worker_id: str, host: st
     """Put the node and GPU that Ray chose on the run (its host and device columns, which the
     Runs page shows). A database that cannot be written now does not stop the run: it trains
     either way, its child's own writes will tell, and its environment names the host too."""
-    from storage import lifecycle
+    from cnn_ablation.storage import lifecycle
 
     url = env.get("ABLATION_DATABASE_URL")
     if not url:
         return
     try:
-        from storage.engine import get_engine
+        from cnn_ablation.storage.engine import get_engine
 
         if not lifecycle.record_placement(get_engine(url), run_id, worker_id, host, device):
             log.warning("run %s: not placed on %s %s: it is no longer running under %s",

@@ -28,10 +28,10 @@ from cnn_ablation.jobs import exit_codes, liveness
 from cnn_ablation.jobs.slots import Child, Launched, LocalProcess, Slot, child_env
 from cnn_ablation.log import rotate_own_log
 from cnn_ablation.settings import settings
-from storage import clock, lifecycle, runs, workers
-from storage.engine import is_disk_full, retry_when_locked
-from storage.records import Run, RunLost
-from storage.status import CancelMode, RunStatus
+from cnn_ablation.storage import clock, lifecycle, runs, workers
+from cnn_ablation.storage.engine import is_disk_full, retry_when_locked
+from cnn_ablation.storage.records import Run, RunLost
+from cnn_ablation.storage.status import CancelMode, RunStatus
 
 POLL_S = 0.5  # how often a free slot looks for queued runs
 CANNOT_WRITE_PAUSE_S = 60.0  # no claims for this long after a child found the database read-only

@@ -13,11 +13,11 @@ from sqlalchemy import Engine
 from cnn_ablation.config import RunConfig
 from cnn_ablation.data.datasets import dataset_info
 from cnn_ablation.settings import settings
+from cnn_ablation.storage import lookups, workers
+from cnn_ablation.storage import studies as stored_studies
+from cnn_ablation.storage.runs import list_runs
+from cnn_ablation.storage.status import ACTIVE
 from cnn_ablation.studies.spec import StudySpec, StudyView
-from storage import lookups, workers
-from storage import studies as stored_studies
-from storage.runs import list_runs
-from storage.status import ACTIVE
 
 log = logging.getLogger(__name__)
 

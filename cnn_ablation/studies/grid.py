@@ -20,13 +20,13 @@ from sqlalchemy import Engine
 
 from cnn_ablation.config import MAX_NAME, METRICS, ConfigError, RunConfig, check_name
 from cnn_ablation.jobs.launch import delete_runs, new_run
+from cnn_ablation.storage import lifecycle, listings
+from cnn_ablation.storage import studies as stored_studies
+from cnn_ablation.storage.records import NewRun, RunNotFound
+from cnn_ablation.storage.runs import create_runs, list_runs
+from cnn_ablation.storage.status import ACTIVE, RunStatus
 from cnn_ablation.studies.own_network import check_layers
 from cnn_ablation.studies.spec import Cell, StudySpec, StudyView
-from storage import lifecycle, listings
-from storage import studies as stored_studies
-from storage.records import NewRun, RunNotFound
-from storage.runs import create_runs, list_runs
-from storage.status import ACTIVE, RunStatus
 
 # Which run speaks for a (cell, seed) when it has several: a completed one first.
 RANK = {RunStatus.COMPLETED: 0, RunStatus.RUNNING: 1, RunStatus.QUEUED: 2, RunStatus.DIVERGED: 3,

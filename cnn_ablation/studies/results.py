@@ -11,12 +11,12 @@ import math
 import pandas as pd
 from sqlalchemy import Engine
 
+from cnn_ablation.storage.status import RunStatus
 from cnn_ablation.studies import estimators, inference, words
 from cnn_ablation.studies.effects import interaction, main_effects, versus_base
 from cnn_ablation.studies.grid import adaptive_text, attempts, grid_of, progress
 from cnn_ablation.studies.spec import StudySpec, StudyView
 from cnn_ablation.studies.words import REPEATS_NOTE, status_line
-from storage.status import RunStatus
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from sqlalchemy import Engine
 
 from cnn_ablation.config import METRICS, ConfigError
 from cnn_ablation.jobs.launch import new_run
+from cnn_ablation.storage import studies as stored_studies
+from cnn_ablation.storage.records import NewRun
 from cnn_ablation.studies.adaptive_rule import AdaptiveRule
 from cnn_ablation.studies.grid import attempts, plan, round_state, run_name, stop_rule
 from cnn_ablation.studies.results import results
 from cnn_ablation.studies.spec import StudySpec, StudyView
-from storage import studies as stored_studies
-from storage.records import NewRun
 
 log = logging.getLogger(__name__)
 

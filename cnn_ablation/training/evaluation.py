@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from cnn_ablation.data.arrays import Dataset
-from storage import lifecycle
+from cnn_ablation.storage import lifecycle
 
 
 class TestProgress(keras.callbacks.Callback):

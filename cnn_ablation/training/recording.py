@@ -20,10 +20,10 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage import lifecycle
-from storage.engine import retry_when_locked
-from storage.records import RunLost
-from storage.status import CancelMode, RunStatus
+from cnn_ablation.storage import lifecycle
+from cnn_ablation.storage.engine import retry_when_locked
+from cnn_ablation.storage.records import RunLost
+from cnn_ablation.storage.status import CancelMode, RunStatus
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 1.0  # progress/cancel check at most this often (one DB write each)

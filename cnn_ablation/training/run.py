@@ -29,6 +29,10 @@ from cnn_ablation.data.arrays import Dataset, DatasetInfo
 from cnn_ablation.jobs import exit_codes
 from cnn_ablation.networks.model import build_model
 from cnn_ablation.settings import settings
+from cnn_ablation.storage import lifecycle, runs, workers
+from cnn_ablation.storage.engine import is_disk_full
+from cnn_ablation.storage.records import Run, RunLost
+from cnn_ablation.storage.status import CancelMode, RunStatus
 from cnn_ablation.training.checkpoint import CheckpointMissing, checkpoint_path, remove_checkpoint
 from cnn_ablation.training.environment import configure_gpus, environment, process_started_at
 from cnn_ablation.training.evaluation import TestProgress, test_metrics
@@ -48,10 +52,6 @@ from cnn_ablation.training.recording import (
     RunControl,
     layer_norms,
 )
-from storage import lifecycle, runs, workers
-from storage.engine import is_disk_full
-from storage.records import Run, RunLost
-from storage.status import CancelMode, RunStatus
 
 log = logging.getLogger(__name__)
 

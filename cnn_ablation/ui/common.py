@@ -21,11 +21,11 @@ from cnn_ablation.jobs.worker import ensure_local_worker
 from cnn_ablation.run_report import csv_text, duration_s, epoch_progress, format_duration
 from cnn_ablation.run_report import pct as report_pct
 from cnn_ablation.settings import database_error, settings, shown_url, storage_problem
+from cnn_ablation.storage import curves, get_engine, listings, lookups, workers
+from cnn_ablation.storage.listings import RunsPage
+from cnn_ablation.storage.run_filters import RunFilter
+from cnn_ablation.storage.status import RunStatus
 from cnn_ablation.ui.figures import ChartOptions
-from storage import curves, get_engine, listings, lookups, workers
-from storage.listings import RunsPage
-from storage.run_filters import RunFilter
-from storage.status import RunStatus
 
 REFRESH_S = 2.0  # live parts of a page re-read the database this often while runs are active
 LIVE_S = 1.0  # the Runs page asks "anything new?" (one indexed query) this often meanwhile

@@ -10,6 +10,10 @@ import pandas as pd
 import streamlit as st
 
 from cnn_ablation.config import RunConfig, config_diff
+from cnn_ablation.storage import listings, lookups, polling
+from cnn_ablation.storage.curves import EPOCH_CACHE
+from cnn_ablation.storage.run_filters import RunFilter
+from cnn_ablation.storage.status import RunStatus
 from cnn_ablation.ui import common
 from cnn_ablation.ui.common import (
     chart_controls,
@@ -21,10 +25,6 @@ from cnn_ablation.ui.common import (
     worker_banner,
 )
 from cnn_ablation.ui.figures import curves_figure, missing_runs
-from storage import listings, lookups, polling
-from storage.curves import EPOCH_CACHE
-from storage.run_filters import RunFilter
-from storage.status import RunStatus
 
 URL_KEY = "runs"  # ?runs=3,5,8
 

@@ -26,6 +26,7 @@ from cnn_ablation.data.arrays import Availability, DatasetInfo, DatasetUnavailab
 from cnn_ablation.jobs.launch import prepare, submit, with_seeds
 from cnn_ablation.networks import registry as networks
 from cnn_ablation.settings import settings
+from cnn_ablation.storage.lookups import same_config_runs
 from cnn_ablation.ui.common import (
     engine_or_stop,
     folder_within_roots,
@@ -35,7 +36,6 @@ from cnn_ablation.ui.common import (
     roots_text,
     worker_banner,
 )
-from storage.lookups import same_config_runs
 
 DEFAULTS = defaults()
 FIELD_NAMES = {"epochs": "Epochs", "batch_size": "Batch size", "learning_rate": "Learning rate",

@@ -15,6 +15,11 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from cnn_ablation.jobs.launch import delete_runs, retry, run_files
+from cnn_ablation.storage import curves, lifecycle, listings, runs
+from cnn_ablation.storage.curves import EPOCH_CACHE
+from cnn_ablation.storage.records import Run, RunNotFound
+from cnn_ablation.storage.run_filters import RunFilter
+from cnn_ablation.storage.status import CancelMode, RunStatus
 from cnn_ablation.ui.common import plain
 from cnn_ablation.ui.runs_state import (
     DELETED,
@@ -25,11 +30,6 @@ from cnn_ablation.ui.runs_state import (
     open_dialog,
     select_rows,
 )
-from storage import curves, lifecycle, listings, runs
-from storage.curves import EPOCH_CACHE
-from storage.records import Run, RunNotFound
-from storage.run_filters import RunFilter
-from storage.status import CancelMode, RunStatus
 
 
 def open_pending_dialog(engine: Engine) -> None:

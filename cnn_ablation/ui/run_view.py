@@ -18,13 +18,13 @@ from sqlalchemy import Engine
 
 from cnn_ablation.run_report import duration_s, format_duration
 from cnn_ablation.settings import settings
+from cnn_ablation.storage import curves, runs
+from cnn_ablation.storage.curves import EPOCH_CACHE
+from cnn_ablation.storage.records import Run, RunNotFound
+from cnn_ablation.storage.status import CancelMode, RunStatus
 from cnn_ablation.ui import common
 from cnn_ablation.ui.common import CANCELLING, LIVE_S, pct, plain, shown_status
 from cnn_ablation.ui.figures import ChartOptions, confusion_figure, curves_figure, layer_norms_figure
-from storage import curves, runs
-from storage.curves import EPOCH_CACHE
-from storage.records import Run, RunNotFound
-from storage.status import CancelMode, RunStatus
 
 FEW_IMAGES = 10_000  # BatchNorm's hint: fewer training images than this, or
 FEW_EPOCHS = 3  # at most this many epochs, and validation accuracy

@@ -35,11 +35,11 @@ from dataclasses import astuple
 
 import streamlit as st
 
+from cnn_ablation.storage import lookups, polling
 from cnn_ablation.ui import common, run_actions, run_view, runs_state, runs_table
 from cnn_ablation.ui.common import REFRESH_S, engine_or_stop, plain, worker_banner
 from cnn_ablation.ui.runs_filters import filters_bar
 from cnn_ablation.ui.runs_state import FLASH, PAGE, SELECTED
-from storage import lookups, polling
 
 engine = engine_or_stop()
 worker_banner(engine)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cnn_ablation.storage.listings import SORTS
+from cnn_ablation.storage.run_filters import CONDITION_OPS, RunFilter, check_condition
+from cnn_ablation.storage.status import RunStatus
 from cnn_ablation.ui.common import plain
 from cnn_ablation.ui.runs_state import CONDITIONS, RANGES, first_page
-from storage.listings import SORTS
-from storage.run_filters import CONDITION_OPS, RunFilter, check_condition
-from storage.status import RunStatus
 
 CONFIG_FIELDS = ["dropout", "bn", "bn_off", "learning_rate", "batch_size", "epochs", "seed",
                  "dataset", "preset", "limit_train", "val_split", "network", "optimizer"]

@@ -14,9 +14,9 @@ import re
 
 import streamlit as st
 
-from storage.listings import SORTS
-from storage.run_filters import RunFilter, parse_condition
-from storage.status import RunStatus
+from cnn_ablation.storage.listings import SORTS
+from cnn_ablation.storage.run_filters import RunFilter, parse_condition
+from cnn_ablation.storage.status import RunStatus
 
 DIALOG = "runs_dialog"  # ("stop_now", run id) | ("delete", (run ids)) while a confirmation is open
 FLASH = "runs_flash"  # a message to toast on the next run (a toast before st.rerun is lost)

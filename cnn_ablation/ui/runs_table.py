@@ -15,6 +15,9 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
+from cnn_ablation.storage import listings, polling
+from cnn_ablation.storage.listings import RunsPage
+from cnn_ablation.storage.run_filters import RunFilter
 from cnn_ablation.ui import common
 from cnn_ablation.ui.common import TABLE_COLUMNS, run_option, runs_table
 from cnn_ablation.ui.runs_state import (
@@ -27,9 +30,6 @@ from cnn_ablation.ui.runs_state import (
     TABLE_IDS,
     select_rows,
 )
-from storage import listings, polling
-from storage.listings import RunsPage
-from storage.run_filters import RunFilter
 
 COLUMNS = {**TABLE_COLUMNS,
            "name": st.column_config.TextColumn(width=230),

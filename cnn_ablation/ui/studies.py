@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cnn_ablation.storage.polling import any_active
+from cnn_ablation.storage.studies import list_studies
 from cnn_ablation.studies import grid as study_grid
 from cnn_ablation.ui import studies_state
 from cnn_ablation.ui.common import REFRESH_S, engine_or_stop, worker_banner
 from cnn_ablation.ui.studies_form import start_form
 from cnn_ablation.ui.studies_results import show_study
-from storage.polling import any_active
-from storage.studies import list_studies
 
 engine = engine_or_stop()
 worker_banner(engine)

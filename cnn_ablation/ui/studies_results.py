@@ -13,6 +13,8 @@ from sqlalchemy import Engine
 
 from cnn_ablation.config import METRICS
 from cnn_ablation.run_report import csv_text
+from cnn_ablation.storage import polling
+from cnn_ablation.storage.curves import epochs_frame
 from cnn_ablation.studies import estimate as study_estimate
 from cnn_ablation.studies import estimators, words
 from cnn_ablation.studies import grid as study_grid
@@ -23,8 +25,6 @@ from cnn_ablation.studies.spec import StudyView
 from cnn_ablation.ui import studies_state
 from cnn_ablation.ui.common import _engine, database_key, plain
 from cnn_ablation.ui.figures import band_figure
-from storage import polling
-from storage.curves import epochs_frame
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

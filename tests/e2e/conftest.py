@@ -50,8 +50,8 @@ def streamlit_server(home: Path, *, start_worker: bool) -> Iterator[str]:
         server.wait(timeout=30)
         if start_worker:
             # The worker the app started is detached on purpose (it outlives the app).
-            from storage.engine import get_engine
-            from storage.workers import live_workers
+            from cnn_ablation.storage.engine import get_engine
+            from cnn_ablation.storage.workers import live_workers
 
             for _, worker in live_workers(get_engine(f"sqlite:///{home}/ablation.db"),
                                           60).iterrows():

@@ -17,9 +17,9 @@ import pytest
 
 from cnn_ablation.config import RunConfig
 from cnn_ablation.jobs.launch import new_run
-from storage import lifecycle
-from storage.engine import get_engine
-from storage.runs import find_run, update_labels
+from cnn_ablation.storage import lifecycle
+from cnn_ablation.storage.engine import get_engine
+from cnn_ablation.storage.runs import find_run, update_labels
 from tests.e2e.conftest import ARTIFACTS, streamlit_server
 from tests.support import TEST_WORKER, wait_for
 

@@ -15,9 +15,9 @@ from cnn_ablation import log
 from cnn_ablation.jobs.slots import make_slots
 from cnn_ablation.jobs.worker import Worker
 from cnn_ablation.settings import settings
-from storage import lifecycle, runs
-from storage.engine import get_engine
-from storage.records import RunLost
+from cnn_ablation.storage import lifecycle, runs
+from cnn_ablation.storage.engine import get_engine
+from cnn_ablation.storage.records import RunLost
 
 
 class QuickWorker(Worker):
