@@ -64,6 +64,7 @@ def run_dict(row: dict[str, Any]) -> dict[str, Any]:
             "final_val_accuracy", "test_accuracy", "test_loss", "device", "host", "params",
             "error", "study_id", "created_at", "started_at", "finished_at"]
     out = {k: _clean(row.get(k)) for k in keep}
+    out["backend"] = row.get("backend") or "tensorflow"  # NULL: before backends were stored
     out["duration_s"] = duration_s(row)
     return out
 
@@ -116,8 +117,17 @@ def print_runs(rows: Sequence[dict[str, Any]], filtered: str = "", total: int = 
         "best val": [pct(r.get("best_val_accuracy")) for r in rows],
         "test acc": [pct(r.get("test_accuracy")) for r in rows],
         "time": [format_duration(duration_s(r)) for r in rows],
-        "device": [r.get("device") or "" for r in rows],
+        "device": [device_text(r.get("device"), r.get("backend")) for r in rows],
     }))
+
+
+def device_text(device: object, backend: object) -> str:
+    """A run's device as lists show it: "cpu", "gpu:0", or with the Keras backend when it is not
+    TensorFlow (the default, and the only one before backends were stored): "gpu:0 · jax"."""
+    shown = device if isinstance(device, str) and device else ""
+    if isinstance(backend, str) and backend and backend != "tensorflow":
+        return f"{shown} · {backend}" if shown else backend
+    return shown
 
 
 EPOCH_TABLE = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -139,7 +149,8 @@ def print_run(run: Run, epochs: Sequence[dict[str, Any]], as_json: bool = False)
     print(f"  status    {run.status}" + (f"  ({run.error})" if run.error else ""))
     print(f"  config    {run.label} · {run.dataset} · {run.preset}")
     print("            " + json.dumps(run.config, sort_keys=True))
-    print(f"  device    {run.device or '-'} on {run.host or '-'}   params {run.params or 0:,}")
+    print(f"  device    {run.device or '-'} on {run.host or '-'} · Keras on "
+          f"{run.backend or 'tensorflow'}   params {run.params or 0:,}")
     print(f"  time      {format_duration(record['duration_s']) or '-'}")
     if epochs:
         print()

@@ -50,11 +50,12 @@ def _cancel_of(row: Any) -> CancelMode | None:
 
 
 def claim(engine: Engine, worker_id: str, host: str, device: str,
-          heartbeat_interval: float) -> Run | None:
-    """Atomically move the oldest queued run to `running` for this worker; None if none waits."""
+          heartbeat_interval: float, backend: str | None = None) -> Run | None:
+    """Atomically move the oldest queued run to `running` for this worker (training on
+    `device` with Keras' `backend`); None if none waits."""
     now = db_now()
     values = dict(status=RunStatus.RUNNING.value, worker_id=worker_id, host=host, device=device,
-                  started_at=now, heartbeat_at=now, progress_at=now, phase="starting",
+                  backend=backend, started_at=now, heartbeat_at=now, progress_at=now, phase="starting",
                   heartbeat_interval=heartbeat_interval, pid=None)
     oldest = select(RunRow.id).where(RunRow.status == RunStatus.QUEUED,
                                      RunRow.cancel_requested.is_(False))
@@ -73,13 +74,13 @@ def claim(engine: Engine, worker_id: str, host: str, device: str,
 
 
 def start_foreground(engine: Engine, new: NewRun, worker_id: str, host: str, device: str,
-                     heartbeat_interval: float) -> int:
+                     heartbeat_interval: float, backend: str | None = None) -> int:
     """Create a run that is already `running` in this process (`python -m cnn_ablation train`)."""
     now = db_now()
     with session_scope(engine) as session:
         row = RunRow(**asdict(new), status=RunStatus.RUNNING.value, created_at=now,
                      started_at=now, cancel_requested=False, worker_id=worker_id, host=host,
-                     device=device, heartbeat_at=now, progress_at=now, phase="starting",
+                     device=device, backend=backend, heartbeat_at=now, progress_at=now, phase="starting",
                      heartbeat_interval=heartbeat_interval)
         session.add(row)
         session.flush()

@@ -34,7 +34,7 @@ AGGREGATE_COLUMNS = ["epochs_done", "best_val_accuracy", "last_epoch", "final_va
 # What the Runs table, its picker and `python -m cnn_ablation runs` show of each run (never the
 # config, notes, traceback or confusion matrix: those are read for the one run on screen).
 LIST_COLUMNS = ["id", "name", "label", "dataset", "preset", "seed", "status", "epochs",
-                "study_id", "params", "device", "host", "error", "created_at", "started_at",
+                "study_id", "params", "device", "backend", "host", "error", "created_at", "started_at",
                 "finished_at", "cancel_requested", "cancel_mode", "phase", "progress_epoch",
                 "progress_batch", "progress_batches", "test_accuracy", "test_loss", "tags_json"]
 PAGE_SIZE = 50

@@ -86,6 +86,7 @@ class Run(NewRun):
     test_accuracy: float | None
     test_report_json: str | None
     tags: tuple[str, ...] = ()  # lower-case, sorted (stored as runs.tags_json)
+    backend: str | None = None  # the Keras backend it trained on (set at claim); None: tensorflow
     comment: str | None = None  # the user's free-text note (`notes` is the lifecycle log)
 
     @property

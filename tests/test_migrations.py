@@ -125,7 +125,7 @@ def test_a_0003_database_gets_tags_comment_and_steps_with_its_runs_kept(tmp_path
         db.execute("INSERT INTO epoch_metrics (run_id, epoch, loss, seconds, recorded_at) "
                    "VALUES (1, 1, 0.5, 1.0, 1.0)")
     engine = get_engine(url)
-    assert HEAD == "0005" and schema_differences(url) == []
+    assert HEAD == "0006" and schema_differences(url) == []
     old = find_run(engine, 1)
     assert (old.name, old.tags, old.comment, old.environment) == ("v3", (), None,
                                                                  {"python": "3.11"})

@@ -620,6 +620,27 @@ def test_the_runs_config_and_diagnostics_are_drawn_only_when_opened(home, engine
     assert at.session_state["run_choice"] == run_id
 
 
+def test_a_run_on_jax_says_why_it_has_no_tensorboard_files_or_layer_norms(home, engine,
+                                                                          make_run):
+    """TensorBoard files and per-layer norms are TensorFlow's; a run trained on another backend
+    says so where they would be, and its device reads with the backend in the table."""
+    report = {"class_names": ["a", "b"], "confusion": [[9, 1], [2, 8]]}
+    make_run(RunConfig(dataset="synthetic"), accuracies=[0.5], backend="jax", device="cpu",
+             test_report_json=json.dumps(report))
+    at = app(PAGES[1])
+    assert list(at.dataframe[0].value["device"]) == ["cpu · jax"]
+    for key in ("run_log_open", "run_config_open", "run_diagnostics_open"):
+        at.session_state[key] = True
+    at.run()
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "No TensorBoard files: they are written only when a run trains on the TensorFlow " \
+           "backend, and this one trained on jax" in captions
+    assert not any(c.value.startswith("tensorboard --logdir") for c in at.code)
+    assert "gradient and weight norms are measured only on the TensorFlow backend" in captions
+    assert "Keras on jax" in captions
+
+
 def test_bulk_cancel_and_compare_several_selected_runs(home, engine, make_run):
     from cnn_ablation.storage.runs import find_run
 

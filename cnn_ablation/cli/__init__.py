@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "with no GPU, K runs share the CPU")
     p.add_argument("--gpu-memory-mb", type=int, default=None, metavar="MB",
                    help="each run's GPU memory limit (default with K > 1: the GPU's memory / K)")
+    p.add_argument("--backend", choices=["tensorflow", "jax", "torch"], default=None,
+                   help="the Keras backend its runs train on, stored on each run (default: "
+                        "KERAS_BACKEND, else tensorflow); jax: pip install 'cnn-ablation[jax]'")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: training processes on this host (default); ray: each run is a "
                         "Ray task on whichever node of a Ray cluster has room")

@@ -62,16 +62,21 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cnn_ablation.jobs.launch import new_run
-    from cnn_ablation.jobs.slots import detect_gpus
+    from cnn_ablation.jobs.slots import detect_gpus, worker_backend
     from cnn_ablation.storage import lifecycle, runs
 
     config = config_from_args(args)
     new = new_run(config, name=args.name)  # validates before anything is written
+    try:
+        backend = worker_backend(None)  # KERAS_BACKEND, else tensorflow
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     engine = open_engine()
     host = socket.gethostname()
     run_id = lifecycle.start_foreground(engine, new, f"foreground-{host}-{os.getpid()}", host,
                                         "gpu:0" if detect_gpus() else "cpu",
-                                        settings().heartbeat_s)
+                                        settings().heartbeat_s, backend=backend)
     print(f"run {run_id}: {new.label} on {new.dataset}, {new.epochs} epochs, "
           f"{new.params or 0:,} params", flush=True)
     try:
@@ -105,9 +110,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from cnn_ablation import log
-    from cnn_ablation.jobs.slots import make_slots
+    from cnn_ablation.jobs.slots import make_slots, worker_backend
     from cnn_ablation.jobs.worker import Worker
     from cnn_ablation.studies.rounds import advance  # adaptive studies' next round, after each run
+
+    try:
+        backend = worker_backend(args.backend)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     if args.executor == "ray":  # the same worker, each run a Ray task (Ray is imported only then)
         from cnn_ablation.jobs.ray_executor import RayUnavailable, RayWorker, check_options
@@ -120,7 +131,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             worker: Worker = RayWorker(engine, args.ray_address, args.runs_per_gpu,
                                        args.gpu_memory_mb, args.slots, args.gpus,
                                        once=args.once, worker_id=args.worker_id,
-                                       on_run_ended=advance)
+                                       on_run_ended=advance, backend=backend)
         except (ValueError, RayUnavailable) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -138,7 +149,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 2
     log.setup("worker")
     Worker(open_engine(), slots, once=args.once, worker_id=args.worker_id,
-           on_run_ended=advance).run()
+           on_run_ended=advance, backend=backend).run()
     return 0
 
 

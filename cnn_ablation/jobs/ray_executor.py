@@ -209,7 +209,7 @@ class RayWorker(Worker):
     def __init__(self, engine: Engine, address: str | None = None, runs_per_gpu: int = 1,
                  gpu_memory: int | None = None, slots: int | None = None, gpus: str = "all",
                  once: bool = False, worker_id: str | None = None,
-                 on_run_ended: RunEndedHook | None = None):
+                 on_run_ended: RunEndedHook | None = None, backend: str = "tensorflow"):
         check_options(gpus, runs_per_gpu, gpu_memory, slots, address)
         self.ray = connect(address)
         cluster = wait_for_resources(self.ray)
@@ -217,7 +217,7 @@ class RayWorker(Worker):
         self.runs_per_gpu, self.gpu_memory = runs_per_gpu, gpu_memory
         count = slots if slots is not None else default_slots(cluster, self.resources)
         super().__init__(engine, ray_slots(count, self.resources), once=once,
-                         worker_id=worker_id, on_run_ended=on_run_ended)
+                         worker_id=worker_id, on_run_ended=on_run_ended, backend=backend)
         self.remote = self.ray.remote(max_retries=0, retry_exceptions=False,
                                       **self.resources)(train_in_task)
         log.info("Ray cluster: %s; each run asks for %s", _resources_text(cluster),

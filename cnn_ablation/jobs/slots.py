@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -151,13 +152,39 @@ def memory_share(total_mb: int | None, runs_per_gpu: int, gpu_memory: int | None
     return None
 
 
+BACKENDS = ("tensorflow", "jax", "torch")  # Keras 3's backends a worker may train on
+DEFAULT_BACKEND = "tensorflow"
+
+
+def worker_backend(given: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The Keras backend a worker's runs train on: `--backend`, else KERAS_BACKEND, else
+    tensorflow. ValueError (naming the flag and what to install) when it is not one of BACKENDS
+    or its library is not installed here (looked up, not imported)."""
+    import importlib.util
+
+    environ = os.environ if environ is None else environ
+    name = (given or environ.get("KERAS_BACKEND", "") or DEFAULT_BACKEND).strip().lower()
+    where = "KERAS_BACKEND" if not given and environ.get("KERAS_BACKEND") else "--backend"
+    if name not in BACKENDS:
+        raise ValueError(f"{where}: {name!r} is not allowed; allowed: {', '.join(BACKENDS)}")
+    if importlib.util.find_spec(name) is None:
+        extra = {"jax": "pip install 'cnn-ablation[jax]' (or jax[cuda12] for a GPU)",
+                 "torch": "pip install torch (see pytorch.org for the build of your GPU)",
+                 "tensorflow": "pip install cnn-ablation"}[name]
+        raise ValueError(f"{where}: {name} is not installed in this Python ({sys.executable}); "
+                         f"install it: {extra}")
+    return name
+
+
 def child_env(slot: Slot, url: str | None, interval: float | None,
-              base: Mapping[str, str] | None = None) -> dict[str, str]:
+              base: Mapping[str, str] | None = None,
+              backend: str | None = None) -> dict[str, str]:
     """The environment of a slot's training process, from `base` (default: this process's):
     its GPU (or none), memory growth and its share of the GPU's memory for TensorFlow
     (ABLATION_GPU_MEMORY_MB, read by training.configure_gpus) and for Keras on JAX (no
     preallocation, XLA_PYTHON_CLIENT_MEM_FRACTION when the GPU's total is known), the database
-    and heartbeat of its worker (None: as `base` has them). Both executors use it: the local
+    and heartbeat of its worker (None: as `base` has them), and KERAS_BACKEND (the worker's
+    `--backend`; None: as `base` has it). Both executors use it: the local
     worker for its slots, a Ray task on its node for the GPU share Ray gave it."""
     env = dict(os.environ if base is None else base)
     env.update(CUDA_VISIBLE_DEVICES=slot.cuda_visible_devices, TF_FORCE_GPU_ALLOW_GROWTH="true",
@@ -166,6 +193,8 @@ def child_env(slot: Slot, url: str | None, interval: float | None,
         env["ABLATION_DATABASE_URL"] = url
     if interval is not None:
         env["ABLATION_HEARTBEAT_SECONDS"] = str(interval)
+    if backend is not None:
+        env["KERAS_BACKEND"] = backend
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: grow, as TensorFlow does
     env.pop("ABLATION_GPU_MEMORY_MB", None)
     limit, total = slot.memory_limit_mb, slot.memory_total_mb

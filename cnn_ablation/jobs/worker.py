@@ -25,7 +25,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from cnn_ablation.jobs import exit_codes, liveness
-from cnn_ablation.jobs.slots import Child, Launched, LocalProcess, Slot, child_env
+from cnn_ablation.jobs.slots import (
+    DEFAULT_BACKEND,
+    Child,
+    Launched,
+    LocalProcess,
+    Slot,
+    child_env,
+)
 from cnn_ablation.log import rotate_own_log
 from cnn_ablation.settings import settings
 from cnn_ablation.storage import clock, lifecycle, runs, workers
@@ -53,8 +60,10 @@ class Worker:
     """
 
     def __init__(self, engine: Engine, slots: list[Slot], once: bool = False,
-                 worker_id: str | None = None, on_run_ended: RunEndedHook | None = None):
+                 worker_id: str | None = None, on_run_ended: RunEndedHook | None = None,
+                 backend: str = DEFAULT_BACKEND):
         config = settings()
+        self.backend = backend  # Keras' backend for every run it trains (stored on each)
         self.engine, self.slots, self.once = engine, slots, once
         self.on_run_ended = on_run_ended
         self.url = engine.url.render_as_string(hide_password=False)
@@ -148,7 +157,8 @@ class Worker:
         for slot in self.slots:
             if slot.child is not None:
                 continue
-            run = lifecycle.claim(self.engine, self.id, self.host, slot.device, self.interval)
+            run = lifecycle.claim(self.engine, self.id, self.host, slot.device, self.interval,
+                                  backend=self.backend)
             if run is None:
                 break
             self._start_child(slot, run)
@@ -156,7 +166,7 @@ class Worker:
         return claimed
 
     def _start_child(self, slot: Slot, run: Run) -> None:
-        env = child_env(slot, self.url, self.interval)
+        env = child_env(slot, self.url, self.interval, backend=self.backend)
         # One log per run, named so that it can never be another run's (a resumed run appends).
         log_path = run.log_path or str(self.logs / f"run-{run.id}-{uuid.uuid4().hex[:8]}.log")
         try:
@@ -175,7 +185,8 @@ class Worker:
             return
         slot.child = Child(process, run.id, log_path)
         lifecycle.attach_process(self.engine, run.id, self.id, process.pid or 0, log_path)
-        log.info("run %s: started on %s (pid %s)", run.id, slot.device, process.pid)
+        log.info("run %s: started on %s with %s (pid %s)", run.id, slot.device, self.backend,
+                 process.pid)
 
     def launch(self, run: Run, slot: Slot, env: dict[str, str], log_path: str) -> Launched:
         """Where a run's process lives: here, a local process. (Executors override this; the

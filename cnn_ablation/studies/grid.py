@@ -100,7 +100,8 @@ def attempts(engine: Engine, view: StudyView) -> pd.DataFrame:
     pairs = view.spec.runs()
     by_hash = {config.config_hash: (cell, config) for cell, config in pairs}
     frame = listings.runs_frame(engine, config_hashes=list(by_hash))
-    columns = ["run_id", "cell", "seed", "status", "study_id", *METRICS, *view.spec.factors]
+    columns = ["run_id", "cell", "seed", "status", "study_id", "backend", "device_kind", *METRICS,
+               *view.spec.factors]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -108,8 +109,17 @@ def attempts(engine: Engine, view: StudyView) -> pd.DataFrame:
         cell, _ = by_hash[record["config_hash"]]
         rows.append({"run_id": record["id"], "cell": cell.label, "seed": record["seed"],
                      "status": record["status"], "study_id": record["study_id"],
+                     "backend": record.get("backend") or "tensorflow",
+                     "device_kind": device_kind(record.get("device")),
                      **{m: record.get(m) for m in METRICS}, **cell.levels})
     return pd.DataFrame(rows, columns=columns)
+
+
+def device_kind(device: object) -> str | None:
+    """"gpu" or "cpu" from a run's device ("gpu:0", "cpu", "ray:gpu"...); None before a claim."""
+    if not isinstance(device, str) or not device:
+        return None
+    return "gpu" if "gpu" in device.lower() else "cpu"
 
 
 def grid(engine: Engine, view: StudyView, runs: pd.DataFrame | None = None) -> pd.DataFrame:

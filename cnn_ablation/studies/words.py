@@ -46,15 +46,37 @@ def judged_rows(result: dict) -> list[dict]:
     return rows
 
 
+def machine_words(completed: pd.DataFrame | None) -> list[str]:
+    """A warning when the completed runs trained on more than one Keras backend or kind of
+    device: numerics differ between them (kernels, reduction order, float modes), so a
+    difference between cells that ran on different ones is confounded with that."""
+    if completed is None or not len(completed):
+        return []
+    found = []
+    for column, what in (("backend", "Keras backends"), ("device_kind", "kinds of device")):
+        if column not in completed:
+            continue
+        counts = completed[column].dropna().value_counts()
+        if len(counts) > 1:
+            found.append(f"{what} ({', '.join(f'{k}: {n}' for k, n in sorted(counts.items()))})")
+    if not found:
+        return []
+    return [f"**Mixed machines:** this study's runs trained on different {' and '.join(found)}. "
+            "Those compute differently, so a difference between cells may come from where they "
+            "ran rather than from the switch: re-run the cells on one backend and one kind of "
+            "device before trusting an effect."]
+
+
 def plain_words(result: dict, done: int | None = None, total: int | None = None) -> str:
     """What mattered beyond noise and what did not, in sentences; only for a complete study
     (`done` == `total`): otherwise only that it is provisional. Every verdict is Holm's over the
     one family of everything judged (`judged_rows`)."""
+    mixed = machine_words(result.get("completed"))
     if done is not None and total is not None and done < total:
-        return provisional_text(done, total)
+        return " ".join([*mixed, provisional_text(done, total)])
     metric = result["metric"]
     metric_name = METRICS[metric]
-    parts = []
+    parts = list(mixed)
     if result.get("primary") and metric != result["primary"]:
         parts.append(f"Exploratory: {metric_name} is not this study's primary metric "
                      f"({METRICS[result['primary']]}, fixed when it was created); read these "

@@ -18,7 +18,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cnn_ablation.jobs.liveness import reap_lost_runs
 from cnn_ablation.jobs.worker import ensure_local_worker
-from cnn_ablation.run_report import csv_text, duration_s, epoch_progress, format_duration
+from cnn_ablation.run_report import (
+    csv_text,
+    device_text,
+    duration_s,
+    epoch_progress,
+    format_duration,
+)
 from cnn_ablation.run_report import pct as report_pct
 from cnn_ablation.settings import database_error, settings, shown_url, storage_problem
 from cnn_ablation.storage import curves, get_engine, listings, lookups, workers
@@ -226,7 +232,7 @@ def runs_table(frame: pd.DataFrame) -> pd.DataFrame:
         "final val acc": 100 * pd.to_numeric(frame["final_val_accuracy"]),
         "test acc": 100 * pd.to_numeric(frame["test_accuracy"]),
         "duration": [format_duration(duration_s(r)) for r in records],
-        "device": frame["device"].fillna(""),
+        "device": [device_text(r.get("device"), r.get("backend")) for r in records],
     })
 
 

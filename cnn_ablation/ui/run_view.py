@@ -54,7 +54,8 @@ def show_run(engine: Engine, run_id: int, *, tag_options: list[str],
     if box.open:
         box.json(run.config)
     box.caption(plain(f"{run.params or 0:,} parameters · device {run.device or '–'} on "
-                      f"{run.host or '–'} · config hash {run.config_hash}"
+                      f"{run.host or '–'} · Keras on {run.backend or 'tensorflow'} · config "
+                      f"hash {run.config_hash}"
                       + trained_on(run) + (f" · log {run.log_path}" if run.log_path else "")))
     if run.status == RunStatus.COMPLETED and (box := lazy_expander(
             "Diagnostics: per-layer gradient and weight norms, confusion matrix",
@@ -65,6 +66,9 @@ def show_run(engine: Engine, run_id: int, *, tag_options: list[str],
         with box:
             if len(stats):
                 st.plotly_chart(layer_norms_figure(stats), key="run_norms")
+            elif run.backend not in (None, "tensorflow"):
+                st.caption(f"Per-layer gradient and weight norms are measured only on the "
+                           f"TensorFlow backend; this run trained on {plain(run.backend)}.")
             if report:
                 st.plotly_chart(confusion_figure(report), key="run_confusion")
                 totals = [sum(r) for r in report["confusion"]]
@@ -210,6 +214,11 @@ def log_and_tensorboard(run: Run) -> None:
             st.code(tail, language=None, height=300)
         else:
             st.caption("No log yet: it starts when a worker takes the run.")
+        if run.backend not in (None, "tensorflow"):  # written with tf.summary: TensorFlow only
+            st.caption(f"No TensorBoard files: they are written only when a run trains on the "
+                       f"TensorFlow backend, and this one trained on {plain(run.backend)}. Its "
+                       "epochs and steps are all in this page's curves and in the database.")
+            return
         st.caption(f"TensorBoard logdir: {plain(logdir)}"
                    + ("" if Path(logdir).exists() else " (not written yet)")
                    + ". Open it with:")

@@ -1,0 +1,24 @@
+"""Runs state the Keras backend they trained on (`runs.backend`: tensorflow, jax or torch), set
+when a worker claims the run (`worker --backend`). Runs from before it trained on TensorFlow, the
+only backend a worker ran then; they keep NULL, read as tensorflow.
+
+Revision ID: 0006
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("backend", sa.String(16), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_column("backend")
