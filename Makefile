@@ -22,7 +22,7 @@ endif
 # What `setup` installs (pyproject.toml's extras): the runtime for `make run`, everything for tests.
 EXTRAS ?=
 
-.PHONY: setup run test test-fast lint bench
+.PHONY: setup run test test-fast lint bench gpu-wheels
 
 .venv/bin/python:
 	@if ! $(SYSTEM_PYTHON) -c "import ensurepip, venv" 2>/dev/null; then \
@@ -64,3 +64,15 @@ lint:
 bench:
 	$(MAKE) setup EXTRAS=[dev]
 	$(PYTHON) benchmarks/throughput_memory.py
+
+# What a GPU machine with JAX but no TensorFlow and no internet lacks to run the product's worker
+# (benchmarks/gpu_check.py says how to install them there): Python 3.12 wheels, the versions of
+# constraints.txt, into .whl/ (ignored by git).
+GPU_WHEELS := keras namex optree SQLAlchemy greenlet alembic Mako
+gpu-wheels:
+	mkdir -p .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
+	  $$(for w in $(GPU_WHEELS); do grep -i "^$$w==" constraints.txt; done)
+	ls .whl
