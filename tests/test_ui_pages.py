@@ -46,6 +46,23 @@ def test_every_page_renders_with_an_empty_database(home, page):
     assert any("No worker is running" in w.value for w in at.warning)
 
 
+@pytest.mark.parametrize("page", PAGES)
+def test_the_packaged_dashboard_script_finds_every_page_and_link(home, engine, page):
+    """cnn_ablation/ui/dashboard.py (what `cnn-ablation dashboard` and `make run` serve) has
+    cnn_ablation/ui as its main folder: every page, its links to other pages (st.page_link
+    resolves a relative path from there) and a launch's link to the run work from it too."""
+    at = AppTest.from_file(str(ROOT / "cnn_ablation" / "ui" / "dashboard.py"), default_timeout=60)
+    at.run()
+    at.switch_page(str(ROOT / page)).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value in ("New run", "Runs", "Compare runs", "Studies")
+    if page == PAGES[0]:
+        at.selectbox(key="dataset").set_value("synthetic").run()
+        at.button(key="launch").click().run()
+        assert not at.exception, at.exception
+        assert [r.status for r in list_runs(engine)] == ["queued"]
+
+
 def test_unreadable_database_says_what_to_do(home):
     (home / "ablation.db").write_bytes(b"not a database at all" * 200)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()

@@ -59,8 +59,8 @@ def connect(address: str | None) -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise RayUnavailable("--executor ray needs the ray package (pip install "
-                             f"-r requirements.txt): {exc}") from exc
+        raise RayUnavailable("--executor ray needs the ray package (pip install -c "
+                             f"constraints.txt 'cnn-ablation[ray]'): {exc}") from exc
     if not ray.is_initialized():
         _check_reachable(address)
         try:

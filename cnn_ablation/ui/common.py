@@ -327,6 +327,13 @@ def _steps(url: str, run_ids: tuple[int, ...]) -> pd.DataFrame | None:
     return pd.DataFrame(rows) if rows else None
 
 
+def page_file(name: str) -> str:
+    """A page's script as an absolute path, for st.page_link / st.switch_page: Streamlit resolves
+    a relative one against the main script's folder, which is the repository's root under
+    `streamlit run app.py` but cnn_ablation/ui when the packaged dashboard is served."""
+    return str(Path(__file__).with_name(f"{name}.py"))
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     """`1 run`, `2 runs`, `1,200 runs` (`many` for an irregular plural)."""
     return f"{n:,} {word if n == 1 else (many or word + 's')}"

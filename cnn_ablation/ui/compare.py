@@ -54,7 +54,7 @@ url = common.database_key(engine)
 token = polling.change_token(engine)
 if token.runs == 0:
     st.info("No runs to compare yet. Launch two variants on the **New run** page.")
-    st.page_link("cnn_ablation/ui/new_run.py", label="New run", icon=":material/science:")
+    st.page_link(common.page_file("new_run"), label="New run", icon=":material/science:")
     st.stop()
 
 # The pickers' options come from caches shared by every session, read again only when runs are

@@ -30,6 +30,7 @@ from cnn_ablation.storage.lookups import same_config_runs
 from cnn_ablation.ui.common import (
     engine_or_stop,
     folder_within_roots,
+    page_file,
     pct,
     plain,
     plural,
@@ -368,7 +369,7 @@ else:
         st.info(f"This exact config already has {plural(len(done), 'completed run')}, e.g. run "
                 f"#{run.id} with test accuracy {pct(run.test_accuracy)}. Launching again adds "
                 "another repeat.")
-        st.page_link("cnn_ablation/ui/runs.py", label=f"Open run #{run.id}", icon=":material/monitoring:",
+        st.page_link(page_file("runs"), label=f"Open run #{run.id}", icon=":material/monitoring:",
                      query_params={"run": str(run.id)})
     if pending:
         st.info("This exact config is already " + ", ".join(f"{r.status} (#{r.id})"
@@ -385,5 +386,5 @@ else:
         st.success(f"Queued {'run' if len(ids) == 1 else 'runs'} "
                    f"{', '.join(f'#{i}' for i in ids)}: {plain(config.label)} on "
                    f"{plain(config.dataset)}.")
-        st.page_link("cnn_ablation/ui/runs.py", label="Watch it train on the Runs page",
+        st.page_link(page_file("runs"), label="Watch it train on the Runs page",
                      icon=":material/monitoring:", query_params={"run": str(ids[0])})

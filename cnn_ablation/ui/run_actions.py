@@ -20,7 +20,7 @@ from cnn_ablation.storage.curves import EPOCH_CACHE
 from cnn_ablation.storage.records import Run, RunNotFound
 from cnn_ablation.storage.run_filters import RunFilter
 from cnn_ablation.storage.status import CancelMode, RunStatus
-from cnn_ablation.ui.common import plain
+from cnn_ablation.ui.common import page_file, plain
 from cnn_ablation.ui.runs_state import (
     DELETED,
     DIALOG,
@@ -218,7 +218,7 @@ def bulk_actions(engine: Engine, selected: list[int]) -> None:
         open_dialog("delete", tuple(deletable))
     if bar.button("Compare", key="bulk_compare", icon=":material/compare_arrows:",
                   help="Open these runs on the Compare page"):
-        st.switch_page("cnn_ablation/ui/compare.py",
+        st.switch_page(page_file("compare"),
                        query_params={"runs": ",".join(str(r["id"]) for r in rows)})
     if bar.button("Clear", key="bulk_clear", icon=":material/deselect:",
                   help="Select no rows"):

@@ -51,7 +51,7 @@ token = polling.change_token(engine)  # one indexed query: is there anything, wh
 if token.runs == 0:
     st.info("No runs yet. Build a variant on the **New run** page and launch it; it shows up "
             "here and trains in the background.")
-    st.page_link("cnn_ablation/ui/new_run.py", label="New run", icon=":material/science:")
+    st.page_link(common.page_file("new_run"), label="New run", icon=":material/science:")
     st.stop()
 
 dataset_options = common.datasets_in_use(url, token.runs_version)
