@@ -227,6 +227,45 @@ def test_studies_page_starts_a_custom_study_and_refuses_bad_levels(home, engine)
     assert {tuple(r.config["bn"]) for r in runs} == {(1, 1, 1, 1, 1), (1, 1, 0, 1, 1)}
 
 
+def test_the_studies_form_keeps_its_values_across_a_visit_to_another_page(home, engine):
+    at = app(PAGES[3])
+    at.selectbox(key="study_dataset").set_value("synthetic").run()
+    at.number_input(key="study_epochs").set_value(3).run()
+    at.text_input(key="study_name").set_value("my BN study").run()
+    at.multiselect(key="study_bn_factors").set_value(["bn_conv_2"]).run()
+    at.text_input(key="study_dropout_levels").set_value("0, 0.5").run()
+    at.switch_page(PAGES[0]).run()
+    at.switch_page(PAGES[3]).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="study_dataset").value == "synthetic"
+    assert at.number_input(key="study_epochs").value == 3
+    assert at.text_input(key="study_name").value == "my BN study"
+    assert at.multiselect(key="study_bn_factors").value == ["bn_conv_2"]
+    assert at.text_input(key="study_dropout_levels").value == "0, 0.5"
+
+
+def test_a_one_click_study_asks_first_with_its_runs_and_time(home, engine):
+    """One click used to queue hours of training at once; now it asks, saying how many runs."""
+    from cnn_ablation.storage.studies import list_studies
+
+    at = app(PAGES[3])
+    at.selectbox(key="study_dataset").set_value("synthetic").run()
+    at.button(key="preset_chapter").click().run()
+    assert not at.exception, at.exception
+    assert list_runs(engine) == [] and list_studies(engine) == []  # asked, nothing queued
+    asked = " ".join(m.value for m in at.markdown)
+    assert "2 cells × 3 seeds = **6 runs**" in asked
+    at.button(key="preset_cancel").click().run()
+    assert list_runs(engine) == [] and "preset_confirm" not in [b.key for b in at.button]
+    at.button(key="preset_chapter").click().run()
+    at.button(key="preset_confirm").click().run()
+    assert not at.exception, at.exception
+    assert len(list_runs(engine)) == 6 and len(list_studies(engine)) == 1
+    assert any("Study #1 started: 6 runs queued" in m.value for m in at.success)
+    at.run()  # asked once: a later rerun queues nothing more
+    assert len(list_runs(engine)) == 6 and "preset_confirm" not in [b.key for b in at.button]
+
+
 # --- the Runs page as a product: filters in the URL, labels, bulk delete, BatchNorm's hint -------
 def url_values(at, key) -> list[str]:
     """A URL parameter as the list of its values (AppTest keeps a single value as a string)."""

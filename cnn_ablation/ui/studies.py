@@ -27,10 +27,13 @@ st.caption("A study runs every combination of your switches with several seeds, 
            "comes with its uncertainty: a difference smaller than the seed-to-seed spread is noise.")
 
 existing = list_studies(engine)
-if existing:  # tabs cannot be switched from code: put what a returning user wants first
-    view_tab, start_tab = st.tabs(["Results", "Start a study"])
-else:
-    start_tab, view_tab = st.tabs(["Start a study", "Results"])
+# The tab the user was on when they left the page is the one they come back to (Streamlit drops
+# a tab's state with its page, so a plain copy keeps it); the first visit opens on Results when
+# there is a study to show.
+st.session_state[studies_state.TAB] = (st.session_state.get(studies_state.KEPT_TAB)
+                                       or ("Results" if existing else "Start a study"))
+start_tab, view_tab = st.tabs(["Start a study", "Results"], key=studies_state.TAB,
+                              on_change=studies_state.keep_tab)
 
 with start_tab:
     start_form(engine)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Literal
 
 import streamlit as st
 from sqlalchemy import Engine
@@ -36,6 +37,9 @@ from cnn_ablation.ui.studies_state import CHOICE
 DEFAULTS = defaults()
 
 
+KEEP: Literal["session"] = "session"  # the form outlives a page switch, as New run's does
+
+
 @st.cache_data(ttl=30, max_entries=64, show_spinner=False)
 def estimate(url: str, spec_json: str) -> tuple[float | None, str]:
     """`study_estimate.estimate_seconds`, shared for 30 s: the form redraws on every keystroke and
@@ -59,13 +63,14 @@ def dataset_choice(column) -> tuple[str, str | None]:
     """The dataset picked (a built-in one, or a folder under ABLATION_DATA_ROOTS) and, if it
     cannot be used, why not."""
     choices = [*BUILTIN_DATASETS, "folder:…"]
-    choice = column.selectbox("Dataset", choices, key="study_dataset",
+    choice = column.selectbox("Dataset", choices, key="study_dataset", persist_state=KEEP,
                               index=choices.index("fashion_mnist"))
     if choice != "folder:…":
         return choice, None
     roots = settings().data_roots
     path = column.text_input("Image folder (with train/<class>/ and test/<class>/)",
-                             key="study_folder", help="A folder under " + plain(roots_text(roots))
+                             key="study_folder",
+                             persist_state=KEEP, help="A folder under " + plain(roots_text(roots))
                              + " (ABLATION_DATA_ROOTS)")
     if not path.strip():
         return "folder:", "enter an image folder first"
@@ -93,7 +98,7 @@ def start_form(engine: Engine) -> None:
     and the page stops there."""
     known = {n.key: n for n in networks.list_networks() if n.kind != "preset" or n.key == "seed"}
     study_network = st.selectbox(
-        "Network", list(known), key="study_network",
+        "Network", list(known), key="study_network", persist_state=KEEP,
         format_func=lambda k: known[k].title + ("" if known[k].kind == "preset"
                                                 else f" ({known[k].kind})"),
         help="The chapter's network, or your own (a .keras file added on the New run page or "
@@ -102,34 +107,39 @@ def start_form(engine: Engine) -> None:
     custom = known[study_network].kind != "preset"
     c1, c2, c3, c4 = st.columns(4)
     dataset, dataset_problem = dataset_choice(c1)
-    epochs = c2.number_input("Epochs per run", value=10, min_value=1, step=1, key="study_epochs")
+    epochs = c2.number_input("Epochs per run", value=10, min_value=1, step=1, key="study_epochs",
+                             persist_state=KEEP)
     seeds = c3.number_input("Seeds per cell", value=3, min_value=1, max_value=MAX_SEEDS, step=1,
-                            key="study_seeds", help="3 or more give a confidence interval; "
+                            key="study_seeds",
+                            persist_state=KEEP, help="3 or more give a confidence interval; "
                                                     "with adaptive seeds, the first round's")
-    name = c4.text_input("Name", key="study_name", placeholder="e.g. BN ablation, 10 epochs")
+    name = c4.text_input("Name", key="study_name",
+                                 persist_state=KEEP, placeholder="e.g. BN ablation, 10 epochs")
     s1, s2, s3, s4 = st.columns(4)
     batch = s1.number_input("Batch size", value=DEFAULTS.batch_size, min_value=1, step=8,
-                            key="study_batch_size")
+                            key="study_batch_size", persist_state=KEEP)
     lr = s2.number_input("Learning rate (Adam)", value=DEFAULTS.learning_rate, step=0.0001,
-                         format="%.5f", key="study_lr")
+                         format="%.5f", key="study_lr", persist_state=KEEP)
     val_split = s3.number_input("Validation split", value=DEFAULTS.val_split, step=0.05,
-                                key="study_val_split", help="Fraction of training images held out")
+                                key="study_val_split",
+                                persist_state=KEEP, help="Fraction of training images held out")
     limit = s4.number_input("Use only the first N training images (0 = all)", value=0, min_value=0,
-                            step=1000, key="study_limit_train")
+                            step=1000, key="study_limit_train", persist_state=KEEP)
     j1, j2 = st.columns(2)
     metrics: list[str] = [m for m in METRICS if float(val_split) > 0 or m == "test_accuracy"]
     metric = j1.selectbox(
         "Primary metric (fixed now: the verdicts are for it)", metrics, key="study_metric_new",
+                                                                        persist_state=KEEP,
         format_func=lambda m: METRICS[m],
         help="Chosen before any result is seen, so the verdicts cannot be picked to look good; "
              "the other metrics stay visible, labelled exploratory. Best val acc is the highest "
              "over epochs, picked after seeing them: optimistic.")
     smallest = j2.number_input(
         "Smallest change that matters (pp)", value=100 * DEFAULT_SMALLEST_EFFECT, min_value=0.01,
-        max_value=99.0, step=0.5, key="study_smallest_pp",
+        max_value=99.0, step=0.5, key="study_smallest_pp", persist_state=KEEP,
         help="An interval that holds zero but reaches past ± this is called inconclusive, not "
              "within noise; seeds needed are for a change this size.")
-    adaptive = st.toggle("Adaptive seeds", key="study_adaptive",
+    adaptive = st.toggle("Adaptive seeds", key="study_adaptive", persist_state=KEEP,
                          help="Instead of a fixed number of seeds: add seeds a round at a time "
                               "until every effect is measured precisely enough")
     rule: AdaptiveRule | None = None
@@ -137,11 +147,11 @@ def start_form(engine: Engine) -> None:
         a1, a2, a3 = st.columns(3)
         target = a1.number_input("Plan seeds for every 95 % interval narrower than ± (pp)",
                                  value=1.0, min_value=0.01, max_value=99.0, step=0.1,
-                                 key="study_target_pp")
+                                 key="study_target_pp", persist_state=KEEP)
         max_seeds = a2.number_input("… or at this many seeds per cell", value=10, min_value=2,
-                                    max_value=MAX_SEEDS, step=1, key="study_max_seeds")
+                                    max_value=MAX_SEEDS, step=1, key="study_max_seeds", persist_state=KEEP)
         step = a3.number_input("Seeds added per round", value=2, min_value=1, max_value=MAX_SEEDS,
-                               step=1, key="study_seed_step")
+                               step=1, key="study_seed_step", persist_state=KEEP)
         st.caption("Stein's two-stage rule: the first round's seed-to-seed spread alone plans how "
                    "many seeds each cell gets, and the intervals use that spread, so their 95 % "
                    "holds exactly. It stops on precision only, never on significance: stopping "
@@ -167,13 +177,21 @@ def start_form(engine: Engine) -> None:
     own_factors(engine, custom, study_network, dataset, base, seeds, rule, name, judging)
 
 
+PENDING = "study_preset_pending"  # the one-click study waiting for its confirmation
+STARTED = "study_started_flash"  # what the last start queued, said on the next run
+
+
 def one_click(engine: Engine, custom: bool, base: RunConfig, seeds: int,
               rule: AdaptiveRule | None, name: str, judging: dict) -> None:
-    """The ready-made studies (the chapter's network only), a button each."""
+    """The ready-made studies (the chapter's network only), a button each; a button asks first
+    (how many runs, about how long), since one click queues hours of training."""
     st.markdown("##### One click")
+    if started := st.session_state.pop(STARTED, None):
+        st.success(started)
     if custom:
         st.caption("The one-click studies are the chapter's network's; for your own network "
                    "pick its switches under **Your own factors**.")
+    specs = {}
     for key, title in () if custom else STUDY_PRESETS.items():
         left, right = st.columns([1, 3])
         try:
@@ -182,16 +200,42 @@ def one_click(engine: Engine, custom: bool, base: RunConfig, seeds: int,
         except ConfigError as exc:
             right.error(plain(exc))
             continue
+        specs[key] = spec
         if left.button(title.split(":")[0], key=f"preset_{key}", width="stretch"):
-            try:
-                study_id, queued = study_grid.create(engine, spec, name or title.split(":")[0])
-            except ConfigError as exc:  # a name too long, a dataset that is not here, ...
-                st.error(plain(exc))
-            else:
-                st.session_state[CHOICE] = study_id
-                st.success(f"Study #{study_id} started: {len(queued)} runs queued. "
-                           "See **Results**.")
+            st.session_state[PENDING] = key
         right.markdown(f"{title}. " + estimate_text(engine, spec))
+    pending = st.session_state.get(PENDING)
+    if pending in specs:
+        confirm_preset(engine, pending, specs[pending], name)
+    elif pending is not None:  # its settings became invalid meanwhile: nothing to confirm
+        st.session_state.pop(PENDING, None)
+
+
+def _forget_pending() -> None:
+    st.session_state.pop(PENDING, None)
+
+
+@st.dialog("Start this study?", on_dismiss=_forget_pending)  # closed with x or Esc: not started
+def confirm_preset(engine: Engine, key: str, spec: StudySpec, name: str) -> None:
+    title = STUDY_PRESETS[key]
+    st.markdown(f"**{plain(title)}**  \n" + estimate_text(engine, spec))
+    st.caption("Every run is queued now; the worker trains them one after another. You can "
+               "cancel the study from **Results** at any time.")
+    go, back = st.columns(2)
+    if go.button("Queue the runs", type="primary", key="preset_confirm", width="stretch"):
+        st.session_state.pop(PENDING, None)
+        try:
+            study_id, queued = study_grid.create(engine, spec, name or title.split(":")[0])
+        except ConfigError as exc:  # a name too long, a dataset that is not here, ...
+            st.error(plain(exc))
+            return
+        st.session_state[CHOICE] = study_id
+        st.session_state[STARTED] = (f"Study #{study_id} started: {len(queued)} runs queued. "
+                                     "See **Results**.")
+        st.rerun()
+    if back.button("Not now", key="preset_cancel", width="stretch"):
+        st.session_state.pop(PENDING, None)
+        st.rerun()
 
 
 def own_factors(engine: Engine, custom: bool, study_network: str, dataset: str, base: RunConfig,
@@ -213,29 +257,31 @@ def own_factors(engine: Engine, custom: bool, study_network: str, dataset: str, 
         assert layers is not None
         channels = {f"bn:{b['name']}": b["channels"] for b in layers["batchnorm"]}
         bn_factors = f1.multiselect(
-            "BatchNorm layers (on/off)", list(channels), key="study_net_bn_factors",
+            "BatchNorm layers (on/off)", list(channels), key="study_net_bn_factors", persist_state=KEEP,
             format_func=lambda f: f"{f[3:]} ({channels[f]} channels)",
             help="Each one a factor: that BatchNorm on, or switched off (an identity).")
         for layer in layers["dropout"]:
             layer_levels.append((f"dropout:{layer['name']}", f2.text_input(
                 f"Rates of Dropout {layer['name']} (comma-separated, empty = fixed at "
-                f"{layer['rate']:g})", key=f"study_net_drop_{layer['name']}",
+                f"{layer['rate']:g})", key=f"study_net_drop_{layer['name']}", persist_state=KEEP,
                 placeholder="0.1, 0.3")))
         if not layers["dropout"]:
             f2.caption("This network has no Dropout layer.")
     else:
         bn_factors = f1.multiselect("BatchNorm switches (on/off)",
-                                    [f"bn_{p}" for p in positions], key="study_bn_factors")
+                                    [f"bn_{p}" for p in positions], key="study_bn_factors",
+                                                                    persist_state=KEEP)
     dropout_levels = "" if custom else f2.text_input(
         "Dropout levels (comma-separated, empty = fixed at 0.5)", key="study_dropout_levels",
+                                                                  persist_state=KEEP,
         placeholder="0, 0.25, 0.5")
-    design = f3.radio("Design", ["full", "ofat"], key="study_design",
+    design = f3.radio("Design", ["full", "ofat"], key="study_design", persist_state=KEEP,
                       format_func=lambda d: {"full": "full factorial",
                                              "ofat": "one at a time"}[d])
     g1, g2, _ = st.columns([2, 2, 1])
-    lr_levels = g1.text_input("Learning rate levels (optional)", key="study_lr_levels",
+    lr_levels = g1.text_input("Learning rate levels (optional)", key="study_lr_levels", persist_state=KEEP,
                               placeholder="0.0005, 0.001")
-    batch_levels = g2.text_input("Batch size levels (optional)", key="study_batch_levels",
+    batch_levels = g2.text_input("Batch size levels (optional)", key="study_batch_levels", persist_state=KEEP,
                                  placeholder="32, 128")
     factors: dict[str, tuple] = {f: (True, False) for f in bn_factors}
     problem = None

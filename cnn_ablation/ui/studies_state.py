@@ -54,3 +54,13 @@ def show(study_id: int) -> None:
     st.session_state[CHOICE] = study_id
     if st.query_params.get("study") != str(study_id):
         st.query_params["study"] = str(study_id)  # the address names the study shown
+
+
+TAB = "studies_tab"  # the tabs' own state: the label of the open tab
+KEPT_TAB = "_kept.studies_tab"  # a plain copy, which survives a visit to another page
+
+
+def keep_tab() -> None:
+    """on_change of the tabs: remember the open one for the next visit."""
+    if TAB in st.session_state:
+        st.session_state[KEPT_TAB] = st.session_state[TAB]
