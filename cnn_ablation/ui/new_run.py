@@ -7,7 +7,7 @@ the page and coming back shows the form as it was left."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -42,7 +42,10 @@ DEFAULTS = defaults()
 FIELD_NAMES = {"epochs": "Epochs", "batch_size": "Batch size", "learning_rate": "Learning rate",
                "seeds": "Seeds", "val_split": "More settings", "limit_train": "More settings",
                "name": "Name", "dataset": "Dataset", "dropout": "Dropout rate"}
-KEEP: Literal["session"] = "session"  # every widget's value outlives a page switch
+# Every widget's value outlives a page switch (persist_state) and lives in the page's URL (bind):
+# a reload or a pasted link opens the form as it was, like the Runs page's filters. Only values
+# that differ from the defaults appear in the URL.
+KEPT: dict[str, Any] = {"persist_state": "session", "bind": "query-params"}
 SHORT_KINDS = {"BatchNormalization": "BatchNorm", "InputLayer": "Input"}  # fits 800 px
 # Fields whose problem is shown under the training inputs / under "More settings".
 TRAINING_FIELDS = ("epochs", "batch_size", "learning_rate", "seeds")
@@ -78,7 +81,7 @@ if uploaded in known:  # just uploaded: select it
     st.session_state["preset"] = uploaded
 elif st.session_state.get("preset") not in (None, *known):  # a kept choice that is gone
     del st.session_state["preset"]
-preset = top[0].selectbox("Network", list(known), key="preset", persist_state=KEEP,
+preset = top[0].selectbox("Network", list(known), key="preset", **KEPT,
                           format_func=lambda k: known[k].title + ("" if known[k].kind == "preset"
                                                                  else f" ({known[k].kind})"))
 network = known[preset]
@@ -103,14 +106,14 @@ choices = [d for d in BUILTIN_DATASETS] + ["folder:…"]
 default_ds = "cifar10" if availability("cifar10").state == "ready" else "fashion_mnist"
 dataset_choice = top[1].selectbox("Dataset", choices, index=choices.index(default_ds),
                                   format_func=lambda d: d if d == "folder:…" else dataset_label(d),
-                                  key="dataset", persist_state=KEEP)
+                                  key="dataset", **KEPT)
 dataset = dataset_choice
 dataset_problem: str | None = None  # why the dataset cannot be used; shown where it was chosen
 info: DatasetInfo | None = None
 if dataset_choice == "folder:…":
     roots = settings().data_roots
     path = top[1].text_input("Image folder (with train/<class>/ and test/<class>/)",
-                             key="folder_path", persist_state=KEEP,
+                             key="folder_path", **KEPT,
                              help="A folder under " + plain(roots_text(roots)) +
                              " (ABLATION_DATA_ROOTS); images of mixed sizes are resized to the "
                              "most common size.")
@@ -139,7 +142,7 @@ if dataset_choice == "folder:…":
                 top[1].caption(f"{info.train_size:,} train / {info.test_size:,} test images, "
                                f"{info.num_classes} classes, {h}×{w}×{c} "
                                f"(the most common size; others are resized)")
-run_name = top[2].text_input("Name (optional)", key="run_name", persist_state=KEEP,
+run_name = top[2].text_input("Name (optional)", key="run_name", **KEPT,
                              placeholder="e.g. no BN in the middle")
 name_slot = top[2].container()  # a problem with the name is shown here
 
@@ -185,7 +188,7 @@ with left:
                 with st.container(border=True):
                     text, switch = st.container(), st.container()  # stacked: room for the label
                     on = switch.toggle(f"BatchNorm {layer['name']}", value=True,
-                                       key=f"custom_bn_{layer['name']}", persist_state=KEEP,
+                                       key=f"custom_bn_{layer['name']}", **KEPT,
                                        help=f"BatchNorm {layer['name']} on or off")
                     text.markdown(f"**{plain(layer['name'])}** · BatchNormalization, "
                                   f"{layer['channels']} channels (−{4 * layer['channels']:,} "
@@ -196,7 +199,7 @@ with left:
                 with st.container(border=True):
                     rate = st.slider(f"Dropout rate of {layer['name']}", 0.0, 0.95,
                                      float(layer["rate"]), 0.05,
-                                     key=f"custom_drop_{layer['name']}", persist_state=KEEP)
+                                     key=f"custom_drop_{layer['name']}", **KEPT)
                     if abs(rate - layer["rate"]) > 1e-9:
                         layer_rates.append((layer["name"], float(rate)))
     with st.container(border=True) if not custom else st.empty():
@@ -215,13 +218,13 @@ with left:
             # accessible name per switch (a screen reader reads the label).
             text, switch = st.container(), st.container()
             on = switch.toggle(f"BatchNorm after {layer.name}", value=True,
-                               key=f"bn_{layer.name}", persist_state=KEEP)
+                               key=f"bn_{layer.name}", **KEPT)
             bn.append(on)
             chain = "→ BatchNorm → LeakyReLU" if on else "→ ~~BatchNorm~~ → LeakyReLU"
             text.markdown(f"{what}  \n{chain}")
             if getattr(layer, "dropout", False):
                 dropout = st.slider("Dropout rate after dense_1", 0.0, 0.95, DEFAULTS.dropout,
-                                    0.05, key="dropout", persist_state=KEEP,
+                                    0.05, key="dropout", **KEPT,
                                     help="Fraction of dense_1's outputs zeroed at each step "
                                          "(the chapter uses 0.5). Allowed: [0, 1).")
     if not custom:
@@ -235,24 +238,24 @@ with right:
     c1, c2 = st.columns(2)
     c3, c4 = st.columns(2)
     epochs = c1.number_input("Epochs", value=DEFAULTS.epochs, step=1, key="epochs",
-                             persist_state=KEEP)
+                             **KEPT)
     batch = c2.number_input("Batch size", value=DEFAULTS.batch_size, step=8, key="batch_size",
-                            persist_state=KEEP)
+                            **KEPT)
     lr = c3.number_input("Learning rate (Adam)", value=DEFAULTS.learning_rate, step=0.0001,
-                         format="%.5f", key="lr", persist_state=KEEP)
+                         format="%.5f", key="lr", **KEPT)
     # No max_value: the browser would only outline a value over it in red; the limit is said
     # in words below instead.
-    seeds = c4.number_input("Seeds", value=1, step=1, key="seeds", persist_state=KEEP,
+    seeds = c4.number_input("Seeds", value=1, step=1, key="seeds", **KEPT,
                             help=f"N repeats of this variant with seeds 0..N-1 (1 to {MAX_SEEDS}): "
                                  "the spread between them is the noise any effect must beat.")
     training_slot = st.container()  # a problem with the four fields above is shown here
     with st.expander("More settings"):
         m1, m2 = st.columns(2)
         val_split = m1.number_input("Validation split", value=DEFAULTS.val_split, step=0.05,
-                                    key="val_split", persist_state=KEEP,
+                                    key="val_split", **KEPT,
                                     help="Fraction of training images held out")
         limit = m2.number_input("Training images (0 = all)", value=0, step=1000,
-                                key="limit_train", persist_state=KEEP,
+                                key="limit_train", **KEPT,
                                 help="Use only the first N training images; 0 uses all.")
     more_slot = st.container()  # a problem with the settings above is shown here
 
@@ -298,10 +301,10 @@ with right:
                           limit_train=int(limit) or None)
             if custom:
                 draft = RunConfig(network=network.key, bn_off=tuple(bn_off),
-                                  layer_dropout=tuple(layer_rates), **common)  # type: ignore[arg-type]
+                                  layer_dropout=tuple(layer_rates), **common)
             else:
                 draft = RunConfig(preset=preset, bn=tuple(bn), dropout=float(dropout),
-                                  **common)  # type: ignore[arg-type]
+                                  **common)
             with st.spinner("Counting parameters…"):
                 config, params = prepare(draft)
         except (ConfigError, DatasetUnavailable) as exc:

@@ -1,9 +1,10 @@
 """New run in a real browser: a bad folder is a message beside the field (never a traceback), and
-the form keeps what was entered when the user visits another page and comes back."""
+the form keeps what was entered when the user visits another page and comes back, reloads the
+page, or opens its link elsewhere; the Studies page's form and tab likewise."""
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import ARTIFACTS, run_cli
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.e2e
@@ -99,4 +100,51 @@ def test_the_form_keeps_its_values_across_pages(idle_dashboard, browser):
     expect(page.get_by_role("slider")).to_have_attribute("aria-valuetext", "0.30", timeout=15_000)
     page.get_by_text("More settings").click()
     expect(page.get_by_label("Training images (0 = all)", exact=True)).to_have_value("500", timeout=15_000)
+
+    # A reload keeps it (the values are in the page's URL), and so does the link pasted into
+    # another browser session.
+    link = page.url
+    assert "dropout=0.3" in link and "limit_train=500" in link and "dataset=synthetic" in link
+    page.reload()
+    expect(page.get_by_role("heading", name="New run")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Dataset synthetic: ready")).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("slider")).to_have_attribute("aria-valuetext", "0.30", timeout=15_000)
+    other = browser.new_context(viewport={"width": 1440, "height": 1000})
+    pasted = other.new_page()
+    pasted.goto(link)
+    expect(pasted.get_by_text("Dataset synthetic: ready")).to_be_visible(timeout=60_000)
+    expect(pasted.get_by_role("slider")).to_have_attribute("aria-valuetext", "0.30",
+                                                            timeout=15_000)
+    pasted.get_by_text("More settings").click()
+    expect(pasted.get_by_label("Training images (0 = all)", exact=True)).to_have_value(
+        "500", timeout=15_000)
+    other.close()
+    context.close()
+
+
+def test_the_studies_page_comes_back_on_the_tab_and_values_left(idle_dashboard, browser):
+    url, home = idle_dashboard
+    expect = playwright.expect
+    run_cli(home, "study", "create", "--study-preset", "chapter", "--dataset", "synthetic",
+            "--epochs", "1", "--seeds", "1")
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.goto(url + "/studies")
+    results = page.get_by_role("tab", name="Results")
+    expect(results).to_have_attribute("aria-selected", "true", timeout=60_000)  # a study exists
+    page.get_by_role("tab", name="Start a study").click()
+    epochs = page.get_by_label("Epochs per run", exact=True)
+    expect(epochs).to_be_visible(timeout=30_000)
+    epochs.fill("7")
+    epochs.press("Enter")
+    expect(epochs).to_have_value("7", timeout=15_000)
+    page.wait_for_load_state("networkidle")
+    nav = page.get_by_test_id("stTopNav")
+    nav.get_by_role("link", name="Runs").click()
+    expect(page.get_by_role("heading", name="Runs")).to_be_visible(timeout=60_000)
+    nav.get_by_role("link", name="Studies").click()
+    expect(page.get_by_role("heading", name="Studies")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("tab", name="Start a study")).to_have_attribute(
+        "aria-selected", "true", timeout=30_000)
+    expect(page.get_by_label("Epochs per run", exact=True)).to_have_value("7", timeout=30_000)
     context.close()
