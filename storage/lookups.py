@@ -40,10 +40,12 @@ def run_labels(engine: Engine) -> list[tuple[int, str, str]]:
 
 
 def variants(engine: Engine) -> list[dict[str, Any]]:
-    """One row per variant (config without the seed): variant_hash, label, dataset, runs."""
+    """One row per variant (config without the seed): variant_hash, label, dataset, runs, and
+    its first and last run ids (two variants may share a label: the ids tell them apart)."""
     query = select(RunRow.variant_hash, func.min(RunRow.label).label("label"),
                    func.min(RunRow.dataset).label("dataset"),
-                   func.count(RunRow.id).label("runs")).group_by(RunRow.variant_hash) \
+                   func.count(RunRow.id).label("runs"), func.min(RunRow.id).label("first"),
+                   func.max(RunRow.id).label("last")).group_by(RunRow.variant_hash) \
         .order_by(func.min(RunRow.id))
     with session_scope(engine, write=False) as session:
         return [dict(r) for r in session.execute(query).mappings()]

@@ -170,7 +170,7 @@ def test_compare_draws_one_trace_per_run_and_series_and_the_config_difference(ho
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     names = [t["name"] for t in figure["data"]]
     assert len(figure["data"]) == 3 * 2 * 2  # runs x (train, validation) x (accuracy, loss)
-    assert f"#{b} BN 1·0·0·0·0 · drop 0.5 · validation" in names
+    assert f"#{b} BN 1·0·0·0·0 · drop 0.5 · seed 0 · validation" in names
     differ = at.dataframe[0].value
     assert list(differ.columns) == ["run", "bn", "dropout"]
     at.selectbox(key="baseline").set_value(a).run()
@@ -506,6 +506,31 @@ def test_every_switch_has_its_own_name_and_the_summary_every_layer(home):
 
 
 # --- Compare: the selection in the URL, the CSV, plurals --------------------------------------
+def test_compare_names_runs_by_their_name_or_seed_and_tells_configs_with_one_label_apart(
+        home, engine, make_run):
+    """Three runs of one config read "#2 BN … · drop 0.3" alike in the tables; two configs that
+    differ only in the learning rate shared one entry's text in "all runs of one config"."""
+    same = RunConfig(dataset="synthetic", dropout=0.3)
+    a = make_run(same, accuracies=[0.5], name="lr warm-up")
+    b = make_run(RunConfig(dataset="synthetic", dropout=0.3, seed=1), accuracies=[0.6])
+    c = make_run(RunConfig(dataset="synthetic", dropout=0.3, seed=2), accuracies=[0.7],
+                 name="third try")
+    d = make_run(RunConfig(dataset="synthetic", dropout=0.3, learning_rate=0.001),
+                 accuracies=[0.4])
+    at = app(PAGES[2])
+    at.multiselect(key="compare_ids").set_value([a, b, c]).run()
+    assert not at.exception, at.exception
+    rows = list(at.dataframe[-1].value["run"])  # the results table
+    assert rows == [f"#{a} lr warm-up", f"#{b} BN 1·1·1·1·1 · drop 0.3 · seed 1", f"#{c} third try"]
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert f"#{a} lr warm-up · validation" in [t["name"] for t in figure["data"]]
+    texts = at.selectbox(key="variant").options  # as the picker shows them
+    mine = [t for t in texts if t.startswith("BN 1·1·1·1·1 · drop 0.3 · synthetic")]
+    assert len(mine) == 2 and len(set(mine)) == 2, texts
+    assert any(f"runs #{a}–#{c} (3 runs)" in t for t in mine) and \
+        any(f"run #{d} (1 run)" in t for t in mine), mine
+
+
 def test_compare_takes_its_runs_from_the_url_and_writes_them_back(home, engine, make_run):
     a = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.7])
     b = make_run(RunConfig(dataset="synthetic", seed=1), accuracies=[0.4, 0.6])

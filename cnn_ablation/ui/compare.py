@@ -29,6 +29,22 @@ from cnn_ablation.ui.figures import curves_figure, missing_runs
 URL_KEY = "runs"  # ?runs=3,5,8
 
 
+def run_name(record: dict) -> str:
+    """How a run is named in the legend, the tables and the pickers here: its name when it has
+    one, else its config with its seed (runs of one config differ only in that)."""
+    name = str(record.get("name") or "").strip()
+    return name if name else f"{record['label']} · seed {record['seed']}"
+
+
+def variant_text(variant: dict) -> str:
+    """A config in the "all runs of one config" picker: two configs can share a label (they
+    differ in the learning rate, say), so its runs' ids say which it is."""
+    first, last, n = int(variant["first"]), int(variant["last"]), int(variant["runs"])
+    ids = f"run #{first}" if n == 1 else f"runs #{first}–#{last}" if last - first + 1 == n \
+        else f"runs #{first}…#{last}"
+    return f"{variant['label']} · {variant['dataset']} · {ids} ({plural(n, 'run')})"
+
+
 def ids_from_url() -> tuple[list[int] | None, str | None]:
     """The run ids in the URL (None if it names none) and what was wrong with it, if anything."""
     text = st.query_params.get(URL_KEY)
@@ -65,9 +81,7 @@ pick, group = st.columns([3, 2])
 with group:
     variant = st.selectbox(
         "…or add all runs of one config", ["", *variants], key="variant",
-        format_func=lambda v: "choose a config" if not v else
-        f"{variants[v]['label']} · {variants[v]['dataset']} "
-        f"({plural(int(variants[v]['runs']), 'run')})")
+        format_func=lambda v: "choose a config" if not v else variant_text(variants[v]))
     if st.button("Add its runs", disabled=not variant, key="add_variant"):
         chosen = set(st.session_state.get("compare_ids", [])) | set(
             lookups.variant_run_ids(engine, variant))
@@ -105,8 +119,8 @@ if not ids:
 records = {r["id"]: r for r in listings.run_rows(
     engine, RunFilter(ids=tuple(ids)), columns=[*listings.LIST_COLUMNS, "config_json"])}
 ids = [i for i in ids if i in records]  # a run deleted since the options were read
-curve_labels = {i: records[i]["label"] for i in ids}
-labels = {i: f"#{i} {records[i]['label']}" for i in ids}
+curve_labels = {i: run_name(records[i]) for i in ids}
+labels = {i: f"#{i} {run_name(records[i])}" for i in ids}
 epochs, _ = EPOCH_CACHE.read(engine, ids)
 options_chosen = chart_controls("compare_chart")
 steps = step_frame(engine, ids, options_chosen)
