@@ -26,6 +26,7 @@ MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit
 MAX_NAME = 200  # characters in a run or study name
 MAX_SYNTHETIC = 1_000_000  # synthetic:N images (32x32x3 uint8: 3 GB at most, generated in memory)
 MAX_LEARNING_RATE = 10.0  # Adam's steps past this diverge at once: a typo, not a setting
+MAX_BATCH_SIZE = 65_536  # past the largest training set anyone gives this network: a typo
 MIN_IMAGE_SIDE = 4
 # What a study can be judged on: one number per run, with its label in tables and plots.
 # "best": the highest validation accuracy over epochs, the epoch chosen after seeing it, so it
@@ -36,6 +37,20 @@ METRICS = {"final_val_accuracy": "final val acc",
 
 
 DEFAULT_DROPOUT = 0.5
+
+
+def new_run_problems(config: RunConfig) -> list[ConfigError]:
+    """What a new run may not ask for although a stored run that has it still loads (so these
+    are checked when a run is queued, not by RunConfig): a learning rate over MAX_LEARNING_RATE,
+    a batch size over MAX_BATCH_SIZE."""
+    found = []
+    if config.learning_rate > MAX_LEARNING_RATE:
+        found.append(ConfigError("learning_rate", config.learning_rate,
+                                 f"a number > 0 and <= {MAX_LEARNING_RATE:g}"))
+    if config.batch_size > MAX_BATCH_SIZE:
+        found.append(ConfigError("batch_size", config.batch_size,
+                                 f"a whole number from 1 to {MAX_BATCH_SIZE:,}"))
+    return found
 
 
 class ConfigError(ValueError):

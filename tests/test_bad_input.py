@@ -314,6 +314,8 @@ CASES = [
     case("dataset-synthetic-huge", "submit", "--dataset", "synthetic:100000000", names="dataset",
          says="10 <= N <= 1,000,000"),
     case("lr-1e308", "submit", *S, "--lr", "1e308", names="learning_rate", says="<= 10"),
+    case("batch-1e8", "submit", *S, "--batch-size", "100000000", names="batch_size",
+         says="from 1 to 65,536"),
     case("study-96000-runs", "study", "create", *S, *[a for f in (
         "bn_conv_1", "bn_conv_2", "bn_conv_3", "bn_conv_4", "bn_dense_1",
         "dropout=0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",

@@ -462,6 +462,21 @@ def unescaped(elements) -> list[str]:
 
 
 # --- New run: messages at the field, limits in words, a form that survives page switches -------
+def test_every_bad_number_is_named_at_once_not_only_the_first(home, engine):
+    at = app()
+    at.selectbox(key="dataset").set_value("synthetic").run()
+    at.number_input(key="epochs").set_value(0).run()
+    at.number_input(key="batch_size").set_value(100_000_000).run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("epochs: 0 is not allowed") for e in errors), errors
+    assert any(e.startswith("batch_size: 100000000 is not allowed") for e in errors), errors
+    launch = next(e for e in errors if e.startswith("Cannot launch"))
+    assert "Epochs 0 is not allowed" in launch and "Batch size 100000000 is not allowed" in launch
+    assert all(b.disabled for b in at.button if b.key == "launch")
+    assert list_runs(engine) == []
+
+
 def test_a_bad_number_is_a_message_at_its_field_and_the_summary_stays(home, engine):
     at = app()
     at.selectbox(key="dataset").set_value("fashion_mnist").run()

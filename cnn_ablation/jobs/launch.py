@@ -11,11 +11,11 @@ from sqlalchemy import Engine
 
 from cnn_ablation.architecture import count_params
 from cnn_ablation.config import (
-    MAX_LEARNING_RATE,
     ConfigError,
     RunConfig,
     check_name,
     check_seed_count,
+    new_run_problems,
 )
 from cnn_ablation.data.arrays import DatasetUnavailable
 from cnn_ablation.data.datasets import check_fits, resolve
@@ -28,10 +28,8 @@ def prepare(config: RunConfig) -> tuple[RunConfig, int]:
     """Resolve what the run must state (a folder's image size; your network's Dropout rates) and
     refuse what cannot run. Returns the final config and its parameter count. Raises
     ConfigError."""
-    if config.learning_rate > MAX_LEARNING_RATE:  # a typo that would diverge at once; a stored
-        # run that had one still loads (config), a new one is refused here, page and CLI alike
-        raise ConfigError("learning_rate", config.learning_rate,
-                          f"a number > 0 and <= {MAX_LEARNING_RATE:g}")
+    for problem in new_run_problems(config):  # a stored run that had one still loads (config);
+        raise problem  # a new one is refused here, page and CLI alike
     try:
         config = resolve(config)
         info = check_fits(config)

@@ -20,6 +20,7 @@ from cnn_ablation.config import (
     RunConfig,
     check_name,
     defaults,
+    new_run_problems,
 )
 from cnn_ablation.data import datasets
 from cnn_ablation.data.arrays import Availability, DatasetInfo, DatasetUnavailable
@@ -289,10 +290,33 @@ with right:
                          if seeds is not None and seeds > MAX_SEEDS else
                          f"Seeds: {seeds} is not allowed; allowed: a whole number from 1 to "
                          f"{MAX_SEEDS}")
+    # Each number is checked alone first, so every bad one is named at once (epochs 0 and a
+    # batch size of 100,000,000 are two messages, not the first of them).
+    slots = {**{f: training_slot for f in TRAINING_FIELDS}, **{f: more_slot for f in MORE_FIELDS}}
+    bad_numbers = []
+    numbers: list[tuple[str, Any]] = [
+        ("epochs", epochs), ("batch_size", batch), ("learning_rate", lr),
+        ("val_split", val_split), ("limit_train", int(limit) or None)]
+    for field, value in numbers:
+        try:
+            one: dict[str, Any] = {field: value}
+            beyond = new_run_problems(RunConfig(**one))
+            if beyond:
+                raise beyond[0]
+        except ConfigError as exc:
+            slots[field].error(plain(exc))
+            bad_numbers.append(f"{FIELD_NAMES.get(field, field)} {exc.given!r} is not allowed")
+        except (TypeError, ValueError) as exc:
+            slots[field].error(plain(f"{field}: {exc}"))
+            bad_numbers.append(f"{FIELD_NAMES.get(field, field)} cannot be used")
     if dataset_problem is not None:
         problem = dataset_problem
     elif network_problem is not None:
         problem = "the network cannot be used (see the Network column)"
+    elif bad_numbers:
+        problem = "; ".join(bad_numbers) + (" (the reasons are shown at the fields)"
+                                            if len(bad_numbers) > 1 else
+                                            " (the reason is shown at the field)")
     else:
         try:
             check_name(run_name)
