@@ -146,6 +146,7 @@ def test_a_0004_database_gets_the_workers_host_identity_with_its_workers_kept(tm
     with engine.begin() as conn:  # back to 0004's schema, then a worker row as 0004 wrote it
         conn.exec_driver_sql("ALTER TABLE workers DROP COLUMN host_id")
         conn.exec_driver_sql("ALTER TABLE workers DROP COLUMN process_started_at")
+        conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN backend")  # 0006's
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0004'")
         conn.exec_driver_sql("INSERT INTO workers (id, host, pid, slots, started_at, "
                              "heartbeat_at) VALUES ('w-old', 'h', 7, 'cpu', 1.0, 2.0)")
@@ -157,3 +158,26 @@ def test_a_0004_database_gets_the_workers_host_identity_with_its_workers_kept(tm
         row = conn.exec_driver_sql("SELECT id, pid, started_at, host_id, process_started_at "
                                    "FROM workers").one()
     assert tuple(row) == ("w-old", 7, 1.0, None, None)
+
+
+def test_a_0005_database_gets_the_runs_backend_with_its_runs_kept_as_tensorflow(tmp_path):
+    """0006 adds runs.backend; runs from before it keep every value and read as tensorflow (the
+    only backend a worker ran then)."""
+    from cnn_ablation.config import RunConfig
+    from cnn_ablation.jobs.launch import submit
+    from cnn_ablation.run_report import run_dict
+    from cnn_ablation.storage.runs import find_run
+
+    url = f"sqlite:///{tmp_path / 'v5.db'}"
+    engine = get_engine(url)
+    (run_id,) = submit(engine, [RunConfig(dataset="synthetic")])
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN backend")
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0005'")
+    engine.dispose()
+    get_engine.cache_clear()
+    again = get_engine(url)
+    assert schema_differences(url) == []
+    run = find_run(again, run_id)
+    assert run.backend is None and run.status == "queued" and run.dataset == "synthetic"
+    assert run_dict(run.__dict__)["backend"] == "tensorflow"
