@@ -716,6 +716,19 @@ def test_the_runs_config_and_diagnostics_are_drawn_only_when_opened(home, engine
     assert at.session_state["run_choice"] == run_id
 
 
+def test_a_run_cancelled_before_its_first_epoch_does_not_promise_curves(home, engine, make_run):
+    from cnn_ablation.storage import lifecycle
+
+    run_id = make_run(RunConfig(dataset="synthetic"), "queued")
+    lifecycle.claim(engine, "w", "h", "cpu", 60.0)
+    lifecycle.finish(engine, run_id, "cancelled", worker_id="w", error="cancelled by the user")
+    at = app(PAGES[1])
+    captions = " ".join(c.value for c in at.caption)
+    assert "the curves appear when the first epoch ends" not in captions
+    assert "No curves: it was cancelled before its first epoch ended" in captions
+    assert "Retry queues it again" in captions
+
+
 def test_a_run_on_jax_says_why_it_has_no_tensorboard_files_or_layer_norms(home, engine,
                                                                           make_run):
     """TensorBoard files and per-layer norms are TensorFlow's; a run trained on another backend

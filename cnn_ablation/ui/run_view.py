@@ -133,8 +133,19 @@ def live_run(engine: Engine, run_id: int, drawn: tuple, options: ChartOptions) -
         st.plotly_chart(curves_figure(epochs, {run.id: run.label}, options=options, steps=steps),
                         key="run_curves", config={"displaylogo": False})
     else:
-        st.caption("No finished epoch yet: the curves appear when the first epoch ends.")
+        st.caption(no_epochs_text(run))
     log_and_tensorboard(run)
+
+
+def no_epochs_text(run: Run) -> str:
+    """What stands where the curves would be when the run has no finished epoch."""
+    if run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+        return "No finished epoch yet: the curves appear when the first epoch ends."
+    ended = {RunStatus.CANCELLED: "it was cancelled", RunStatus.FAILED: "it failed"}.get(
+        run.status, "it ended")
+    return (f"No curves: {ended} before its first epoch ended, so it has no epochs to draw."
+            + (" Retry queues it again." if run.status in (RunStatus.CANCELLED, RunStatus.FAILED)
+               else ""))
 
 
 def phase_text(run: Run) -> str | None:
