@@ -219,7 +219,24 @@ def test_cell_intervals_are_cut_at_0_and_100_percent_and_say_so():
     from cnn_ablation.studies.words import readable_summary
 
     text = readable_summary(result["summary"]).set_index("cell").loc["base", "final val acc"]
-    assert text.endswith(", 100.0] (cut at 0–100 %)")
+    assert text.endswith(", 100.0] (cut at 0–100 %) (2 seeds: wide; 3+ narrow it)")
+
+
+def test_an_interval_from_two_seeds_says_why_it_is_so_wide_and_three_do_not():
+    """"22.0 ± 2.8 % [−3.4, 47.4]" is valid with 2 seeds (t with one degree of freedom is 12.7)
+    but reads like a bug; the table says what makes it wide."""
+    from cnn_ablation.studies.words import readable_effects, readable_summary
+
+    spec = StudySpec(BASE, {"bn_conv_2": (True, False)}, "ofat", seeds=3)
+    values = {("base", 0): 0.22, ("base", 1): 0.26, ("base", 2): 0.24,
+              ("bn_conv_2=off", 0): 0.2, ("bn_conv_2=off", 1): 0.21, ("bn_conv_2=off", 2): 0.25}
+    for seeds, note in ((2, True), (3, False)):
+        result = analyse(spec, runs_frame(spec, lambda c, s: values[(c.label, s)], range(seeds)),
+                         METRIC, True)
+        cells = readable_summary(result["summary"])["final val acc"].tolist()
+        effects = readable_effects(result["effects"])["effect (95 % CI)"].tolist()
+        assert all(("2 seeds: wide" in t) == note for t in cells + effects), (seeds, cells, effects)
+        assert not any("[-" in t for t in cells)  # no negative accuracy, whatever the seeds
 
 
 def test_two_cells_of_one_name_are_refused():
