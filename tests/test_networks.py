@@ -229,6 +229,9 @@ def test_the_probe_counts_exactly_and_refusals_name_the_problem(home):
     answer = networks.probe(net.key, (32, 32, 3), 10, bn_off=("b1_bn",))
     assert answer["ok"] and answer["params"] == resnet_like().count_params() - 4 * 16
     assert [b["name"] for b in answer["batchnorm"]] == ["b1_bn", "b2_bn"]
+    shapes = {name: shape for name, _, _, shape in answer["layers"]}
+    assert all(shape for shape in shapes.values()), shapes  # the summary's output column
+    assert shapes["b2_bn"] == [32, 32, 16] and next(reversed(shapes.values())) == [10]
     again = networks.probe(net.key, (32, 32, 3), 10, bn_off=("b1_bn",))
     assert again == answer  # from the cache
     wrong = networks.probe(net.key, (28, 28, 1), 10)
@@ -311,6 +314,10 @@ def test_the_new_run_page_draws_your_networks_switches_with_exact_counts(home, e
     assert {t.key for t in at.toggle} >= {"custom_bn_b1_bn", "custom_bn_b2_bn"}
     total = next(m for m in at.metric if m.label == "Total parameters")
     assert int(total.value.replace(",", "")) == resnet_like().count_params()
+    summary = at.table[0].value  # every layer with its output shape, none blank
+    assert (summary["output"] != "").all(), summary
+    cards = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert not any(c.startswith("**Input**") for c in cards)  # no input card after the layers
     at.toggle(key="custom_bn_b2_bn").set_value(False).run()
     total = next(m for m in at.metric if m.label == "Total parameters")
     assert int(total.value.replace(",", "")) == resnet_like().count_params() - 64

@@ -44,12 +44,21 @@ def main(argv: list[str] | None = None) -> int:
         variant = model.layers[-1]
         answer = {"ok": True, **surgery.switches(base), "params": int(model.count_params()),
                   "base_params": int(base.count_params()),
-                  "layers": [[layer.name, type(layer).__name__, int(layer.count_params())]
-                             for layer in surgery._walk(variant)]}
+                  "layers": [[layer.name, type(layer).__name__, int(layer.count_params()),
+                              output_shape(layer)] for layer in surgery._walk(variant)]}
     except ConfigError as exc:
         answer = {"ok": False, "field": exc.field, "error": str(exc)}
     print(json.dumps(answer))
     return 0
+
+
+def output_shape(layer) -> list[int | None] | None:
+    """A layer's output shape without the batch axis, as the summary shows it; None where
+    Keras has none to give (a layer used twice, a nested model's inner input)."""
+    try:
+        return [int(d) if d is not None else None for d in tuple(layer.output.shape)[1:]]
+    except (AttributeError, ValueError, TypeError, RuntimeError):
+        return None
 
 
 if __name__ == "__main__":

@@ -222,6 +222,9 @@ def remove_file(stem: str) -> None:
 
 
 
+PROBE_ANSWER = 2  # 2: each layer with its output shape
+
+
 def probe(key: str, shape: tuple[int, int, int], classes: int, bn_off: tuple[str, ...] = (),
           dropout: tuple[tuple[str, float], ...] = ()) -> dict:
     """What Keras says about a variant of your network (see `network_probe`), from a
@@ -234,7 +237,8 @@ def probe(key: str, shape: tuple[int, int, int], classes: int, bn_off: tuple[str
     args = [key, "--shape", ",".join(map(str, shape)), "--classes", str(classes),
             "--bn-off", ",".join(sorted(bn_off)),
             "--dropout", ",".join(f"{n}={r:g}" for n, r in sorted(dropout))]
-    cache = networks_dir() / ".cache" / f"{_digest(json.dumps(args).encode())}.json"
+    # PROBE_ANSWER names what an answer holds: a cached answer of an older form is not used
+    cache = networks_dir() / ".cache" / f"{_digest(json.dumps([PROBE_ANSWER, *args]).encode())}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     network = resolve(key)

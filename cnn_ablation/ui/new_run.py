@@ -92,17 +92,26 @@ with top[0].expander("Your own network"):
                "switches. Python builders come from the folders in ABLATION_NETWORK_PATHS.")
     # Any file is taken and checked here: Streamlit's own type filter marks another file with a
     # red icon and no words; this says what is wrong with it.
+    # A file is added as soon as it is uploaded (no second click), once per upload: a refusal
+    # stays beside the uploader while that file is in it.
     upload = st.file_uploader("Upload a .keras file", key="network_upload")
-    if upload is not None and st.button("Add this network", key="add_network"):
+    if upload is None:
+        st.session_state.pop("network_upload_seen", None)
+    elif st.session_state.get("network_upload_seen", (None,))[0] != upload.file_id:
+        refusal = None
         try:
             added = networks.add_file(upload.name, upload.getvalue())
-            with st.spinner("Reading the network with Keras (a helper process)…"):
+            with st.spinner("Reading the network with Keras: a helper process, about 20 s the "
+                            "first time…"):
                 networks.check_added(added)
         except ConfigError as exc:
-            st.error(plain(exc))
-        else:
+            refusal = str(exc)
+        st.session_state["network_upload_seen"] = (upload.file_id, refusal)
+        if refusal is None:
             st.session_state["uploaded_network"] = added.key
             st.rerun()
+    if upload is not None and (refusal := st.session_state["network_upload_seen"][1]):
+        st.error(plain(refusal))
 choices = [d for d in BUILTIN_DATASETS] + ["folder:…"]
 default_ds = "cifar10" if availability("cifar10").state == "ready" else "fashion_mnist"
 dataset_choice = top[1].selectbox("Dataset", choices, index=choices.index(default_ds),
@@ -203,8 +212,9 @@ with left:
                                      key=f"custom_drop_{layer['name']}", **KEPT)
                     if abs(rate - layer["rate"]) > 1e-9:
                         layer_rates.append((layer["name"], float(rate)))
-    with st.container(border=True) if not custom else st.empty():
-        st.markdown("**Input** · uint8 image, rescaled to [0, 1] inside the model")
+    if not custom:  # your own network's card above says its input; its layers follow it
+        with st.container(border=True):
+            st.markdown("**Input** · uint8 image, rescaled to [0, 1] inside the model")
     for layer in () if custom else spec.hidden:
         with st.container(border=True):
             if isinstance(layer, Conv):
@@ -352,7 +362,8 @@ with right:
         variant = (networks.probe(network.key, probe_shape, probe_classes, tuple(bn_off),
                                   tuple(layer_rates)) if network_problem is None else None)
         layers = variant["layers"] if variant and variant["ok"] else []
-        rows = [LayerRow(n, kind, (), p) for n, kind, p in layers]
+        rows = [LayerRow(layer[0], layer[1], tuple(layer[3] or ()) if len(layer) > 3 else (),
+                         layer[2]) for layer in layers]
         total = variant["params"] if variant and variant["ok"] else 0
         all_on = base_probe["params"] if base_probe and base_probe.get("ok") else total
     else:

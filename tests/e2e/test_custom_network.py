@@ -69,8 +69,10 @@ def test_upload_your_network_switch_its_bn_and_study_two_layers_in_a_real_browse
         choose(page, "Dataset", "synthetic")
         expect(page.get_by_text("Dataset synthetic: ready")).to_be_visible(timeout=30_000)
         page.get_by_text("Your own network").click()
-        page.locator('input[type="file"]').set_input_files(str(path))
-        page.get_by_role("button", name="Add this network").click()
+        dropzone = page.get_by_test_id("stFileUploaderDropzone")
+        expect(dropzone).to_contain_text("50MB", timeout=30_000)  # the product's limit, one
+        expect(dropzone).not_to_contain_text("200MB")  # number: not Streamlit's default beside it
+        page.locator('input[type="file"]').set_input_files(str(path))  # added at once
         switches = page.get_by_label(re.compile(r"^BatchNorm b\d_bn$"))  # one per layer
         expect(switches).to_have_count(2, timeout=180_000)  # the probe: a process with Keras
         for block in (1, 2):
