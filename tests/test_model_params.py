@@ -59,3 +59,19 @@ def test_fashion_mnist_input_shrinks_the_dense_layer():
     assert model.input_shape == (None, 28, 28, 1)
     assert counts["dense_1"] == (7 * 7 * 64 + 1) * 128
     assert counts["conv_1"] == (3 * 3 * 1 + 1) * 32
+
+
+def test_the_readme_states_both_counts_a_user_sees_and_why_they_differ():
+    """The README gave 592,554 (32x32x3 inputs) while New run, on its default Fashion-MNIST,
+    shows 469,098 without saying why; both are counted here from the pure table."""
+    import re
+
+    from tests.support import ROOT
+
+    cifar = count_params("seed", (True,) * 5, (32, 32, 3), 10)
+    fashion = count_params("seed", (True,) * 5, (28, 28, 1), 10)
+    assert (cifar, fashion) == (592_554, 469_098)
+    intro = (ROOT / "README.md").read_text().split("## ", 1)[0]
+    assert f"{cifar:,} parameters" in intro and f"{fashion:,}" in intro
+    assert re.search(r"Fashion-MNIST.{0,80}default dataset", intro, re.S)
+    assert "7×7" in intro and "8×8" in intro  # why: the map Dense(128) sees

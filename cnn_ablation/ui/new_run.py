@@ -20,10 +20,9 @@ from cnn_ablation.config import (
     RunConfig,
     check_name,
     defaults,
-    new_run_problems,
 )
 from cnn_ablation.data import datasets
-from cnn_ablation.data.arrays import Availability, DatasetInfo, DatasetUnavailable
+from cnn_ablation.data.arrays import DatasetInfo, DatasetUnavailable
 from cnn_ablation.jobs.launch import prepare, submit, with_seeds
 from cnn_ablation.networks import registry as networks
 from cnn_ablation.settings import settings
@@ -38,11 +37,15 @@ from cnn_ablation.ui.common import (
     roots_text,
     worker_banner,
 )
+from cnn_ablation.ui.new_run_parts import (
+    FIELD_NAMES,
+    availability,
+    dataset_label,
+    network_upload,
+    number_problems,
+)
 
 DEFAULTS = defaults()
-FIELD_NAMES = {"epochs": "Epochs", "batch_size": "Batch size", "learning_rate": "Learning rate",
-               "seeds": "Seeds", "val_split": "More settings", "limit_train": "More settings",
-               "name": "Name", "dataset": "Dataset", "dropout": "Dropout rate"}
 # Every widget's value outlives a page switch (persist_state) and lives in the page's URL (bind):
 # a reload or a pasted link opens the form as it was, like the Runs page's filters. Only values
 # that differ from the defaults appear in the URL.
@@ -60,21 +63,6 @@ st.caption("Switch BatchNorm per layer and set dropout on the network below; the
            "follows as you go. Launch queues the run; a background worker trains it.")
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def availability(name: str) -> Availability:
-    """Whether a built-in dataset's files are here (cached for 30 s). Any problem comes back as
-    "missing" with the reason, never as an exception."""
-    try:
-        return datasets.availability(name)
-    except (DatasetUnavailable, ConfigError) as exc:
-        return Availability("missing", str(exc))
-
-
-def dataset_label(name: str) -> str:
-    state = availability(name)
-    return f"{name} — {state.state}"
-
-
 top = st.columns([1, 1, 1])
 known = {n.key: n for n in networks.list_networks()}
 uploaded = st.session_state.pop("uploaded_network", None)
@@ -87,31 +75,7 @@ preset = top[0].selectbox("Network", list(known), key="preset", **KEPT,
                                                                  else f" ({known[k].kind})"))
 network = known[preset]
 with top[0].expander("Your own network"):
-    st.caption(f"A Keras 3 `.keras` file (up to {networks.MAX_UPLOAD_BYTES // 2**20} MB), loaded "
-               "in safe mode: no code runs from the file. Its BatchNorm and Dropout layers become "
-               "switches. Python builders come from the folders in ABLATION_NETWORK_PATHS.")
-    # Any file is taken and checked here: Streamlit's own type filter marks another file with a
-    # red icon and no words; this says what is wrong with it.
-    # A file is added as soon as it is uploaded (no second click), once per upload: a refusal
-    # stays beside the uploader while that file is in it.
-    upload = st.file_uploader("Upload a .keras file", key="network_upload")
-    if upload is None:
-        st.session_state.pop("network_upload_seen", None)
-    elif st.session_state.get("network_upload_seen", (None,))[0] != upload.file_id:
-        refusal = None
-        try:
-            added = networks.add_file(upload.name, upload.getvalue())
-            with st.spinner("Reading the network with Keras: a helper process, about 20 s the "
-                            "first time…"):
-                networks.check_added(added)
-        except ConfigError as exc:
-            refusal = str(exc)
-        st.session_state["network_upload_seen"] = (upload.file_id, refusal)
-        if refusal is None:
-            st.session_state["uploaded_network"] = added.key
-            st.rerun()
-    if upload is not None and (refusal := st.session_state["network_upload_seen"][1]):
-        st.error(plain(refusal))
+    network_upload()
 choices = [d for d in BUILTIN_DATASETS] + ["folder:…"]
 default_ds = "cifar10" if availability("cifar10").state == "ready" else "fashion_mnist"
 dataset_choice = top[1].selectbox("Dataset", choices, index=choices.index(default_ds),
@@ -303,22 +267,9 @@ with right:
     # Each number is checked alone first, so every bad one is named at once (epochs 0 and a
     # batch size of 100,000,000 are two messages, not the first of them).
     slots = {**{f: training_slot for f in TRAINING_FIELDS}, **{f: more_slot for f in MORE_FIELDS}}
-    bad_numbers = []
-    numbers: list[tuple[str, Any]] = [
-        ("epochs", epochs), ("batch_size", batch), ("learning_rate", lr),
-        ("val_split", val_split), ("limit_train", int(limit) or None)]
-    for field, value in numbers:
-        try:
-            one: dict[str, Any] = {field: value}
-            beyond = new_run_problems(RunConfig(**one))
-            if beyond:
-                raise beyond[0]
-        except ConfigError as exc:
-            slots[field].error(plain(exc))
-            bad_numbers.append(f"{FIELD_NAMES.get(field, field)} {exc.given!r} is not allowed")
-        except (TypeError, ValueError) as exc:
-            slots[field].error(plain(f"{field}: {exc}"))
-            bad_numbers.append(f"{FIELD_NAMES.get(field, field)} cannot be used")
+    bad_numbers = number_problems([("epochs", epochs), ("batch_size", batch),
+                                   ("learning_rate", lr), ("val_split", val_split),
+                                   ("limit_train", int(limit) or None)], slots)
     if dataset_problem is not None:
         problem = dataset_problem
     elif network_problem is not None:
