@@ -18,7 +18,8 @@ from cnn_ablation.storage.status import RunStatus
 if TYPE_CHECKING:
     import pandas as pd
 
-WORKER_COLUMNS = ["id", "host", "pid", "slots", "started_at", "heartbeat_at"]
+WORKER_COLUMNS = ["id", "host", "pid", "slots", "started_at", "heartbeat_at", "host_id",
+                  "process_started_at"]
 
 
 def this_host() -> str:

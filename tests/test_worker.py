@@ -338,3 +338,27 @@ def test_a_workers_own_log_starts_afresh_past_its_size_and_keeps_one_earlier_par
         else:
             assert not (where / "worker-x.log.1").exists()
             assert "old line" in text and "kept None" in text
+
+
+def test_the_workers_command_lists_a_live_worker_and_stops_it_with_its_run_requeued(
+        engine, home, workers, cli):
+    """What a Ctrl-C on `make run` leaves training (the dashboard's own worker) is found with
+    `workers` and stopped with `workers --stop`: its run checkpoints and is queued again."""
+    from cnn_ablation.config import RunConfig
+
+    (run_id,) = submit(engine, [RunConfig(dataset="synthetic:2000", epochs=4, val_split=0.0)])
+    worker = workers()
+    wait_for(lambda: running_with_epochs(engine, run_id), what="epoch 1")
+    listed = cli("workers", env={"ABLATION_HEARTBEAT_SECONDS": str(HEARTBEAT)})
+    assert listed.returncode == 0, listed.stderr
+    assert str(worker.pid) in listed.stdout and f"#{run_id}" in listed.stdout
+    refused = cli("workers", "--stop", "no-such-worker")
+    assert refused.returncode == 2 and "--stop: 'no-such-worker' is not allowed" in refused.stderr
+    stopped = cli("workers", "--stop", "all", env={"ABLATION_HEARTBEAT_SECONDS": str(HEARTBEAT)})
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"(pid {worker.pid}) to stop" in stopped.stdout
+    assert worker.wait(timeout=180) == 0
+    run = find_run(engine, run_id)
+    assert run.status == "queued" and run.resume_epoch and run.checkpoint_path
+    after = cli("workers", env={"ABLATION_HEARTBEAT_SECONDS": str(HEARTBEAT)})
+    assert "no worker is running" in after.stdout

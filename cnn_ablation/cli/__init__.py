@@ -28,6 +28,7 @@ from cnn_ablation.cli.run_commands import (
     cmd_summary,
     cmd_train,
     cmd_worker,
+    cmd_workers,
 )
 from cnn_ablation.cli.study_commands import (
     cmd_study_create,
@@ -143,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --executor ray: runs in flight at once (default: the cluster's "
                         "GPUs x K, or its CPUs)")
     p.add_argument("--worker-id", default=None, help=argparse.SUPPRESS)
+    p = _command(sub, "workers", cmd_workers, "list the live workers and their runs; --stop "
+                 "asks one to stop (its runs go back to the queue)", as_json=True)
+    p.add_argument("--stop", default=None, metavar="ID|all",
+                   help="SIGTERM a worker of this machine (all: every one); each of its runs "
+                        "checkpoints and is queued again")
     p = _command(sub, "runs", cmd_runs, "list runs", as_json=True)
     p.add_argument("--status", default=None, choices=[s.value for s in RunStatus],
                    help="only runs with this status")

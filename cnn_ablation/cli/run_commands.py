@@ -284,3 +284,56 @@ def cmd_execute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workers(args: argparse.Namespace) -> int:
+    """The live workers (a heartbeat within 3 beats) and the runs each trains; --stop sends one
+    (or every one of this machine's) SIGTERM: each of its runs finishes or checkpoints its epoch
+    and goes back to the queue, then the worker exits. What a Ctrl-C on `make run` leaves
+    training (the dashboard's own worker) is found and stopped this way."""
+    import signal
+
+    from cnn_ablation.run_report import format_duration, text_table
+    from cnn_ablation.storage import clock, workers
+
+    engine = open_existing_engine("workers")
+    live = workers.live_workers(engine, 3 * settings().heartbeat_s).to_dict("records")
+    runs: dict[str, list[int]] = {}
+    for run in workers.running_runs_with_owner(engine):
+        runs.setdefault(run.worker_id or "", []).append(run.run_id)
+    here = workers.this_host()
+    if args.stop is not None:
+        chosen = [w for w in live if args.stop in ("all", w["id"])]
+        if args.stop != "all" and not chosen:
+            print(f"error: --stop: {args.stop!r} is not allowed; allowed: the id of a live "
+                  f"worker ({', '.join(w['id'] for w in live) or 'none is running'}) or all",
+                  file=sys.stderr)
+            return 2
+        for w in chosen:
+            started = workers.process_started(int(w["pid"])) if w["pid"] else None
+            mine = w["host_id"] == here and started is not None and (
+                w["process_started_at"] is None or abs(started - w["process_started_at"]) < 2)
+            if not mine:
+                print(f"worker {w['id']} runs on {w['host']}: stop it there (SIGTERM to its pid "
+                      f"{w['pid']})")
+                continue
+            os.kill(int(w["pid"]), signal.SIGTERM)
+            print(f"asked worker {w['id']} (pid {w['pid']}) to stop: its runs "
+                  f"({', '.join(f'#{r}' for r in runs.get(w['id'], [])) or 'none'}) finish "
+                  "their epoch, keep a checkpoint and go back to the queue")
+        return 0
+    if args.json:
+        print(json.dumps([{**w, "runs": runs.get(w["id"], [])} for w in live], indent=1))
+        return 0
+    if not live:
+        print("no worker is running: `python -m cnn_ablation worker` starts one (the dashboard "
+              "starts its own unless ABLATION_START_WORKER=0)")
+        return 0
+    now = clock.now(engine)
+    print(text_table({
+        "worker": [w["id"] for w in live], "host": [w["host"] for w in live],
+        "pid": [w["pid"] for w in live], "slots": [w["slots"] for w in live],
+        "up": [format_duration(now - w["started_at"]) for w in live],
+        "runs": [", ".join(f"#{r}" for r in runs.get(w["id"], [])) or "–" for w in live],
+    }))
+    print("stop one: python -m cnn_ablation workers --stop ID (or all); its runs go back to "
+          "the queue")
+    return 0
