@@ -219,7 +219,7 @@ def test_cell_intervals_are_cut_at_0_and_100_percent_and_say_so():
     from cnn_ablation.studies.words import readable_summary
 
     text = readable_summary(result["summary"]).set_index("cell").loc["base", "final val acc"]
-    assert text.endswith(", 100.0] (cut at 0–100 %) (2 seeds: wide; 3+ narrow it)")
+    assert text.endswith(", 100.0] (cut at 0–100 %) (2 seeds: wide)")
 
 
 def test_an_interval_from_two_seeds_says_why_it_is_so_wide_and_three_do_not():

@@ -165,7 +165,7 @@ def few_seeds(n: object) -> str:
     """A note on an interval from 2 seeds: valid, but its t quantile (12.7, one degree of
     freedom) makes it about 3 times as wide as with 3 seeds (4.3), so it reads like an error."""
     try:
-        return " (2 seeds: wide; 3+ narrow it)" if int(n) == 2 else ""  # type: ignore[call-overload]
+        return " (2 seeds: wide)" if int(n) == 2 else ""  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return ""
 

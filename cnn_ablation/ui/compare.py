@@ -169,10 +169,15 @@ def results_table(run_ids: list[int], base: int) -> pd.DataFrame:
 
 
 table = results_table(ids, baseline)
-pp = st.column_config.NumberColumn(format="%.1f %%")
-st.dataframe(table, hide_index=True, placeholder="–", column_config={
-    "final val acc": pp, "best val acc": pp, "test acc": pp,
-    **{f"Δ {c}": st.column_config.NumberColumn(format="%+.1f pp")
+# Each metric beside its Δ, the two the study judges first: on an 800 px window the run and both
+# pairs show (about 720 px); best val acc, its epoch, status and params follow.
+RESULT_ORDER = ["run", "final val acc", "Δ final val acc", "test acc", "Δ test acc",
+                "best val acc", "Δ best val acc", "best epoch", "status", "params"]
+pct_col = st.column_config.NumberColumn(format="%.1f %%", width=90)
+st.dataframe(table, hide_index=True, placeholder="–", column_order=RESULT_ORDER, column_config={
+    "run": st.column_config.TextColumn(width=250),
+    "final val acc": pct_col, "best val acc": pct_col, "test acc": pct_col,
+    **{f"Δ {c}": st.column_config.NumberColumn(format="%+.1f pp", width=90)
        for c in ("final val acc", "best val acc", "test acc")},
     "params": st.column_config.NumberColumn(format="localized")})
 st.caption("Δ columns: this run minus the baseline, in percentage points. One run per variant "

@@ -64,8 +64,9 @@ active_now = token.active > 0
 listing = common.runs_page(url, tuple(token), astuple(filters), sort,
                            int(st.session_state.get(PAGE, 1)))
 
+shown_columns = runs_table.column_picker()
 live_table = st.fragment(runs_table.table, run_every=REFRESH_S if active_now else None)
-live_table(engine, url, filters, sort, listing, active_now)
+live_table(engine, url, filters, sort, listing, active_now, shown_columns)
 if len(st.session_state.get(SELECTED, [])) >= 2:
     run_actions.bulk_actions(engine, st.session_state[SELECTED])
 chosen_run = None

@@ -32,20 +32,39 @@ from cnn_ablation.ui.runs_state import (
 )
 
 COLUMNS = {**TABLE_COLUMNS,
-           "name": st.column_config.TextColumn(width=230),
-           "epoch": st.column_config.TextColumn(width=110),
+           "name": st.column_config.TextColumn("name or config", width=200),
+           "epoch": st.column_config.TextColumn(width=80),
            "tags": st.column_config.ListColumn(width="small"),
            # wide enough for their headers
            "best val acc": st.column_config.NumberColumn(format="%.1f %%", width=105),
-           "final val acc": st.column_config.NumberColumn(format="%.1f %%", width=110)}
-# Name and epoch come first: on a narrow screen they are what shows without scrolling.
+           "final val acc": st.column_config.NumberColumn(format="%.1f %%", width=100)}
 COLUMN_ORDER = ["run", "name", "status", "epoch", "progress", "best val acc", "final val acc",
                 "test acc", "tags", "config", "dataset", "duration", "device"]
+# What shows unless the user picks other columns: every one fits an 800 px window (the table is
+# about 740 px wide), so nothing the user needs first hides past the edge; "Columns" adds the
+# rest (a wide screen has room for all but one or two).
+DEFAULT_COLUMNS = ["run", "name", "status", "epoch", "final val acc", "test acc", "duration"]
+PICKED = "runs_columns"
+
+
+def column_picker() -> list[str]:
+    """The "Columns" control above the table: which of COLUMN_ORDER show (kept for the session
+    and in the page's link). Returns them in the table's order."""
+    with st.popover("Columns", icon=":material/view_column:"):
+        picked = st.multiselect("Columns shown", [c for c in COLUMN_ORDER if c != "run"],
+                                default=[c for c in DEFAULT_COLUMNS if c != "run"], key=PICKED,
+                                persist_state="session", bind="query-params",
+                                help="The defaults fit an 800 px window; more may need "
+                                     "scrolling sideways on a narrow one.")
+    return ["run", *[c for c in COLUMN_ORDER if c in picked]]
 
 
 def table_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = runs_table(pd.DataFrame(rows))
     frame["tags"] = [list(tags_of(r.get("tags_json"))) for r in rows]
+    # a run without a name is named by its config, so the config column can stay hidden
+    frame["name"] = [name or config for name, config in zip(frame["name"], frame["config"],
+                                                             strict=True)]
     return frame
 
 
@@ -56,7 +75,7 @@ def tags_of(text: object) -> tuple[str, ...]:
 
 
 def table(engine: Engine, url: str, filters: RunFilter, sort: str, listing: RunsPage,
-          active_now: bool) -> None:
+          active_now: bool, columns: list[str] | None = None) -> None:
     """The page of runs. While runs are active it asks the database one indexed question every
     REFRESH_S; the page comes from a cache shared by all sessions and keyed by the answer, so it
     is read again only when something changed. A click on a row opens that run (a full rerun:
@@ -82,7 +101,7 @@ def table(engine: Engine, url: str, filters: RunFilter, sort: str, listing: Runs
     default: Any = {"selection": {"rows": [ids.index(i) for i in selected]}} if selected \
         else None
     event = st.dataframe(table_frame(shown.rows), hide_index=True, column_config=COLUMNS,
-                         column_order=COLUMN_ORDER, placeholder="–",
+                         column_order=columns or DEFAULT_COLUMNS, placeholder="–",
                          key=f"runs_table_{st.session_state.get(TABLE_GEN, 0)}",
                          on_select="rerun", selection_mode=["multi-row", "single-cell"],
                          selection_default=default)

@@ -144,11 +144,26 @@ def show_study(engine: Engine, study_id: int, adaptive_going: bool) -> None:
         summary["chapter's test acc"] = [f"{100 * CHAPTER_TEST_ACCURACY[c]:.1f} %"
                                          if c in CHAPTER_TEST_ACCURACY else "–"
                                          for c in summary["cell"]]
-    st.dataframe(summary, hide_index=True, key="study_summary")
+    # The metric on screen and its Δ first (about 740 px: an 800 px window shows them); the
+    # other metrics, runs and the chapter's numbers follow. Every column is in the CSV below.
+    shown_metric = METRICS[metric]
+    first = ["cell", "seeds", shown_metric, "Δ vs base (95 % CI)", "diverged"]
+    order = [c for c in first if c in summary] + [c for c in summary if c not in first]
+    st.dataframe(summary, hide_index=True, key="study_summary", column_order=order,
+                 column_config={"cell": st.column_config.TextColumn(width=170),
+                                "seeds": st.column_config.NumberColumn(width=55),
+                                shown_metric: st.column_config.TextColumn(width=290),
+                                "Δ vs base (95 % CI)": st.column_config.TextColumn(width=190)})
     st.caption(plain(words.summary_note(result)))
     st.subheader(f"Effects: {result['effects_kind']}")
-    st.dataframe(words.readable_effects(result["effects"]), hide_index=True,
-                 key="study_effects")
+    effects_table = words.readable_effects(result["effects"])
+    # what was found, then how sure: the effect and Holm's verdict show on an 800 px window
+    lead = [c for c in ("factor", "cell", "change", "effect (95 % CI)", "verdict", "seeds",
+                        "seeds needed", "p (Holm)") if c in effects_table]
+    st.dataframe(effects_table, hide_index=True, key="study_effects",
+                 column_order=lead + [c for c in effects_table if c not in lead],
+                 column_config={"effect (95 % CI)": st.column_config.TextColumn(width=220),
+                                "verdict": st.column_config.TextColumn(width=150)})
     st.caption(words.effects_note(result))
     if result["complete"]:
         st.markdown(result["words"])
