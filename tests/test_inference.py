@@ -237,6 +237,10 @@ def test_an_interval_from_two_seeds_says_why_it_is_so_wide_and_three_do_not():
         effects = readable_effects(result["effects"])["effect (95 % CI)"].tolist()
         assert all(("2 seeds: wide" in t) == note for t in cells + effects), (seeds, cells, effects)
         assert not any("[-" in t for t in cells)  # no negative accuracy, whatever the seeds
+    same = {key: 0.5 for key in values}  # no spread: a point interval, nothing "wide" about it
+    result = analyse(spec, runs_frame(spec, lambda c, s: same[(c.label, s)], range(2)), METRIC,
+                     True)
+    assert not any("wide" in t for t in readable_summary(result["summary"])["final val acc"])
 
 
 def test_two_cells_of_one_name_are_refused():

@@ -195,7 +195,8 @@ def readable_summary(summary: pd.DataFrame) -> pd.DataFrame:
             out += f" [{100 * row[f'{metric}_ci_low']:.1f}, {100 * row[f'{metric}_ci_high']:.1f}]"
             if row.get(f"{metric}_clipped"):
                 out += " (cut at 0–100 %)"
-            out += few_seeds(row.get("n"))
+            if row[f"{metric}_ci_high"] > row[f"{metric}_ci_low"]:  # a point needs no note
+                out += few_seeds(row.get("n"))
         return out
 
     columns: dict[str, object] = {"cell": summary["cell"], "runs": summary["runs"],
@@ -221,7 +222,7 @@ def readable_effects(effects: pd.DataFrame) -> pd.DataFrame:
     if "change" in effects:
         columns["change"] = effects["change"]
     columns["effect (95 % CI)"] = [pp_interval(r["effect"], r["ci_low"], r["ci_high"])
-                                   + (few_seeds(r["n"]) if not pd.isna(r["ci_low"]) else "")
+                                   + (few_seeds(r["n"]) if r["ci_high"] > r["ci_low"] else "")
                                    for _, r in effects.iterrows()]
     columns["seeds"] = effects["n"]
     columns["paired by seed"] = effects["paired"].map({True: "yes", False: "no (Welch)"})
