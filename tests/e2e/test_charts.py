@@ -40,7 +40,7 @@ def test_smoothing_log_scale_and_a_pasted_compare_link(two_runs, browser):
     page.goto(f"{url}/compare?runs=1")
     expect(page.get_by_role("heading", name="Compare runs")).to_be_visible(timeout=60_000)
     chart = page.get_by_test_id("stPlotlyChart").first
-    expect(chart).to_contain_text("#1 BN 1·1·1·1·1 · drop 0.5 · validation", timeout=30_000)
+    expect(chart).to_contain_text("#1 BN 1·1·1·1·1 · drop 0.5 · seed 0 · validation", timeout=30_000)
     expect(chart).not_to_contain_text("#2 BN")
     expect(page.locator(LINES)).to_have_count(4)  # (train, validation) x (accuracy, loss)
     page.reload()  # the URL still says runs=1: the same view

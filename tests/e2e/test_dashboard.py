@@ -96,8 +96,8 @@ def test_toggle_launch_watch_and_compare_in_a_real_browser(dashboard, browser):
     page.get_by_role("link", name="Compare").click()
     expect(page.get_by_role("heading", name="Compare runs")).to_be_visible(timeout=30_000)
     chart = page.get_by_test_id("stPlotlyChart").first
-    expect(chart).to_contain_text("#1 BN 1·1·0·0·1 · drop 0.3 · validation", timeout=30_000)
-    expect(chart).to_contain_text("#2 BN 1·1·1·1·1 · drop 0.5 · validation")
+    expect(chart).to_contain_text("#1 BN 1·1·0·0·1 · drop 0.3 · seed 0 · validation", timeout=30_000)
+    expect(chart).to_contain_text("#2 BN 1·1·1·1·1 · drop 0.5 · seed 0 · validation")
     # 2 runs x (train, validation) x (accuracy, loss) subplots
     assert chart.locator(".scatterlayer .trace").count() == 8
     expect(page.get_by_text("Fields that differ: bn, dropout, epochs")).to_be_visible()
