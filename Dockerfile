@@ -14,7 +14,8 @@ WORKDIR /app
 # The dependencies first (their layer survives code changes), at constraints.txt's versions, with
 # the PostgreSQL driver; then the package itself. No test tools: they are the `dev` extra.
 COPY pyproject.toml constraints.txt ./
-RUN pip install --no-cache-dir -c constraints.txt $(python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(' '.join(repr(d) for d in p['dependencies'] + p['optional-dependencies']['postgres']))")
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['postgres']))" > /tmp/requirements.txt \
+ && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt
 COPY . .
 RUN pip install --no-cache-dir --no-deps . && rm -rf build *.egg-info
 ENV ABLATION_HOME=/data PYTHONUNBUFFERED=1

@@ -7,6 +7,7 @@ logging, and stays `print`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -64,12 +65,22 @@ def rotate_own_log(folder: Path, limit: int = MAX_LOG_BYTES) -> Path | None:
         stream.flush()
     kept = path.with_name(path.name + ".1")
     try:
+        same = os.path.samestat(os.fstat(2), info)  # stderr goes to the same file
+    except OSError:
+        same = False
+    try:
         os.replace(path, kept)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError:
         return None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:  # no new file (disk full...): keep writing where we were, under its name
+        with contextlib.suppress(OSError):
+            os.replace(kept, path)
+        return None
     os.dup2(fd, 1)
-    os.dup2(fd, 2)
+    if same:
+        os.dup2(fd, 2)
     os.close(fd)
     logging.getLogger("cnn_ablation").info("log started afresh at %d MB; the earlier lines are "
                                            "in %s", limit // 2**20, kept)

@@ -20,7 +20,18 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Update, case, delete, func, insert, select, update
+from sqlalchemy import (
+    CursorResult,
+    Engine,
+    Update,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from cnn_ablation.storage.clock import db_now
@@ -49,13 +60,26 @@ def _cancel_of(row: Any) -> CancelMode | None:
     return CancelMode(mode or CancelMode.NOW) if requested else None
 
 
+def _backend_after(backend: str | None) -> Any:
+    """The backend a claim stores: this worker's, but a run resumed from a checkpoint whose
+    epochs so far trained on another keeps that one too ("tensorflow+jax"), so a study sees
+    the mix rather than the last backend alone."""
+    if backend is None:
+        return RunRow.backend
+    before = func.coalesce(RunRow.backend, "tensorflow")
+    return case((RunRow.resume_epoch.is_(None), backend),
+                (or_(before == backend, before.like("%+" + backend)), before),
+                else_=before + "+" + backend)
+
+
 def claim(engine: Engine, worker_id: str, host: str, device: str,
           heartbeat_interval: float, backend: str | None = None) -> Run | None:
     """Atomically move the oldest queued run to `running` for this worker (training on
     `device` with Keras' `backend`); None if none waits."""
     now = db_now()
     values = dict(status=RunStatus.RUNNING.value, worker_id=worker_id, host=host, device=device,
-                  backend=backend, started_at=now, heartbeat_at=now, progress_at=now, phase="starting",
+                  backend=_backend_after(backend), started_at=now, heartbeat_at=now,
+                  progress_at=now, phase="starting",
                   heartbeat_interval=heartbeat_interval, pid=None)
     oldest = select(RunRow.id).where(RunRow.status == RunStatus.QUEUED,
                                      RunRow.cancel_requested.is_(False))

@@ -64,7 +64,8 @@ class RunRow(Base):
     host: Mapped[str | None] = mapped_column(String(200))
     pid: Mapped[int | None] = mapped_column(Integer)
     device: Mapped[str | None] = mapped_column(String(100))
-    backend: Mapped[str | None] = mapped_column(String(16))  # Keras' backend; None: tensorflow
+    # Keras' backend ("jax"; "tensorflow+jax": resumed on another); None: tensorflow
+    backend: Mapped[str | None] = mapped_column(String(40))
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
     heartbeat_interval: Mapped[float | None] = mapped_column(Float)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

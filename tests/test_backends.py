@@ -67,6 +67,25 @@ def test_a_claim_stores_the_backend(engine, make_run):
     assert find_run(engine, run_id).backend == "jax"
 
 
+@pytest.mark.both_backends
+def test_a_run_resumed_on_another_backend_says_both(engine, make_run):
+    """Epochs 1-2 on TensorFlow, the rest resumed from the checkpoint on JAX: the run is
+    "tensorflow+jax" (a study sees the mix), and resumed again on JAX it stays so."""
+    from cnn_ablation.config import RunConfig
+
+    run_id = make_run(RunConfig(dataset="synthetic", epochs=4), "queued")
+    assert lifecycle.claim(engine, "w1", "h", "cpu", 5.0, backend="tensorflow").id == run_id
+    assert lifecycle.requeue(engine, run_id, "w1", "/tmp/x.keras", 2, "worker stopped")
+    assert lifecycle.claim(engine, "w2", "h", "cpu", 5.0, backend="jax").backend == \
+        "tensorflow+jax"
+    assert lifecycle.requeue(engine, run_id, "w2", "/tmp/x.keras", 3, "worker stopped")
+    assert lifecycle.claim(engine, "w3", "h", "cpu", 5.0, backend="jax").backend == \
+        "tensorflow+jax"
+    fresh = make_run(RunConfig(dataset="synthetic", seed=1), "queued")  # no checkpoint: its own
+    assert lifecycle.claim(engine, "w4", "h", "cpu", 5.0, backend="jax").id == fresh
+    assert find_run(engine, fresh).backend == "jax"
+
+
 def completed(**columns) -> pd.DataFrame:
     rows = [{"cell": c, "seed": s, "status": "completed", "backend": "tensorflow",
              "device_kind": "cpu"} for c in ("base", "no bn") for s in range(3)]

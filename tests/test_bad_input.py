@@ -680,7 +680,7 @@ def test_new_run_page_refuses_a_bad_folder_without_a_traceback(home, kind, messa
     roots.mkdir()
     path = roots / "nothing-here" if kind == "missing" else make_folders_subset(roots, kind)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-    at.selectbox(key="dataset").set_value("folder:…").run()
+    at.selectbox(key="data").set_value("folder:…").run()
     at.text_input(key="folder_path").set_value(str(path)).run()
     assert not at.exception, [e.message for e in at.exception]
     errors = [e.value for e in at.error]

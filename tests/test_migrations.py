@@ -67,7 +67,8 @@ def test_a_new_database_matches_the_models_and_never_reuses_a_deleted_id(tmp_pat
 
 def test_processes_starting_together_upgrade_once_and_all_open_the_database(tmp_path):
     url = old_database(tmp_path / "shared.db")
-    code = ("import sys; from storage.engine import get_engine; from storage.runs import find_run;"
+    code = ("import sys; from cnn_ablation.storage.engine import get_engine; "
+            "from cnn_ablation.storage.runs import find_run;"
             f" print(find_run(get_engine({url!r}), 2).status)")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]

@@ -308,7 +308,7 @@ def test_the_new_run_page_draws_your_networks_switches_with_exact_counts(home, e
 
     net = networks.add_file("resnet.keras", saved(resnet_like()))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.selectbox(key="dataset").set_value("synthetic").run()
+    at.selectbox(key="data").set_value("synthetic").run()
     at.selectbox(key="preset").set_value(net.key).run()
     assert not at.exception, at.exception
     assert {t.key for t in at.toggle} >= {"custom_bn_b1_bn", "custom_bn_b2_bn"}

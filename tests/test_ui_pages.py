@@ -57,7 +57,7 @@ def test_the_packaged_dashboard_script_finds_every_page_and_link(home, engine, p
     assert not at.exception, at.exception
     assert at.title[0].value in ("New run", "Runs", "Compare runs", "Studies")
     if page == PAGES[0]:
-        at.selectbox(key="dataset").set_value("synthetic").run()
+        at.selectbox(key="data").set_value("synthetic").run()
         at.button(key="launch").click().run()
         assert not at.exception, at.exception
         assert [r.status for r in list_runs(engine)] == ["queued"]
@@ -77,20 +77,20 @@ def total_params(at) -> int:
 
 def test_toggling_bn_changes_the_total_exactly_as_keras_does(home):
     at = app()
-    at.selectbox(key="dataset").set_value("synthetic").run()
+    at.selectbox(key="data").set_value("synthetic").run()
     assert total_params(at) == 592_554
     at.toggle(key="bn_conv_2").set_value(False).run()
     assert total_params(at) == 592_554 - 128
     for name in ("conv_3", "conv_4", "dense_1"):
         at.toggle(key=f"bn_{name}").set_value(False).run()
     assert total_params(at) == 591_402  # the chapter's "BN on conv_1 only"
-    at.selectbox(key="dataset").set_value("fashion_mnist").run()
+    at.selectbox(key="data").set_value("fashion_mnist").run()
     assert total_params(at) == count_params("seed", (True, False, False, False, False), (28, 28, 1))
 
 
 def test_launch_queues_runs_with_the_toggled_config(home, engine):
     at = app()
-    at.selectbox(key="dataset").set_value("synthetic").run()
+    at.selectbox(key="data").set_value("synthetic").run()
     at.toggle(key="bn_conv_3").set_value(False).run()
     at.toggle(key="bn_conv_4").set_value(False).run()
     at.slider(key="dropout").set_value(0.25).run()
@@ -117,7 +117,7 @@ def test_launch_queues_runs_with_the_toggled_config(home, engine):
 def test_bad_values_are_refused_in_the_form_and_nothing_is_queued(home, engine, widget, value,
                                                                    message):
     at = app()
-    at.selectbox(key="dataset").set_value("synthetic").run()
+    at.selectbox(key="data").set_value("synthetic").run()
     at.number_input(key=widget).set_value(value).run()
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     launch = [b for b in at.button if b.key == "launch"]
@@ -128,7 +128,7 @@ def test_bad_values_are_refused_in_the_form_and_nothing_is_queued(home, engine, 
 def test_an_existing_completed_config_is_pointed_out(home, engine, make_run):
     run_id = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5, 0.7])
     at = app()
-    at.selectbox(key="dataset").set_value("synthetic").run()
+    at.selectbox(key="data").set_value("synthetic").run()
     assert any(f"run #{run_id}" in i.value and "already" in i.value for i in at.info)
 
 
@@ -464,7 +464,7 @@ def unescaped(elements) -> list[str]:
 # --- New run: messages at the field, limits in words, a form that survives page switches -------
 def test_every_bad_number_is_named_at_once_not_only_the_first(home, engine):
     at = app()
-    at.selectbox(key="dataset").set_value("synthetic").run()
+    at.selectbox(key="data").set_value("synthetic").run()
     at.number_input(key="epochs").set_value(0).run()
     at.number_input(key="batch_size").set_value(100_000_000).run()
     assert not at.exception, at.exception
@@ -479,7 +479,7 @@ def test_every_bad_number_is_named_at_once_not_only_the_first(home, engine):
 
 def test_a_bad_number_is_a_message_at_its_field_and_the_summary_stays(home, engine):
     at = app()
-    at.selectbox(key="dataset").set_value("fashion_mnist").run()
+    at.selectbox(key="data").set_value("fashion_mnist").run()
     before = total_params(at)
     at.number_input(key="epochs").set_value(0).run()
     assert not at.exception
@@ -498,13 +498,13 @@ def test_a_bad_number_is_a_message_at_its_field_and_the_summary_stays(home, engi
 
 def test_the_form_keeps_its_values_after_visiting_another_page(home):
     at = app()
-    at.selectbox(key="dataset").set_value("synthetic").run()
+    at.selectbox(key="data").set_value("synthetic").run()
     at.slider(key="dropout").set_value(0.3).run()
     at.number_input(key="limit_train").set_value(5000).run()
     at.toggle(key="bn_conv_3").set_value(False).run()
     at.switch_page(PAGES[1]).run()
     at.switch_page(PAGES[0]).run()
-    assert at.selectbox(key="dataset").value == "synthetic"
+    assert at.selectbox(key="data").value == "synthetic"
     assert at.slider(key="dropout").value == 0.3
     assert at.number_input(key="limit_train").value == 5000
     assert at.toggle(key="bn_conv_3").value is False

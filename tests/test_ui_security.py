@@ -258,7 +258,7 @@ def write_images(folder, classes=("a", "b"), per_class=3, size=(8, 8)):
 
 
 def choose_folder(at, path) -> AppTest:
-    at.selectbox(key="dataset").set_value("folder:…").run()
+    at.selectbox(key="data").set_value("folder:…").run()
     at.text_input(key="folder_path").set_value(str(path)).run()
     assert not at.exception, at.exception
     return at
@@ -300,7 +300,7 @@ def test_any_folder_problem_is_an_inline_error_with_the_summary_kept(home, engin
         folder.parent.mkdir(parents=True)
         folder.write_text("not a folder")
     at = app()
-    at.selectbox(key="dataset").set_value("synthetic").run()
+    at.selectbox(key="data").set_value("synthetic").run()
     expected = total_params(at)
     at = choose_folder(at, folder)
     assert at.error, "an inline error"
@@ -426,6 +426,13 @@ def test_make_run_and_the_docker_image_listen_on_loopback_by_default(monkeypatch
     assert command[command.index("--server.address") + 1] == "127.0.0.1"
     option = dict(zip(DASHBOARD_OPTIONS[::2], DASHBOARD_OPTIONS[1::2], strict=True))
     assert int(option["--server.maxUploadSize"]) * 2**20 == MAX_UPLOAD_BYTES
+    # an installed package has no .streamlit/config.toml beside it: the command carries every
+    # value of that file but the address (which the command sets itself)
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    settings = {f"--{section}.{name}": str(value).lower() if isinstance(value, bool) else str(value)
+                for section, values in config.items() for name, value in values.items()}
+    settings.pop("--server.address")
+    assert {k: option.get(k) for k in settings} == settings
 
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^ADDRESS :?= .*127\.0\.0\.1", makefile, re.MULTILINE)

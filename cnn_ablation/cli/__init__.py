@@ -67,7 +67,8 @@ def port_number(text: str) -> int:
 # What `cnn-ablation dashboard` passes to `streamlit run` beside the address and port (the same
 # values as the repository's .streamlit/config.toml, which an installed package lacks).
 DASHBOARD_OPTIONS = ("--server.headless", "true", "--browser.gatherUsageStats", "false",
-                     "--server.maxUploadSize", "50")
+                     "--server.maxUploadSize", "50", "--client.showErrorDetails", "none",
+                     "--client.toolbarMode", "minimal")
 
 
 def dashboard_command(address: str, port: int) -> list[str]:

@@ -295,7 +295,8 @@ def cmd_workers(args: argparse.Namespace) -> int:
     from cnn_ablation.storage import clock, workers
 
     engine = open_existing_engine("workers")
-    live = workers.live_workers(engine, 3 * settings().heartbeat_s).to_dict("records")
+    live = [_worker_record(w) for w in
+            workers.live_workers(engine, 3 * settings().heartbeat_s).to_dict("records")]
     runs: dict[str, list[int]] = {}
     for run in workers.running_runs_with_owner(engine):
         runs.setdefault(run.worker_id or "", []).append(run.run_id)
@@ -308,14 +309,14 @@ def cmd_workers(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         for w in chosen:
-            started = workers.process_started(int(w["pid"])) if w["pid"] else None
+            started = workers.process_started(w["pid"]) if w["pid"] else None
             mine = w["host_id"] == here and started is not None and (
                 w["process_started_at"] is None or abs(started - w["process_started_at"]) < 2)
             if not mine:
                 print(f"worker {w['id']} runs on {w['host']}: stop it there (SIGTERM to its pid "
                       f"{w['pid']})")
                 continue
-            os.kill(int(w["pid"]), signal.SIGTERM)
+            os.kill(w["pid"], signal.SIGTERM)
             print(f"asked worker {w['id']} (pid {w['pid']}) to stop: its runs "
                   f"({', '.join(f'#{r}' for r in runs.get(w['id'], [])) or 'none'}) finish "
                   "their epoch, keep a checkpoint and go back to the queue")
@@ -330,10 +331,21 @@ def cmd_workers(args: argparse.Namespace) -> int:
     now = clock.now(engine)
     print(text_table({
         "worker": [w["id"] for w in live], "host": [w["host"] for w in live],
-        "pid": [w["pid"] for w in live], "slots": [w["slots"] for w in live],
+        "pid": [w["pid"] or "–" for w in live], "slots": [w["slots"] for w in live],
         "up": [format_duration(now - w["started_at"]) for w in live],
         "runs": [", ".join(f"#{r}" for r in runs.get(w["id"], [])) or "–" for w in live],
     }))
     print("stop one: python -m cnn_ablation workers --stop ID (or all); its runs go back to "
           "the queue")
     return 0
+
+
+def _worker_record(row: dict) -> dict:
+    """A workers row with NaN (pandas' missing value) as None and the pid a whole number: a
+    worker still starting has no pid yet."""
+    import math
+
+    out = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+    pid = out.get("pid")
+    out["pid"] = int(pid) if pid is not None else None
+    return out

@@ -80,7 +80,7 @@ choices = [d for d in BUILTIN_DATASETS] + ["folder:…"]
 default_ds = "cifar10" if availability("cifar10").state == "ready" else "fashion_mnist"
 dataset_choice = top[1].selectbox("Dataset", choices, index=choices.index(default_ds),
                                   format_func=lambda d: d if d == "folder:…" else dataset_label(d),
-                                  key="dataset", **KEPT)
+                                  key="data", **KEPT)  # URL ?data=: the Runs page has ?dataset=
 dataset = dataset_choice
 dataset_problem: str | None = None  # why the dataset cannot be used; shown where it was chosen
 info: DatasetInfo | None = None

@@ -21,6 +21,8 @@ from pathlib import Path
 import streamlit as st
 from starlette.middleware import Middleware
 
+from cnn_ablation.ui.access import has_entered  # once, at start: not in the event loop per request
+
 SCRIPT = Path(__file__).with_name("dashboard.py")
 METRICS = "/_stcore/metrics"
 UPLOAD = "/_stcore/upload_file/"
@@ -47,8 +49,6 @@ class CloseBeforeEntry:
 
 def refused(path: str) -> tuple[int, str] | None:
     """(status, text) when the request for `path` is refused, else None."""
-    from cnn_ablation.ui.access import has_entered
-
     if path.rstrip("/").endswith(METRICS):
         return 404, "not served by cnn-ablation\n"
     if UPLOAD in path:

@@ -2,6 +2,8 @@
 the form keeps what was entered when the user visits another page and comes back, reloads the
 page, or opens its link elsewhere; the Studies page's form and tab likewise."""
 
+import re
+
 import pytest
 
 from tests.e2e.conftest import ARTIFACTS, run_cli
@@ -104,7 +106,7 @@ def test_the_form_keeps_its_values_across_pages(idle_dashboard, browser):
     # A reload keeps it (the values are in the page's URL), and so does the link pasted into
     # another browser session.
     link = page.url
-    assert "dropout=0.3" in link and "limit_train=500" in link and "dataset=synthetic" in link
+    assert "dropout=0.3" in link and "limit_train=500" in link and "data=synthetic" in link
     page.reload()
     expect(page.get_by_role("heading", name="New run")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("Dataset synthetic: ready")).to_be_visible(timeout=30_000)
@@ -147,4 +149,34 @@ def test_the_studies_page_comes_back_on_the_tab_and_values_left(idle_dashboard, 
     expect(page.get_by_role("tab", name="Start a study")).to_have_attribute(
         "aria-selected", "true", timeout=30_000)
     expect(page.get_by_label("Epochs per run", exact=True)).to_have_value("7", timeout=30_000)
+    context.close()
+
+
+def test_new_runs_link_and_the_runs_filters_live_side_by_side(idle_dashboard, browser, make_run):
+    """New run's form is in its URL (`?data=...&epochs=...`) and the Runs page's filters in
+    its own (`?dataset=...`): going from a filtered Runs page to New run and back keeps both,
+    and neither page refuses the other's parameters."""
+    from cnn_ablation.config import RunConfig
+
+    url, _ = idle_dashboard
+    expect = playwright.expect
+    make_run(RunConfig(dataset="synthetic"), accuracies=[0.5])
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{url}/runs?dataset=synthetic")
+    expect(page.get_by_text("1 run, newest first")).to_be_visible(timeout=60_000)
+    nav = page.get_by_test_id("stTopNav")
+    nav.get_by_role("link", name="New run").click()
+    open_new = page.get_by_role("heading", name="New run")
+    expect(open_new).to_be_visible(timeout=60_000)
+    choose_dataset(page, "synthetic")
+    expect(page.get_by_text("Dataset synthetic: ready")).to_be_visible(timeout=30_000)
+    expect(page).to_have_url(re.compile(r"[?&]data=synthetic"), timeout=30_000)
+    nav.get_by_role("link", name="Runs").click()
+    expect(page.get_by_text("1 run, newest first")).to_be_visible(timeout=60_000)
+    expect(page).to_have_url(re.compile(r"[?&]dataset=synthetic"), timeout=30_000)
+    nav.get_by_role("link", name="New run").click()
+    expect(page.get_by_text("Dataset synthetic: ready")).to_be_visible(timeout=60_000)
+    no_traceback(page)
+    assert page.get_by_test_id("stException").count() == 0
     context.close()
