@@ -77,9 +77,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_id = lifecycle.start_foreground(engine, new, f"foreground-{host}-{os.getpid()}", host,
                                         "gpu:0" if detect_gpus() else "cpu",
                                         settings().heartbeat_s, backend=backend)
-    print(f"run {run_id}: {new.label} on {new.dataset}, {new.epochs} epochs, "
-          f"{new.params or 0:,} params", flush=True)
-    try:
+    try:  # from here on a Ctrl-C (even inside this print) must not leave the run `running`
+        print(f"run {run_id}: {new.label} on {new.dataset}, {new.epochs} epochs, "
+              f"{new.params or 0:,} params", flush=True)
         quiet_keras_import()
         from cnn_ablation.training.run import execute
 
