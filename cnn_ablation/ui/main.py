@@ -6,14 +6,11 @@ none is alive; ABLATION_START_WORKER=0 turns that off)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from cnn_ablation.ui.access import may_enter, require_access
+from cnn_ablation.ui.common import page_file
 from cnn_ablation.ui.preload import warm_chart_code
-
-HERE = Path(__file__).parent
 
 
 def main() -> None:
@@ -22,10 +19,10 @@ def main() -> None:
     # Absolute paths, so the pages are found whichever script runs this (app.py at the
     # repository's root or dashboard.py in the package); their URLs come from the file names.
     pages = [
-        st.Page(HERE / "new_run.py", title="New run", icon=":material/science:", default=True),
-        st.Page(HERE / "runs.py", title="Runs", icon=":material/monitoring:"),
-        st.Page(HERE / "compare.py", title="Compare", icon=":material/compare_arrows:"),
-        st.Page(HERE / "studies.py", title="Studies", icon=":material/grid_view:"),
+        st.Page(page_file("new_run"), title="New run", icon=":material/science:", default=True),
+        st.Page(page_file("runs"), title="Runs", icon=":material/monitoring:"),
+        st.Page(page_file("compare"), title="Compare", icon=":material/compare_arrows:"),
+        st.Page(page_file("studies"), title="Studies", icon=":material/grid_view:"),
     ]
     # The page asked for is resolved first (so a link to /runs?run=5 still opens it once the
     # password is given), but no page runs, and the menu stays hidden, until access is granted:

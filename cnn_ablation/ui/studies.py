@@ -16,7 +16,7 @@ from cnn_ablation.storage.polling import any_active
 from cnn_ablation.storage.studies import list_studies
 from cnn_ablation.studies import grid as study_grid
 from cnn_ablation.ui import studies_state
-from cnn_ablation.ui.common import REFRESH_S, engine_or_stop, worker_banner
+from cnn_ablation.ui.common import REFRESH_S, engine_or_stop, keep, restore, worker_banner
 from cnn_ablation.ui.studies_form import start_form
 from cnn_ablation.ui.studies_results import show_study
 
@@ -28,12 +28,12 @@ st.caption("A study runs every combination of your switches with several seeds, 
 
 existing = list_studies(engine)
 # The tab the user was on when they left the page is the one they come back to (Streamlit drops
-# a tab's state with its page, so a plain copy keeps it); the first visit opens on Results when
-# there is a study to show.
-st.session_state[studies_state.TAB] = (st.session_state.get(studies_state.KEPT_TAB)
-                                       or ("Results" if existing else "Start a study"))
+# a tab's state with its page; common.restore/keep hold a plain copy, as for the chart controls);
+# the first visit opens on Results when there is a study to show.
+restore(studies_state.TAB, "Results" if existing else "Start a study")
 start_tab, view_tab = st.tabs(["Start a study", "Results"], key=studies_state.TAB,
-                              on_change=studies_state.keep_tab)
+                              on_change="rerun")
+keep(studies_state.TAB)
 
 with start_tab:
     start_form(engine)

@@ -56,11 +56,4 @@ def show(study_id: int) -> None:
         st.query_params["study"] = str(study_id)  # the address names the study shown
 
 
-TAB = "studies_tab"  # the tabs' own state: the label of the open tab
-KEPT_TAB = "_kept.studies_tab"  # a plain copy, which survives a visit to another page
-
-
-def keep_tab() -> None:
-    """on_change of the tabs: remember the open one for the next visit."""
-    if TAB in st.session_state:
-        st.session_state[KEPT_TAB] = st.session_state[TAB]
+TAB = "studies_tab"  # the tabs' own state: the label of the open tab (kept by common.keep)
