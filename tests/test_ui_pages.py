@@ -41,8 +41,12 @@ def test_every_page_renders_with_an_empty_database(home, page):
     assert at.title[0].value in ("New run", "Runs", "Compare runs", "Studies")
     if page in PAGES[1:3]:
         assert "No runs" in at.info[0].value  # says what to do next
-    if page == PAGES[3]:
+    if page == PAGES[3]:  # the form first; Results (drawn once opened) says there is none
+        assert at.selectbox(key="study_dataset").value and not at.info
+        at.session_state["studies_tab"] = "Results"
+        at.run()
         assert "No studies yet" in at.info[0].value
+        assert "study_dataset" not in [s.key for s in at.selectbox]
     assert any("No worker is running" in w.value for w in at.warning)
 
 

@@ -22,7 +22,7 @@ from cnn_ablation.storage import curves, runs
 from cnn_ablation.storage.curves import EPOCH_CACHE
 from cnn_ablation.storage.records import Run, RunNotFound
 from cnn_ablation.storage.status import CancelMode, RunStatus
-from cnn_ablation.ui import common
+from cnn_ablation.ui import common, preload
 from cnn_ablation.ui.common import CANCELLING, LIVE_S, pct, plain, shown_status
 from cnn_ablation.ui.figures import ChartOptions, confusion_figure, curves_figure, layer_norms_figure
 
@@ -30,14 +30,17 @@ FEW_IMAGES = 10_000  # BatchNorm's hint: fewer training images than this, or
 FEW_EPOCHS = 3  # at most this many epochs, and validation accuracy
 LAG = 0.20  # more than this far below training accuracy
 LOG_TAIL_BYTES = 64_000
+CURVES_HEIGHT = 380  # figures.curves_figure's height: the placeholder keeps the page still
 
 
 def show_run(engine: Engine, run_id: int, *, tag_options: list[str],
-             actions: Callable[[Run], None], flash: str) -> None:
+             actions: Callable[[Run], None], flash: str, charts: bool = True) -> None:
     """Everything below the table about one run: the live part (status, progress, curves, log),
     then the page's `actions` for it, its name/tags/note form, its config and, once completed,
     its diagnostics. `tag_options`: the tags the form offers; `flash`: the session-state key
-    whose message the page toasts on its next run."""
+    whose message the page toasts on its next run; `charts`: False while the page holds its
+    charts until the browser has drawn the table (preload.py): a placeholder stands there, and
+    the live part asks again every LIVE_S."""
     run = runs.find_run(engine, run_id)
     if run is None:  # deleted elsewhere (the CLI) since the table was read
         st.info(f"Run #{run_id} no longer exists.")
@@ -46,8 +49,8 @@ def show_run(engine: Engine, run_id: int, *, tag_options: list[str],
     # epochs (through the shared cache): a saved epoch is on screen within about a second.
     active = run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
     options = common.chart_controls("run_chart")
-    live = st.fragment(live_run, run_every=LIVE_S if active else None)
-    live(engine, run.id, run_state(run), options)
+    live = st.fragment(live_run, run_every=LIVE_S if active or not charts else None)
+    live(engine, run.id, run_state(run), options, charts)
     actions(run)
     labels_form(engine, run, tag_options, flash)
     box = lazy_expander("Config, device and timing", "run_config_open")
@@ -80,10 +83,12 @@ def show_run(engine: Engine, run_id: int, *, tag_options: list[str],
                     column_config={"accuracy": st.column_config.NumberColumn(format="%.1f %%")})
 
 
-def live_run(engine: Engine, run_id: int, drawn: tuple, options: ChartOptions) -> None:
+def live_run(engine: Engine, run_id: int, drawn: tuple, options: ChartOptions,
+             charts: bool = True) -> None:
     """The run's status, progress, curves and log. When its state changes (finished,
     cancelling, requeued, deleted) the whole page is drawn again: the actions below depend
-    on it."""
+    on it. While the page holds its charts (`charts` False), the curves wait for the browser's
+    table, or for preload.WAIT_S: then the page is drawn again with them."""
     run = runs.find_run(engine, run_id)
     if run is None or run_state(run) != drawn:
         st.rerun()  # deleted, finished, cancelling, requeued: the actions change too
@@ -129,6 +134,12 @@ def live_run(engine: Engine, run_id: int, drawn: tuple, options: ChartOptions) -
     if len(epochs):
         if hint := batchnorm_hint(run, epochs):
             st.info(hint, icon=":material/lightbulb:")
+        if not charts:
+            if preload.charts_now():  # the browser never answered: draw them after all
+                st.rerun()
+            st.container(height=CURVES_HEIGHT, border=False).caption("The curves come next…")
+            log_and_tensorboard(run)
+            return
         steps = common.step_frame(engine, [run.id], options)
         st.plotly_chart(curves_figure(epochs, {run.id: run.label}, options=options, steps=steps),
                         key="run_curves", config={"displaylogo": False})

@@ -36,7 +36,7 @@ from dataclasses import astuple
 import streamlit as st
 
 from cnn_ablation.storage import lookups, polling
-from cnn_ablation.ui import common, run_actions, run_view, runs_state, runs_table
+from cnn_ablation.ui import common, preload, run_actions, run_view, runs_state, runs_table
 from cnn_ablation.ui.common import REFRESH_S, engine_or_stop, plain, worker_banner
 from cnn_ablation.ui.runs_filters import filters_bar
 from cnn_ablation.ui.runs_state import FLASH, PAGE, SELECTED
@@ -70,10 +70,14 @@ live_table(engine, url, filters, sort, listing, active_now, shown_columns)
 if len(st.session_state.get(SELECTED, [])) >= 2:
     run_actions.bulk_actions(engine, st.session_state[SELECTED])
 chosen_run = None
+charts = preload.charts_now()  # a new browser session: the table first, then the curves
 if not listing.rows:
     st.info("No run matches these filters.")
 elif (chosen_run := runs_table.picked(engine, listing, filters)) is not None:
     run_view.show_run(engine, chosen_run, tag_options=tag_options,
-                      actions=lambda run: run_actions.actions(engine, run), flash=FLASH)
+                      actions=lambda run: run_actions.actions(engine, run), flash=FLASH,
+                      charts=charts)
 runs_state.write_url(chosen_run, filters, sort)
 run_actions.open_pending_dialog(engine)
+if not charts:
+    preload.after_tables()

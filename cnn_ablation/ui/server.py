@@ -11,6 +11,13 @@ session's script:
   has been let in: a visitor at the password prompt gets 403 and the server holds nothing.
   (Uploads are also capped at 50 MB, `server.maxUploadSize`, before any byte is kept.)
 
+It also tells a new browser session what the first page's table needs before the page asks:
+every page (index.html, the same file for every page) gets `<link rel="modulepreload">` for the
+data grid's modules and those of the widgets around the tables (preload.TABLE_CHUNKS and what
+they import), so the browser fetches and compiles them while Streamlit's own code starts and
+the script runs, instead of after the table's data has arrived. Plotly's code is not among them:
+it comes after the table (preload.py).
+
 `streamlit run app.py` still serves the same pages, without this middleware.
 """
 
@@ -22,15 +29,20 @@ import streamlit as st
 from starlette.middleware import Middleware
 
 from cnn_ablation.ui.access import has_entered  # once, at start: not in the event loop per request
+from cnn_ablation.ui.preload import table_preload_links
 
 SCRIPT = Path(__file__).with_name("dashboard.py")
 METRICS = "/_stcore/metrics"
 UPLOAD = "/_stcore/upload_file/"
 
 
+PRELOAD = table_preload_links().encode()  # once, at start
+
+
 class CloseBeforeEntry:
     """Pure ASGI middleware: 404 for the metrics endpoint, 403 for an upload from a session
-    that has not been let in; everything else passes untouched (websocket included)."""
+    that has not been let in; a page's HTML gets the table's module preloads; everything else
+    passes untouched (websocket included)."""
 
     def __init__(self, app):
         self.app = app
@@ -44,7 +56,49 @@ class CloseBeforeEntry:
                             "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
                 await send({"type": "http.response.body", "body": text.encode()})
                 return
+            if PRELOAD and scope.get("method") == "GET" and is_page(scope.get("path", "")):
+                # the page's 10 KB uncompressed (Streamlit gzips for browsers), to edit it
+                scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", [])
+                                              if k.lower() != b"accept-encoding"]}
+                send = with_preload(send)
         await self.app(scope, receive, send)
+
+
+def is_page(path: str) -> bool:
+    """A page's address (/, /runs, /base/studies), whose answer is Streamlit's index.html:
+    not a file (no dot in its last part), not under Streamlit's routes."""
+    return "/_stcore/" not in path and "/static/" not in path and "/component" not in path \
+        and "." not in path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def with_preload(send):
+    """`send` with the module preloads put before </head> of an uncompressed HTML answer (its
+    Content-Length changed to match); any other answer passes as it is."""
+    held: dict = {}
+    body = bytearray()
+
+    async def sending(message):
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers", []))
+            if headers.get(b"content-type", b"").startswith(b"text/html") \
+                    and b"content-encoding" not in headers:
+                held["start"] = message
+                return
+        elif message["type"] == "http.response.body" and "start" in held:
+            body.extend(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            html = bytes(body).replace(b"</head>", PRELOAD + b"</head>", 1)
+            start = held.pop("start")
+            start["headers"] = [(k, v) for k, v in start.get("headers", [])
+                                if k != b"content-length"] + [
+                (b"content-length", str(len(html)).encode())]
+            await send(start)
+            await send({"type": "http.response.body", "body": html})
+            return
+        await send(message)
+
+    return sending
 
 
 def refused(path: str) -> tuple[int, str] | None:

@@ -22,9 +22,11 @@ from cnn_ablation.studies import rounds as study_rounds
 from cnn_ablation.studies.presets import CHAPTER_TEST_ACCURACY
 from cnn_ablation.studies.results import results
 from cnn_ablation.studies.spec import StudyView
-from cnn_ablation.ui import studies_state
+from cnn_ablation.ui import preload, studies_state
 from cnn_ablation.ui.common import _engine, database_key, plain
 from cnn_ablation.ui.figures import band_figure
+
+CURVES_HEIGHT = 360  # the band figure's height: the placeholder keeps the page still
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -106,9 +108,11 @@ def control_buttons(engine: Engine, view: StudyView) -> None:
                 st.rerun(scope="app")
 
 
-def show_study(engine: Engine, study_id: int, adaptive_going: bool) -> None:
+def show_study(engine: Engine, study_id: int, adaptive_going: bool, charts: bool = True) -> None:
     """Study `study_id` as it stands (the page runs it as a fragment that refreshes while runs
-    are active); with `adaptive_going`, its next round is queued first if this one is done."""
+    are active); with `adaptive_going`, its next round is queued first if this one is done.
+    `charts` False: the page holds its curves until the browser has drawn the tables
+    (preload.py); a placeholder stands there, asking again every second."""
     if adaptive_going:
         study_rounds.advance(engine)  # queue the next round if this one is done
     view = study_grid.load(engine, study_id)
@@ -183,11 +187,16 @@ def show_study(engine: Engine, study_id: int, adaptive_going: bool) -> None:
     completed = result["completed"]
     if len(completed):
         st.subheader("Validation accuracy per cell (mean ± 1 std over seeds)")
-        drawn = curve_cells(result)
-        shown = completed[completed["cell"].isin(drawn)]
-        curves = estimators.cell_curves(epochs_frame(engine, shown["run_id"].tolist()),
-                                      shown, "val_accuracy")
-        st.plotly_chart(band_figure(curves), key="study_curves")
+        if not charts:
+            if preload.charts_now():  # the browser never answered: draw them after all
+                st.rerun(scope="app")
+            st.container(height=CURVES_HEIGHT, border=False).caption("The curves come next…")
+        else:
+            drawn = curve_cells(result)
+            shown = completed[completed["cell"].isin(drawn)]
+            curves = estimators.cell_curves(epochs_frame(engine, shown["run_id"].tolist()),
+                                          shown, "val_accuracy")
+            st.plotly_chart(band_figure(curves, height=CURVES_HEIGHT), key="study_curves")
     st.subheader("Report")
     st.caption("Tables in Markdown and LaTeX, a forest plot of the effects (PNG, SVG) and "
                "the verdict" + ("" if result["complete"] else ", marked provisional") + ".")

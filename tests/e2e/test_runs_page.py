@@ -234,6 +234,41 @@ def test_chart_code_loads_while_new_run_is_idle_and_closed_parts_load_nothing(si
     assert page.evaluate(LOADED, "StreamlitSyntaxHighlighter.")
 
 
+FIRST_CELLS = """window.__cellsAt = null;
+new MutationObserver((_, watcher) => {
+  if (document.querySelector('[data-testid="stDataFrame"] [role="gridcell"]')) {
+    window.__cellsAt = performance.now(); watcher.disconnect(); }
+}).observe(document, {childList: true, subtree: true});"""
+STARTED = """prefix => performance.getEntriesByType('resource')
+    .filter(e => e.name.split('/').pop().startsWith(prefix) && !e.name.endsWith('.css'))
+    .map(e => e.startTime)"""
+
+
+def test_a_pasted_link_draws_the_table_before_any_chart_code(site, browser):
+    """A new browser session (empty cache) on a pasted ?run=N link: the page's HTML has the data
+    grid's code fetched before Streamlit has even connected (server.py), the table's cells are
+    drawn, and only then is Plotly's code fetched and the run's curves drawn (preload.py)."""
+    url, home, engine = site
+    run_id = make(engine, home, seed=71, accuracies=(0.41, 0.52, 0.63))
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    context.add_init_script(FIRST_CELLS)
+    page = context.new_page()
+    try:
+        page.goto(f"{url}/runs?run={run_id}")
+        expect(heading_of(page, run_id)).to_be_visible(timeout=60_000)
+        expect(page.locator('[data-testid="stPlotlyChart"] .main-svg').first).to_be_visible(
+            timeout=60_000)
+        cells_at = page.evaluate("() => window.__cellsAt")
+        [plotly_at] = page.evaluate(STARTED, "PlotlyChart.")
+        [grid_at] = page.evaluate(STARTED, "DataFrame.")
+        connect_at = min(page.evaluate(STARTED, "host-config"))
+        assert cells_at is not None and plotly_at > cells_at, (cells_at, plotly_at)
+        assert grid_at < connect_at, (grid_at, connect_at)
+        assert page.get_by_text("The curves come next").count() == 0  # replaced by the curves
+    finally:
+        context.close()
+
+
 def test_at_800_px_no_button_heading_or_figure_is_cut(site, browser):
     url, home, engine = site
     run_id = make(engine, home, seed=40, name="a run at 800 px", accuracies=(0.61, 0.72, 0.8),
