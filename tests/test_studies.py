@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from sqlalchemy import update
@@ -737,3 +738,45 @@ def test_a_study_over_a_folder_dataset_queues_every_cell_and_seed(engine, home):
     assert view.spec.base.image_size == (8, 8)
     assert study_grid.progress(view, study_grid.grid(engine, view)) == (0, 4)
     assert "missing" not in study_grid.grid(engine, view).to_string()
+
+
+def test_a_studys_results_are_read_from_disk_by_a_new_process_and_only_when_they_match(home):
+    """studies.saved_results: what was analysed once is read back (the analysis is not run
+    again), a different key or a damaged file is analysed again, and an unwritable home still
+    shows the results. The Studies page reads a study through it in a new server process."""
+    from cnn_ablation.studies import saved_results
+
+    calls = []
+
+    def analyse(value):
+        def run():
+            calls.append(value)
+            return {"effects": pd.DataFrame({"effect": [value]}), "value": value}
+        return run
+
+    first = saved_results.saved(("db", 1, "spec", ((1, 2),), "val_accuracy", 1.0), analyse(0.5))
+    again = saved_results.saved(("db", 1, "spec", ((1, 2),), "val_accuracy", 1.0), analyse(9.9))
+    assert calls == [0.5] and again["value"] == 0.5
+    assert again["effects"].equals(first["effects"])
+    moved = saved_results.saved(("db", 1, "spec", ((1, 3),), "val_accuracy", 1.0), analyse(0.7))
+    assert calls == [0.5, 0.7] and moved["value"] == 0.7
+    files = sorted(saved_results.folder().glob("*.pickle"))
+    assert len(files) == 2 and not list(saved_results.folder().glob("*.part"))
+    for path in files:
+        path.write_bytes(b"not a pickle")
+    assert saved_results.saved(("db", 1, "spec", ((1, 2),), "val_accuracy", 1.0),
+                               analyse(0.6))["value"] == 0.6
+    assert calls == [0.5, 0.7, 0.6]
+    for path in saved_results.folder().glob("*"):
+        path.unlink()
+    saved_results.folder().chmod(0o500)
+    try:
+        if os.access(saved_results.folder(), os.W_OK):  # root writes anyway: a file in its way
+            saved_results.folder().chmod(0o700)
+            saved_results.folder().rmdir()
+            saved_results.folder().write_text("a file where the folder goes")
+        assert saved_results.saved(("db", 2), analyse(0.8))["value"] == 0.8
+        assert saved_results.saved(("db", 2), analyse(0.9))["value"] == 0.9  # not saved
+    finally:
+        if saved_results.folder().is_dir():
+            saved_results.folder().chmod(0o700)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats  # type: ignore[import-untyped]
 
 from cnn_ablation.config import METRICS
 
@@ -112,6 +111,7 @@ def _t_interval(mean: float, se: float, df: int) -> tuple[float, float, float]:
     """(low, high, p) of the 95 % t interval mean ± t(df)·se and the two-sided p for mean = 0,
     on scipy's t distribution: what `ttest_1samp(...).confidence_interval()` gives, without
     its per-call overhead (a simulation of thousands of studies calls this 10^5 times)."""
+    from scipy import stats  # type: ignore[import-untyped]  # on first use: 0.5 s to import
     half = float(stats.t.ppf(1 - ALPHA / 2, df)) * se
     return mean - half, mean + half, float(2 * stats.t.sf(abs(mean) / se, df))
 
@@ -159,6 +159,7 @@ def _exact(value: float, sizes: list[int]) -> Estimate:
 
 def welch_difference(a, b) -> Estimate:
     """mean(b) - mean(a) with Welch's 95 % interval and p (`ttest_ind(equal_var=False)`)."""
+    from scipy import stats  # type: ignore[import-untyped]  # on first use: 0.5 s to import
     a, b = _clean(a), _clean(b)
     n = len(a) + len(b)
     diff = float(b.mean() - a.mean()) if len(a) and len(b) else math.nan
@@ -177,6 +178,7 @@ def welch_contrast(groups: list[tuple[float, object]]) -> Estimate:
     degrees of freedom, scipy's t quantile). Two groups with coefficients -1, +1 are exactly
     `ttest_ind(b, a, equal_var=False)`, which is what is called then. `sd`: the spread of one
     seed's contrast, sqrt(Σ coef²·var), for the power calculation."""
+    from scipy import stats  # type: ignore[import-untyped]  # on first use: 0.5 s to import
     clean = [(float(c), _clean(v)) for c, v in groups]
     n = sum(len(v) for _, v in clean)
     if any(len(v) == 0 for _, v in clean):

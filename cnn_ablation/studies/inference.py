@@ -8,7 +8,6 @@ import gc
 import math
 
 import pandas as pd
-from scipy import stats  # type: ignore[import-untyped]
 
 from cnn_ablation.studies.estimators import (
     ALPHA,
@@ -92,6 +91,7 @@ def seeds_needed(sd: float, target: float) -> float:
     """Seeds per cell for a paired t-test (two-sided, 5 %) to detect a change of `target` with
     80 % power when one seed's difference varies by `sd`: the least whole number whose exact
     power reaches 80 %. At least 2. NaN when the spread is unknown."""
+    from scipy import stats  # type: ignore[import-untyped]  # on first use: 0.5 s to import
     if pd.isna(sd) or not target > 0:
         return math.nan
     if sd == 0:
@@ -116,6 +116,7 @@ def _paired_power(effect_size: float, n: int) -> float:
     """Power of the two-sided one-sample t-test with `n` values: the noncentral t's tails
     beyond the critical values (scipy). Where scipy's noncentral t gives no number (large
     effect sizes), by integrating over the chi-square part of the t statistic instead."""
+    from scipy import stats  # type: ignore[import-untyped]  # on first use: 0.5 s to import
     df = n - 1
     crit = float(stats.t.ppf(1 - ALPHA / 2, df))
     shift = effect_size * math.sqrt(n)

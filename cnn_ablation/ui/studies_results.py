@@ -21,6 +21,7 @@ from cnn_ablation.studies import grid as study_grid
 from cnn_ablation.studies import rounds as study_rounds
 from cnn_ablation.studies.presets import CHAPTER_TEST_ACCURACY
 from cnn_ablation.studies.results import results
+from cnn_ablation.studies.saved_results import saved
 from cnn_ablation.studies.spec import StudyView
 from cnn_ablation.ui import preload, studies_state
 from cnn_ablation.ui.common import _engine, database_key, plain
@@ -34,9 +35,11 @@ def study_results(url: str, study_id: int, spec_json: str, fingerprint: tuple, m
                   power_pp: float) -> dict:
     """`studies.results.results`, shared by every session while the study's runs stay as they are
     (`fingerprint`: polling.runs_fingerprint, one indexed query per refresh): a 96-cell
-    study takes seconds to analyse, a refresh that finds nothing new takes milliseconds."""
+    study takes seconds to analyse, a refresh that finds nothing new takes milliseconds. Behind
+    it, the same results on disk (studies.saved_results) for a new server process."""
     engine = _engine(url)
-    return results(engine, study_grid.load(engine, study_id), metric, power_pp=power_pp)
+    return saved((url, study_id, spec_json, fingerprint, metric, power_pp), lambda: results(
+        engine, study_grid.load(engine, study_id), metric, power_pp=power_pp))
 
 
 MAX_BANDS = 8  # more bands than this on one chart hide each other
