@@ -58,12 +58,18 @@ def _clean(value):
     return value
 
 
+RUN_DICT_KEYS = ["id", "name", "label", "dataset", "preset", "seed", "status", "epochs",
+                 "epochs_done", "progress_epoch", "progress_batch", "progress_batches",
+                 "best_val_accuracy", "final_val_accuracy", "test_accuracy", "test_loss", "device",
+                 "host", "params", "error", "study_id", "created_at", "started_at", "finished_at"]
+# The run columns `print_runs` and `run_dict` read (storage.listings adds the epoch aggregates):
+# `runs` reads no more of 100,000 runs than it prints.
+LISTED_COLUMNS = [k for k in RUN_DICT_KEYS if k not in ("epochs_done", "best_val_accuracy",
+                                                         "final_val_accuracy")] + ["backend"]
+
+
 def run_dict(row: dict[str, Any]) -> dict[str, Any]:
-    keep = ["id", "name", "label", "dataset", "preset", "seed", "status", "epochs", "epochs_done",
-            "progress_epoch", "progress_batch", "progress_batches", "best_val_accuracy",
-            "final_val_accuracy", "test_accuracy", "test_loss", "device", "host", "params",
-            "error", "study_id", "created_at", "started_at", "finished_at"]
-    out = {k: _clean(row.get(k)) for k in keep}
+    out = {k: _clean(row.get(k)) for k in RUN_DICT_KEYS}
     out["backend"] = row.get("backend") or "tensorflow"  # NULL: before backends were stored
     out["duration_s"] = duration_s(row)
     return out

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from cnn_ablation.storage.clock import db_now
 from cnn_ablation.storage.engine import session_scope
+from cnn_ablation.storage.listings import aggregate_updates
 from cnn_ablation.storage.models import EpochMetricRow, LayerStatRow, RunRow, StepMetricRow
 from cnn_ablation.storage.records import RUN_FIELDS, NewRun, Run, RunLost, RunNotFound, run_from
 from cnn_ablation.storage.status import CancelMode, RunStatus, sources_of
@@ -158,7 +159,8 @@ def record_epoch(engine: Engine, run_id: int, worker_id: str, epoch: int,
     the run is still ours (RunLost otherwise). Returns the cancel requested, if any."""
     now = db_now()
     claim_row = update(RunRow).where(_mine(run_id, worker_id)).values(
-        heartbeat_at=now, progress_at=now).returning(RunRow.cancel_requested, RunRow.cancel_mode)
+        heartbeat_at=now, progress_at=now, **_aggregates_after(epoch, metrics),
+    ).returning(RunRow.cancel_requested, RunRow.cancel_mode)
     with session_scope(engine) as session:
         row = session.execute(claim_row).first()
         if row is None:
@@ -172,6 +174,25 @@ def record_epoch(engine: Engine, run_id: int, worker_id: str, epoch: int,
                 dict(run_id=run_id, epoch=epoch, **stat) for stat in layer_stats
             ])
     return _cancel_of(row)
+
+
+def _aggregates_after(epoch: int, metrics: dict[str, float | None]) -> dict[str, Any]:
+    """The run's epoch aggregates (RunRow.epochs_done and the rest) once this epoch is stored:
+    SET expressions read the row as it was, and the epoch's INSERT in the same transaction
+    fails on an epoch stored before, so they count each epoch once. A NULL validation accuracy
+    leaves the best as it was, as max() over the epochs does."""
+    val = metrics.get("val_accuracy")
+    newest = epoch >= func.coalesce(RunRow.last_epoch, 0)
+    values: dict[str, Any] = {"epochs_done": RunRow.epochs_done + 1,
+                              "last_epoch": case((newest, epoch), else_=RunRow.last_epoch)}
+    if val is not None:
+        values["best_val_accuracy"] = case(
+            (or_(RunRow.best_val_accuracy.is_(None), RunRow.best_val_accuracy < val), val),
+            else_=RunRow.best_val_accuracy)
+    for column, name in (("final_val_accuracy", "val_accuracy"), ("final_accuracy", "accuracy"),
+                         ("final_val_loss", "val_loss")):
+        values[column] = case((newest, metrics.get(name)), else_=getattr(RunRow, column))
+    return values
 
 
 def finish(engine: Engine, run_id: int, status: RunStatus | str, *,
@@ -193,7 +214,11 @@ def finish(engine: Engine, run_id: int, status: RunStatus | str, *,
     if worker_id is not None:
         stmt = stmt.where(RunRow.worker_id == worker_id)
     with session_scope(engine) as session:
-        return _changed(session, stmt.values(**values)) == 1
+        if _changed(session, stmt.values(**values)) != 1:
+            return False
+        for statement in aggregate_updates(run_id):  # right even if an older process wrote
+            session.execute(statement)               # its epochs (before migration 0007)
+        return True
 
 
 def requeue(engine: Engine, run_id: int, worker_id: str, checkpoint_path: str | None,

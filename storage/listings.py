@@ -2,13 +2,14 @@
 cnn_ablation runs` show of many runs, built in SQL with only the columns they show.
 
 Listings never load ORM objects. A run's epoch aggregates (epochs done, best validation
-accuracy, the last epoch's values) are computed in SQL from its epochs through the
-(run_id, epoch) unique index: for a page of runs, only that page's runs are aggregated; sorting
-by an aggregate aggregates every run that passes the filters, once, in the same statement.
-Filters, sort and paging run in SQL (`runs_page`), so a page costs the same at 10 runs or 10,000
-(benchmarks/dashboard_scale.py measures it). Which runs a listing holds (`RunFilter`, config
-conditions, metric ranges) is storage.run_filters; what pages poll is storage.polling, curves are
-storage.curves. pandas is imported only by `runs_frame`: the CLI lists runs without it.
+accuracy, the last epoch's values) are columns of the run, kept by `lifecycle.record_epoch` in
+each epoch's transaction (`store_epoch_aggregates` computes them from the epochs, for runs whose
+epochs were written another way), so a listing reads no epoch rows, and every sort it offers is
+an index (migration 0007): a page of 50 runs reads 50 index entries, whatever the sort, at 100
+or 100,000 runs. Filters, sort and paging run in SQL (`runs_page`); benchmarks/dashboard_scale.py
+measures it. Which runs a listing holds (`RunFilter`, config conditions, metric ranges) is
+storage.run_filters; what pages poll is storage.polling, curves are storage.curves. pandas is
+imported only by `runs_frame`: the CLI lists runs without it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Select, and_, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Engine, Select, func, select, update
 
 from cnn_ablation.storage.engine import rows_as_dicts, session_scope
 from cnn_ablation.storage.models import EpochMetricRow, RunRow
@@ -52,45 +52,21 @@ def _filter(statuses: Iterable[str] | None = None, datasets: Iterable[str] | Non
                      None if config_hashes is None else tuple(config_hashes), text)
 
 
-def _listing(columns: Sequence[str], restrict: Any = None) -> tuple[Select[Any], Any, Any]:
-    """SELECT `columns` of runs with their epoch aggregates (AGGREGATE_COLUMNS). `restrict`:
-    a selectable of run ids whose epochs alone are aggregated (None: every run's)."""
-    epochs = EpochMetricRow
-    agg = select(epochs.run_id.label("run_id"), func.count().label("epochs_done"),
-                 func.max(epochs.val_accuracy).label("best_val_accuracy"),
-                 func.max(epochs.epoch).label("last_epoch")).group_by(epochs.run_id)
-    if restrict is not None:
-        agg = agg.where(epochs.run_id.in_(restrict))
-    agg_sq = agg.subquery("agg")
-    last = aliased(EpochMetricRow, name="last_row")
-    query = select(
-        *[getattr(RunRow, c) for c in columns],
-        func.coalesce(agg_sq.c.epochs_done, 0).label("epochs_done"),
-        agg_sq.c.best_val_accuracy, agg_sq.c.last_epoch,
-        last.val_accuracy.label("final_val_accuracy"), last.accuracy.label("final_accuracy"),
-        last.val_loss.label("final_val_loss"),
-    ).select_from(RunRow).outerjoin(agg_sq, agg_sq.c.run_id == RunRow.id).outerjoin(
-        last, and_(last.run_id == RunRow.id, last.epoch == agg_sq.c.last_epoch))
-    return query, agg_sq, last
+def _listing(columns: Sequence[str]) -> Select[Any]:
+    """SELECT `columns` of runs with their epoch aggregates (AGGREGATE_COLUMNS)."""
+    wanted = [*columns, *(c for c in AGGREGATE_COLUMNS if c not in columns)]
+    return select(*[getattr(RunRow, c) for c in wanted])
 
 
-def _order(sort: str, agg: Any = None, last: Any = None) -> list[Any]:
-    """ORDER BY for `sort` (SORTS): NULLs last either way, ties newest first. `agg` and `last`
-    (from `_listing`) are needed only to sort by an aggregate."""
+def _order(sort: str) -> list[Any]:
+    """ORDER BY for `sort` (SORTS): NULLs last either way, ties newest first; for a metric,
+    exactly the order of its index (models: ix_runs_<metric>)."""
     column, descending = SORTS[sort]
     if column == "id":
         return [RunRow.id.desc() if descending else RunRow.id.asc()]
-    target = {"best_val_accuracy": agg.c.best_val_accuracy if agg is not None else None,
-              "final_val_accuracy": last.val_accuracy if last is not None else None
-              }.get(column, getattr(RunRow, column, None))
-    if target is None:
-        raise ValueError(f"sorting by {column} needs the aggregates of _listing")
+    target = getattr(RunRow, column)
     return [target.desc().nulls_last() if descending else target.asc().nulls_last(),
             RunRow.id.desc()]
-
-
-def _needs_aggregates(sort: str) -> bool:
-    return SORTS[sort][0] in AGGREGATE_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -114,35 +90,39 @@ def runs_page(engine: Engine, filters: RunFilter = RunFilter(), sort: str = "new
               page: int = 1, per_page: int = PAGE_SIZE,
               columns: Sequence[str] = LIST_COLUMNS) -> RunsPage:
     """The `page`-th `per_page` runs that pass `filters`, sorted by `sort` (SORTS): one COUNT
-    for the pager, one SELECT for the rows, aggregates for the shown runs only (or, sorting by
-    an aggregate, for every run that passes the filters)."""
+    for the pager, one SELECT for the rows (read in the sort's index order)."""
     where = filters.clauses()
     with session_scope(engine, write=False) as session:
-        total = int(session.scalar(select(func.count(RunRow.id)).where(*where)) or 0)
+        total = int(session.scalar(_count(where)) or 0)
         pages = max(1, math.ceil(total / per_page))
         page = min(max(1, int(page)), pages)
-        offset = (page - 1) * per_page
-        if _needs_aggregates(sort):
-            query, agg, last = _listing(columns)
-            query = query.where(*where).order_by(*_order(sort, agg, last))
-        else:
-            shown = select(RunRow.id).where(*where).order_by(*_order(sort))
-            shown_ids = shown.limit(per_page).offset(offset).scalar_subquery()
-            query, agg, last = _listing(columns, restrict=shown_ids)
-            query = query.where(RunRow.id.in_(shown_ids)).order_by(*_order(sort, agg, last))
-            offset = 0
-        rows = rows_as_dicts(session, query.limit(per_page).offset(offset))
+        query = _listing(columns).where(*where).order_by(*_order(sort))
+        rows = rows_as_dicts(session, query.limit(per_page).offset((page - 1) * per_page))
     return RunsPage(rows, page, pages, total, per_page)
 
 
+def _count(where: list[Any]) -> Select[Any]:
+    # count(*): PostgreSQL counts from any index that holds the filter's columns (no table read)
+    return select(func.count()).select_from(RunRow).where(*where)
+
+
+def count_runs(engine: Engine, filters: RunFilter = RunFilter()) -> int:
+    """How many runs pass `filters` (one COUNT, no rows read into Python)."""
+    with session_scope(engine, write=False) as session:
+        return int(session.scalar(_count(filters.clauses())) or 0)
+
+
 def run_rows(engine: Engine, filters: RunFilter = RunFilter(), sort: str = "oldest first",
-             columns: Sequence[str] = LIST_COLUMNS) -> list[dict[str, Any]]:
-    """Every run that passes `filters` as a dict (`columns` and AGGREGATE_COLUMNS), in one
-    SELECT; no pandas (what `python -m cnn_ablation runs` prints)."""
+             columns: Sequence[str] = LIST_COLUMNS,
+             newest: int | None = None) -> list[dict[str, Any]]:
+    """Every run that passes `filters` (with `newest`, only the newest N of them) as a dict
+    (`columns` and AGGREGATE_COLUMNS), in `sort` order, in one SELECT; no pandas (what `python
+    -m cnn_ablation runs` prints)."""
     where = filters.clauses()
-    restrict = select(RunRow.id).where(*where).scalar_subquery() if where else None
-    query, agg, last = _listing(columns, restrict)
-    query = query.where(*where).order_by(*_order(sort, agg, last))
+    if newest is not None:
+        where = [RunRow.id.in_(select(RunRow.id).where(*where).order_by(RunRow.id.desc())
+                               .limit(newest).scalar_subquery())]
+    query = _listing(columns).where(*where).order_by(*_order(sort))
     with session_scope(engine, write=False) as session:
         return rows_as_dicts(session, query)
 
@@ -156,3 +136,38 @@ def runs_frame(engine: Engine, **filters: Any) -> pd.DataFrame:
     rows = run_rows(engine, _filter(**filters), columns=RUN_FIELDS)
     return pd.DataFrame(rows, columns=RUN_FIELDS + AGGREGATE_COLUMNS)
 
+
+
+
+def store_epoch_aggregates(engine: Engine) -> None:
+    """Compute every run's epoch aggregates from its epoch rows and store them on the run: for
+    epochs written other than by `lifecycle.record_epoch`, which keeps them itself (a bulk
+    import: benchmarks/scale_db.py). Two UPDATEs, each run's epochs read through the
+    (run_id, epoch) index."""
+    with session_scope(engine) as session:
+        for statement in aggregate_updates():
+            session.execute(statement)
+
+
+def aggregate_updates(run_id: int | None = None) -> list[Any]:
+    """The two UPDATEs that set runs' epoch aggregates from their epoch rows (of every run, or
+    of `run_id`): `store_epoch_aggregates`, and `lifecycle.finish` for its run (whose epochs a
+    process on code older than migration 0007 may have written without them)."""
+    epochs = EpochMetricRow
+    mine = epochs.run_id == RunRow.id
+
+    def of_run(value: Any) -> Any:
+        return select(value).where(mine).correlate(RunRow).scalar_subquery()
+
+    def at_last(column: Any) -> Any:
+        return select(column).where(mine, epochs.epoch == RunRow.last_epoch) \
+            .correlate(RunRow).scalar_subquery()
+
+    which = [] if run_id is None else [RunRow.id == run_id]
+    return [update(RunRow).where(*which).values(
+                epochs_done=of_run(func.count()),
+                best_val_accuracy=of_run(func.max(epochs.val_accuracy)),
+                last_epoch=of_run(func.max(epochs.epoch))),
+            update(RunRow).where(*which).values(
+                final_val_accuracy=at_last(epochs.val_accuracy),
+                final_accuracy=at_last(epochs.accuracy), final_val_loss=at_last(epochs.val_loss))]

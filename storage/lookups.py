@@ -5,9 +5,10 @@ same config (what New run and a study's estimate point out) and finished runs' d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, literal_column, select
 
 from cnn_ablation.storage.engine import session_scope
 from cnn_ablation.storage.models import RunRow
@@ -26,17 +27,26 @@ def tags_in_use(engine: Engine) -> list[str]:
     """Every tag some run carries, sorted (the Runs page's tag filter)."""
     import json
 
+    # The condition of the partial index ix_runs_tagged, word for word (a literal, not a bound
+    # value): only runs with tags are read, through that index.
     with session_scope(engine, write=False) as session:
         stored = session.scalars(select(RunRow.tags_json).distinct().where(
-            RunRow.tags_json.is_not(None), RunRow.tags_json != "[]"))
+            RunRow.tags_json != literal_column("'[]'")))
         return sorted({str(tag) for text in stored for tag in json.loads(text or "[]")})
 
 
-def run_labels(engine: Engine) -> list[tuple[int, str, str]]:
-    """(id, name, config label) of every run, in id order: a picker's options."""
+def run_labels(engine: Engine, newest: int | None = None,
+               ids: Sequence[int] | None = None) -> list[tuple[int, str, str]]:
+    """(id, name, config label) of every run, or of the `newest` N, or of these `ids` (those
+    that exist), in id order: a picker's options."""
+    query = select(RunRow.id, RunRow.name, RunRow.label)
+    if ids is not None:
+        query = query.where(RunRow.id.in_(list(ids)))
+    if newest is not None:
+        query = query.order_by(RunRow.id.desc()).limit(newest)
     with session_scope(engine, write=False) as session:
-        rows = session.execute(select(RunRow.id, RunRow.name, RunRow.label).order_by(RunRow.id))
-        return [(int(i), name or "", label) for i, name, label in rows]
+        rows = [(int(i), name or "", label) for i, name, label in session.execute(query)]
+    return sorted(rows)
 
 
 def variants(engine: Engine) -> list[dict[str, Any]]:
@@ -44,7 +54,7 @@ def variants(engine: Engine) -> list[dict[str, Any]]:
     its first and last run ids (two variants may share a label: the ids tell them apart)."""
     query = select(RunRow.variant_hash, func.min(RunRow.label).label("label"),
                    func.min(RunRow.dataset).label("dataset"),
-                   func.count(RunRow.id).label("runs"), func.min(RunRow.id).label("first"),
+                   func.count().label("runs"), func.min(RunRow.id).label("first"),
                    func.max(RunRow.id).label("last")).group_by(RunRow.variant_hash) \
         .order_by(func.min(RunRow.id))
     with session_scope(engine, write=False) as session:

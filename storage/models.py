@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
+    DDL,
     Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    event,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import CreateIndex
 
 from cnn_ablation.storage.status import RunStatus
 
@@ -48,7 +55,7 @@ class RunRow(Base):
     retry_of: Mapped[int | None] = mapped_column(Integer)
     config_json: Mapped[str] = mapped_column(Text)
     config_hash: Mapped[str] = mapped_column(String(32), index=True)
-    variant_hash: Mapped[str] = mapped_column(String(32), index=True)
+    variant_hash: Mapped[str] = mapped_column(String(32))  # indexed with its label: below
     label: Mapped[str] = mapped_column(String(200))
     dataset: Mapped[str] = mapped_column(String(500))
     preset: Mapped[str] = mapped_column(String(50))
@@ -87,6 +94,38 @@ class RunRow(Base):
     test_report_json: Mapped[str | None] = mapped_column(Text)  # confusion matrix, per class
     tags_json: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # lower-case
     comment: Mapped[str | None] = mapped_column(Text)  # the user's free-text note
+    # The run's epoch aggregates, kept by lifecycle.record_epoch in the epoch's own transaction
+    # (storage.listings.store_epoch_aggregates recomputes them from epoch_metrics): listings sort,
+    # filter and show them through the indexes below instead of aggregating every run's epochs.
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    best_val_accuracy: Mapped[float | None] = mapped_column(Float)  # max over its epochs
+    last_epoch: Mapped[int | None] = mapped_column(Integer)  # its highest epoch recorded
+    final_val_accuracy: Mapped[float | None] = mapped_column(Float)  # that epoch's values
+    final_accuracy: Mapped[float | None] = mapped_column(Float)
+    final_val_loss: Mapped[float | None] = mapped_column(Float)
+
+
+# Listings sort by these, best first with runs lacking the value last, ties newest first
+# (storage.listings.SORTS): the index is that order, so a page reads its 50 entries and stops.
+for _column in ("best_val_accuracy", "final_val_accuracy", "test_accuracy"):
+    Index(f"ix_runs_{_column}", RunRow.__table__.c[_column].desc().nulls_last(),
+          RunRow.__table__.c.id.desc())
+# Compare lists every config (variant) with its label, dataset and runs: from this index alone
+# (the id too: PostgreSQL's indexes hold only the columns named); it also finds a variant's runs.
+Index("ix_runs_variant", RunRow.variant_hash, RunRow.label, RunRow.dataset, RunRow.id)
+# The Runs page's dataset filter lists the datasets in use: from this index alone.
+Index("ix_runs_dataset", RunRow.dataset)
+# Its tag filter lists the tags in use: only runs that have tags are in this index, so the
+# question costs what the tagged runs cost, however many runs have none.
+Index("ix_runs_tagged", RunRow.tags_json, sqlite_where=RunRow.tags_json != "[]",
+      postgresql_where=RunRow.tags_json != "[]")
+
+
+@compiles(CreateIndex, "sqlite")
+def _sqlite_index(create: CreateIndex, compiler: Any, **kw: Any) -> str:
+    """SQLite refuses NULLS LAST in an index; its descending order puts NULLs last already,
+    which is what the words ask (PostgreSQL's descending order puts them first)."""
+    return compiler.visit_create_index(create, **kw).replace(" DESC NULLS LAST", " DESC")
 
 
 class EpochMetricRow(Base):
@@ -132,6 +171,21 @@ class LayerStatRow(Base):
     layer: Mapped[str] = mapped_column(String(50))
     grad_norm: Mapped[float | None] = mapped_column(Float)
     weight_norm: Mapped[float | None] = mapped_column(Float)
+
+
+class RunDeletionsRow(Base):
+    """How many times runs were deleted, in its one row (id 1): with the highest run id, what
+    tells a page that runs were added or deleted without counting the runs (at 100,000 runs
+    that count was most of what pages ask every second)."""
+
+    __tablename__ = "run_deletions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deletions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+event.listen(RunDeletionsRow.__table__, "after_create",
+             DDL("INSERT INTO run_deletions (id, deletions) VALUES (1, 0)"))
 
 
 class WorkerRow(Base):

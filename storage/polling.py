@@ -12,18 +12,19 @@ from typing import NamedTuple
 from sqlalchemy import Engine, case, func, select
 
 from cnn_ablation.storage.engine import session_scope
-from cnn_ablation.storage.models import EpochMetricRow, RunRow
+from cnn_ablation.storage.models import EpochMetricRow, RunDeletionsRow, RunRow
 from cnn_ablation.storage.status import ACTIVE
 
 
 class ChangeToken(NamedTuple):
     """What changes whenever anything a listing shows may have changed: a new epoch (the epoch
-    table's highest id), a run added or deleted (count and highest id of runs), and any change
-    to a queued or running run (how many, which, their progress beats and cancel requests).
-    Finished runs change only by leaving the active set or by being deleted, both counted."""
+    table's highest id), a run added (the highest run id: ids are never given out twice) or
+    deleted (the count of deletions, `run_deletions`), and any change to a queued or running run
+    (how many, which, their progress beats and cancel requests). Finished runs change only by
+    leaving the active set or by being deleted, both counted. Nothing in it counts the runs."""
 
     last_epoch_row: int
-    runs: int
+    deletions: int
     last_run: int
     active: int
     active_ids: int
@@ -31,18 +32,24 @@ class ChangeToken(NamedTuple):
     active_cancels: int
 
     @property
+    def any_runs(self) -> bool:
+        """Whether any run is stored (the highest id of none is 0)."""
+        return self.last_run > 0
+
+    @property
     def runs_version(self) -> tuple[int, int]:
         """Changes when runs are added or deleted (what option lists depend on)."""
-        return self.runs, self.last_run
+        return self.deletions, self.last_run
 
 
 def change_token(engine: Engine) -> ChangeToken:
-    """One cheap, indexed query (the epoch table's primary key, the runs' status index): pages
-    ask it every second and redraw only when its answer changed."""
+    """One cheap query, each part one step down an index (the epochs' and runs' primary keys,
+    the one row of run_deletions) or over the active runs alone (the runs' status index):
+    pages ask it every second and redraw only when its answer changed."""
     active = RunRow.status.in_([str(s) for s in ACTIVE])
     query = select(
         select(func.max(EpochMetricRow.id)).scalar_subquery(),
-        select(func.count(RunRow.id)).scalar_subquery(),
+        select(RunDeletionsRow.deletions).where(RunDeletionsRow.id == 1).scalar_subquery(),
         select(func.max(RunRow.id)).scalar_subquery(),
         select(func.count(RunRow.id)).where(active).scalar_subquery(),
         select(func.sum(RunRow.id)).where(active).scalar_subquery(),
@@ -51,9 +58,10 @@ def change_token(engine: Engine) -> ChangeToken:
         .scalar_subquery(),
     )
     with session_scope(engine, write=False) as session:
-        epoch_id, runs, last_run, active_n, ids, beats, cancels = session.execute(query).one()
-    return ChangeToken(int(epoch_id or 0), int(runs or 0), int(last_run or 0), int(active_n or 0),
-                       int(ids or 0), float(beats or 0.0), int(cancels or 0))
+        epoch_id, deletions, last_run, active_n, ids, beats, cancels = \
+            session.execute(query).one()
+    return ChangeToken(int(epoch_id or 0), int(deletions or 0), int(last_run or 0),
+                       int(active_n or 0), int(ids or 0), float(beats or 0.0), int(cancels or 0))
 
 
 def any_active(engine: Engine, config_hashes: list[str] | None = None) -> bool:

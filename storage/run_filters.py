@@ -14,11 +14,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Boolean, Float, String, and_, bindparam, func, or_, select
+from sqlalchemy import Boolean, Float, String, and_, bindparam, or_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
-from cnn_ablation.storage.models import EpochMetricRow, RunRow
+from cnn_ablation.storage.models import RunRow
 
 CONDITION_OPS = ("=", "!=", "<", "<=", ">", ">=", "contains")
 # Metric ranges a listing can narrow by: name -> what a user reads. Fractions, as stored.
@@ -168,18 +168,11 @@ def _preset_bn_positions() -> dict[str, tuple[str, ...]]:
 
 
 def _metric_range(metric: str, low: float | None, high: float | None) -> Any:
+    """The run's own column (the epoch aggregates are kept on the run), through its index."""
     if metric not in METRIC_RANGES:
         raise ValueError(f"metric: {metric!r} is not allowed; allowed: "
                          f"{', '.join(METRIC_RANGES)}")
-    epochs = EpochMetricRow
-    if metric == "test_accuracy":
-        target: Any = RunRow.test_accuracy
-    elif metric == "best_val_accuracy":
-        target = select(func.max(epochs.val_accuracy)).where(
-            epochs.run_id == RunRow.id).correlate(RunRow).scalar_subquery()
-    else:
-        target = select(epochs.val_accuracy).where(epochs.run_id == RunRow.id).order_by(
-            epochs.epoch.desc()).limit(1).correlate(RunRow).scalar_subquery()
+    target = getattr(RunRow, metric)
     tests = [target.is_not(None)]
     if low is not None:
         tests.append(target >= low)

@@ -6,13 +6,20 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import CursorResult, Engine, delete, select, update
+from sqlalchemy.orm import Session
 
 from cnn_ablation.storage.clock import db_now
 from cnn_ablation.storage.engine import session_scope
-from cnn_ablation.storage.models import EpochMetricRow, LayerStatRow, RunRow, StepMetricRow
+from cnn_ablation.storage.models import (
+    EpochMetricRow,
+    LayerStatRow,
+    RunDeletionsRow,
+    RunRow,
+    StepMetricRow,
+)
 from cnn_ablation.storage.records import NewRun, Run, RunNotFound, run_from
 from cnn_ablation.storage.status import RunStatus
 
@@ -89,7 +96,17 @@ def delete_runs(engine: Engine, run_ids: Sequence[int]) -> list[Run]:
         for table in (EpochMetricRow, LayerStatRow, StepMetricRow):
             session.execute(delete(table).where(table.run_id.in_(ids)))
         session.execute(delete(RunRow).where(RunRow.id.in_(ids)))
+        _count_deletion(session)
     return sorted(gone, key=lambda run: run.id)
+
+
+def _count_deletion(session: Session) -> None:
+    """One more in `run_deletions` (what the change token reads: storage.polling), in the
+    deleting transaction; the row is made if it is missing."""
+    counted = update(RunDeletionsRow).where(RunDeletionsRow.id == 1).values(
+        deletions=RunDeletionsRow.deletions + 1)
+    if cast("CursorResult[Any]", session.execute(counted)).rowcount == 0:
+        session.add(RunDeletionsRow(id=1, deletions=1))
 
 
 def delete_run(engine: Engine, run_id: int) -> None:
@@ -104,6 +121,7 @@ def delete_run(engine: Engine, run_id: int) -> None:
         session.execute(delete(LayerStatRow).where(LayerStatRow.run_id == run_id))
         session.execute(delete(StepMetricRow).where(StepMetricRow.run_id == run_id))
         session.delete(row)
+        _count_deletion(session)
 
 
 # --- labels: name, tags, comment (what a user may change after launch) ---------------------------

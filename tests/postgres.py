@@ -30,10 +30,11 @@ def _bin(name: str) -> str:
 
 
 class PostgresServer:
-    """`start()` a cluster; `url(db)` for a database in it; `create(db)`/`drop(db)`; `stop()`."""
+    """`start()` a cluster; `url(db)` for a database in it; `create(db)`/`drop(db)`; `stop()`.
+    The cluster lives in a new folder under `parent` (default: the system's temp folder)."""
 
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="ablation-pg-"))
+    def __init__(self, parent: Path | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="ablation-pg-", dir=parent))
         self.port = free_port()
         self.as_user: list[str] = []
         if os.geteuid() == 0:  # initdb refuses to run as root: run the server as `postgres`

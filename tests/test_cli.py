@@ -209,3 +209,32 @@ def test_runs_with_a_filter_that_matches_nothing_says_so_not_that_there_are_no_r
     assert out.returncode == 0
     assert out.stdout.strip() == ("no runs match (status running); 1 run in all: "
                                   "`python -m cnn_ablation runs` lists them")
+
+
+def test_runs_lists_the_newest_and_says_how_many_more_limit_and_all_list_more(home, cli):
+    """`runs` prints the newest --limit runs (1,000 unless told), oldest of them first, and a
+    line saying how many match in all; with --json that line goes to stderr, so stdout stays
+    JSON. --all lists every run; --limit and --all together are refused."""
+    from cnn_ablation.config import RunConfig
+    from cnn_ablation.jobs.launch import new_run
+    from cnn_ablation.storage.engine import get_engine
+    from cnn_ablation.storage.runs import create_runs
+
+    engine = get_engine(f"sqlite:///{home}/ablation.db")
+    create_runs(engine, [new_run(RunConfig(dataset="synthetic", seed=s)) for s in range(5)])
+    out = cli("runs", "--limit", "2")
+    assert out.returncode == 0, out.stderr
+    ids = [line.split()[0] for line in out.stdout.splitlines()[1:]
+           if line.split() and line.split()[0].isdigit()]
+    assert ids == ["4", "5"]
+    assert "the newest 2 of 5 runs; --all lists every one" in out.stdout
+    listed = cli("runs", "--limit", "2", "--json")
+    assert [r["id"] for r in json.loads(listed.stdout)] == [4, 5]
+    assert "the newest 2 of 5 runs" in listed.stderr
+    every = cli("runs", "--all", "--json")
+    assert [r["id"] for r in json.loads(every.stdout)] == [1, 2, 3, 4, 5] and not every.stderr
+    assert "of 5 runs" not in cli("runs").stdout  # all 5 fit under the default
+    both = cli("runs", "--all", "--limit", "2")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    zero = cli("runs", "--limit", "0")
+    assert zero.returncode == 2 and "--limit: 0 is not allowed" in zero.stderr

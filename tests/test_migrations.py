@@ -126,7 +126,7 @@ def test_a_0003_database_gets_tags_comment_and_steps_with_its_runs_kept(tmp_path
         db.execute("INSERT INTO epoch_metrics (run_id, epoch, loss, seconds, recorded_at) "
                    "VALUES (1, 1, 0.5, 1.0, 1.0)")
     engine = get_engine(url)
-    assert HEAD == "0006" and schema_differences(url) == []
+    assert HEAD == "0007" and schema_differences(url) == []
     old = find_run(engine, 1)
     assert (old.name, old.tags, old.comment, old.environment) == ("v3", (), None,
                                                                  {"python": "3.11"})
@@ -139,12 +139,31 @@ def test_a_0003_database_gets_tags_comment_and_steps_with_its_runs_kept(tmp_path
     assert epochs_frame(engine, [1]).empty
 
 
+AGGREGATE_COLUMNS = ("epochs_done", "best_val_accuracy", "last_epoch", "final_val_accuracy",
+                     "final_accuracy", "final_val_loss")
+INDEXES_0007 = ("ix_runs_best_val_accuracy", "ix_runs_final_val_accuracy",
+                "ix_runs_test_accuracy", "ix_runs_dataset", "ix_runs_tagged", "ix_runs_variant")
+
+
+def back_to_0006(conn) -> None:
+    """Undo 0007 on a SQLite database made at HEAD: its indexes, columns and table go, the
+    index on the variant alone comes back."""
+    for name in INDEXES_0007:
+        conn.exec_driver_sql(f"DROP INDEX {name}")
+    for column in AGGREGATE_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE runs DROP COLUMN {column}")
+    conn.exec_driver_sql("CREATE INDEX ix_runs_variant_hash ON runs (variant_hash)")
+    conn.exec_driver_sql("DROP TABLE run_deletions")
+    conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0006'")
+
+
 def test_a_0004_database_gets_the_workers_host_identity_with_its_workers_kept(tmp_path):
     """0005 adds workers.host_id and workers.process_started_at; a worker row written before
     keeps its values (and is judged as before: by hostname and its database-clock start)."""
     url = f"sqlite:///{tmp_path / 'v4.db'}"
     engine = get_engine(url)
     with engine.begin() as conn:  # back to 0004's schema, then a worker row as 0004 wrote it
+        back_to_0006(conn)
         conn.exec_driver_sql("ALTER TABLE workers DROP COLUMN host_id")
         conn.exec_driver_sql("ALTER TABLE workers DROP COLUMN process_started_at")
         conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN backend")  # 0006's
@@ -173,6 +192,7 @@ def test_a_0005_database_gets_the_runs_backend_with_its_runs_kept_as_tensorflow(
     engine = get_engine(url)
     (run_id,) = submit(engine, [RunConfig(dataset="synthetic")])
     with engine.begin() as conn:
+        back_to_0006(conn)
         conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN backend")
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0005'")
     engine.dispose()
@@ -182,3 +202,31 @@ def test_a_0005_database_gets_the_runs_backend_with_its_runs_kept_as_tensorflow(
     run = find_run(again, run_id)
     assert run.backend is None and run.status == "queued" and run.dataset == "synthetic"
     assert run_dict(run.__dict__)["backend"] == "tensorflow"
+
+
+def test_a_0006_database_gets_each_runs_epoch_aggregates_from_its_epochs(tmp_path):
+    """0007 stores each run's epoch aggregates on the run; runs from before it get them from
+    their epoch rows (an epoch without validation metrics last, a run without epochs), and
+    the deletion counter starts at 0."""
+    url = f"sqlite:///{tmp_path / 'v6.db'}"
+    engine = get_engine(url)
+    two, none = submit(engine, [RunConfig(dataset="synthetic"), RunConfig(dataset="synthetic",
+                                                                           seed=1)])
+    with engine.begin() as conn:
+        back_to_0006(conn)
+        for epoch, acc, val in ((1, 0.4, 0.6), (2, 0.5, None)):
+            conn.exec_driver_sql(
+                "INSERT INTO epoch_metrics (run_id, epoch, loss, accuracy, val_accuracy, "
+                "seconds, recorded_at) VALUES (?, ?, 1.0, ?, ?, 1.0, 1.0)", (two, epoch, acc, val))
+    engine.dispose()
+    get_engine.cache_clear()
+    again = get_engine(url)
+    assert schema_differences(url) == []
+    with again.connect() as conn:
+        rows = {r[0]: r[1:] for r in conn.exec_driver_sql(
+            "SELECT id, epochs_done, best_val_accuracy, last_epoch, final_val_accuracy, "
+            "final_accuracy FROM runs")}
+        counter = conn.exec_driver_sql("SELECT count(*) FROM run_deletions").scalar()
+    assert rows[two] == (2, 0.6, 2, None, 0.5)
+    assert rows[none] == (0, None, None, None, None)
+    assert counter == 1

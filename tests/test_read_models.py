@@ -19,7 +19,7 @@ from cnn_ablation.storage import lifecycle, listings, polling, run_filters
 from cnn_ablation.storage.curves import EpochCache
 from cnn_ablation.storage.listings import SORTS
 from cnn_ablation.storage.run_filters import RunFilter
-from cnn_ablation.storage.runs import delete_run, update_labels
+from cnn_ablation.storage.runs import delete_run, delete_runs, update_labels
 from cnn_ablation.ui.figures import POINT_BUDGET, curves_figure, downsample, minmax_indices
 from tests.support import TEST_WORKER
 
@@ -131,6 +131,8 @@ def test_all_rows_and_the_frame_agree_with_pandas(home, engine, many_runs):
 
 
 def test_the_change_token_moves_when_a_listing_may_change_and_only_then(engine, make_run):
+    old_one, old_two = (make_run(RunConfig(dataset="synthetic", seed=s), accuracies=[0.2])
+                        for s in (10, 11))
     done = make_run(RunConfig(dataset="synthetic"), accuracies=[0.5])
     running = make_run(RunConfig(dataset="synthetic", seed=1), "running", [0.4])
     token = polling.change_token
@@ -144,6 +146,9 @@ def test_the_change_token_moves_when_a_listing_may_change_and_only_then(engine, 
         lambda: make_run(RunConfig(dataset="synthetic", seed=2), "queued"),
         lambda: lifecycle.finish(engine, running, "cancelled"),
         lambda: delete_run(engine, done),
+        # several at once, none of them the newest nor active (what the Runs page's bulk
+        # Delete and a study's delete do): the deletion counter moves the token
+        lambda: delete_runs(engine, [old_one, old_two]),
     ]
     for change in changes:
         before = token(engine)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cnn_ablation.cli.common import config_flags
 from cnn_ablation.cli.run_commands import (
+    RUNS_LIMIT,
     cmd_cancel,
     cmd_delete,
     cmd_execute,
@@ -155,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only runs with this status")
     p.add_argument("--tag", action="append", default=None, metavar="TAG",
                    help="only runs with this tag (repeat: runs with every one of them)")
+    how_many = p.add_mutually_exclusive_group()
+    how_many.add_argument("--limit", type=int, default=RUNS_LIMIT, metavar="N",
+                          help=f"only the newest N runs (default {RUNS_LIMIT:,}), oldest first")
+    how_many.add_argument("--all", action="store_true", help="every run, however many")
     _command(sub, "show", cmd_show, "config, status, every epoch, test metrics", run_id=True,
              as_json=True)
     p = _command(sub, "cancel", cmd_cancel, "cancel a queued or running run (a running one "

@@ -18,6 +18,8 @@ from cnn_ablation.cli.common import (
 )
 from cnn_ablation.settings import settings
 
+RUNS_LIMIT = 1000  # runs `runs` lists unless --limit or --all say otherwise: the newest
+
 
 # --- commands -------------------------------------------------------------------------------------
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -155,28 +157,39 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from cnn_ablation.jobs.liveness import reap_lost_runs
-    from cnn_ablation.run_report import print_runs, run_dict
+    from cnn_ablation.run_report import LISTED_COLUMNS, print_runs, run_dict
     from cnn_ablation.storage import listings
     from cnn_ablation.storage.run_filters import RunFilter
     from cnn_ablation.storage.runs import check_tags
 
     try:
         tags = check_tags(args.tag or [])
+        if args.limit < 1:
+            raise ValueError(f"--limit: {args.limit} is not allowed; allowed: 1 or more "
+                             "(--all lists every run)")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     engine = open_engine()
     reap_lost_runs(engine)
-    rows = listings.run_rows(engine, RunFilter(
-        statuses=(args.status,) if args.status else (), tags=tags))
+    filters = RunFilter(statuses=(args.status,) if args.status else (), tags=tags)
+    rows = listings.run_rows(engine, filters, columns=LISTED_COLUMNS,
+                             newest=None if args.all else args.limit)
+    # Only the newest --limit are read and printed: at 100,000 runs a full table is seconds of
+    # formatting and 100,000 lines no one reads (--all prints them).
+    matching = listings.count_runs(engine, filters) \
+        if not args.all and len(rows) == args.limit else len(rows)
     if args.json:
         print(json.dumps([run_dict(row) for row in rows], indent=1))
     elif not rows and (args.status or tags):
         asked = ", ".join([*([f"status {args.status}"] if args.status else []),
                            *([f"tag {t}" for t in tags])])
-        print_runs(rows, asked, len(listings.run_rows(engine, RunFilter())))
+        print_runs(rows, asked, listings.count_runs(engine))
     else:
         print_runs(rows)
+    if matching > len(rows):
+        print(f"the newest {len(rows):,} of {matching:,} runs; --all lists every one, --limit N "
+              "the newest N", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 
-import psutil
 from sqlalchemy import Engine
 
 from cnn_ablation.settings import settings
@@ -25,6 +24,8 @@ def process_alive(pid: int, started_before: float | None = None,
     pid that started at another time is a different one that reused the pid. `started_before`
     (older workers' rows, on the database's clock): a process that started later than that,
     give or take a second."""
+    import psutil  # here: `show`, `runs` and the pages reap without it unless a run is running
+
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:

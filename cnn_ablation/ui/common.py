@@ -60,10 +60,24 @@ def datasets_in_use(url: str, runs_version: tuple[int, int]) -> list[str]:
     return lookups.datasets_in_use(_engine(url))
 
 
+PICKER_RUNS = 1000  # a run picker offers the newest this many (and any run chosen otherwise)
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
 def run_labels(url: str, runs_version: tuple[int, int]) -> dict[int, str]:
-    """`#id name-or-label` of every run (a picker's options); one shared, read-only dict."""
-    return {i: f"#{i} {name or label}" for i, name, label in lookups.run_labels(_engine(url))}
+    """`#id name-or-label` of the newest PICKER_RUNS runs (a picker's options; one shared,
+    read-only dict): at 100,000 runs, every run's label cost a full read of the runs on each
+    new run, and 100,000 options on every redraw of the picker."""
+    return label_dict(lookups.run_labels(_engine(url), newest=PICKER_RUNS))
+
+
+def labels_of(engine: Engine, ids: list[int]) -> dict[int, str]:
+    """`#id name-or-label` of these runs (those that exist): a picker's other chosen runs."""
+    return label_dict(lookups.run_labels(engine, ids=ids)) if ids else {}
+
+
+def label_dict(rows: list[tuple[int, str, str]]) -> dict[int, str]:
+    return {i: f"#{i} {name or label}" for i, name, label in rows}
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -68,13 +68,15 @@ st.title("Compare runs")
 
 url = common.database_key(engine)
 token = polling.change_token(engine)
-if token.runs == 0:
+if not token.any_runs:
     st.info("No runs to compare yet. Launch two variants on the **New run** page.")
     st.page_link(common.page_file("new_run"), label="New run", icon=":material/science:")
     st.stop()
 
 # The pickers' options come from caches shared by every session, read again only when runs are
-# added or deleted; only the chosen runs are read in full, and only their epochs.
+# added or deleted: the newest runs (common.PICKER_RUNS) and every config; a run chosen otherwise
+# (a link, a config's runs, the Runs page's Compare) joins them. Only the chosen runs are read in
+# full, and only their epochs.
 options = common.run_labels(url, token.runs_version)
 variants = {v["variant_hash"]: v for v in common.variants(url, token.runs_version)}
 pick, group = st.columns([3, 2])
@@ -90,18 +92,23 @@ url_ids, url_problem = ids_from_url()
 with pick:
     # The URL wins when it names runs other than those this session last wrote into it (a reload,
     # a pasted link, the browser's back button); otherwise the session's own choice is kept.
-    if url_ids is not None and url_ids != st.session_state.get("_compare_url"):
+    from_url = url_ids is not None and url_ids != st.session_state.get("_compare_url")
+    if from_url:
         st.session_state["compare_ids"] = url_ids
-        gone = [i for i in url_ids if i not in options]
-        if gone:
-            st.warning("Not in this database (deleted, or a link from elsewhere): "
-                       + ", ".join(f"#{i}" for i in gone))
     restore("compare_ids", None)
     if st.session_state["compare_ids"] is None:
         st.session_state["compare_ids"] = lookups.latest_ids(engine, RunStatus.COMPLETED)
+    options = dict(sorted({**options, **common.labels_of(
+        engine, [i for i in st.session_state["compare_ids"] if i not in options])}.items()))
+    if from_url and (gone := [i for i in url_ids or [] if i not in options]):
+        st.warning("Not in this database (deleted, or a link from elsewhere): "
+                   + ", ".join(f"#{i}" for i in gone))
     st.session_state["compare_ids"] = [i for i in st.session_state["compare_ids"] if i in options]
     ids = st.multiselect("Runs", list(options), key="compare_ids", format_func=lambda i: options[i],
-                         placeholder="pick two or more runs")
+                         placeholder="pick two or more runs",
+                         help=f"The newest {common.PICKER_RUNS:,} runs, and any run chosen "
+                              "otherwise: select older ones on the Runs page (Compare), or add "
+                              "all runs of one config")
     keep("compare_ids")
     if url_problem:
         st.warning(url_problem)
