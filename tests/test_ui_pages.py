@@ -304,6 +304,9 @@ def test_runs_filters_by_tag_config_field_and_metric_and_keeps_them_in_the_url(h
     at.multiselect(key="filter_tags").set_value(["sweep"]).run()
     assert list(at.dataframe[0].value["run"]) == [high, low]
     assert url_values(at, "tag") == ["sweep"]
+    assert "where_field" not in [s.key for s in at.selectbox]  # closed: drawn once opened
+    at.session_state["runs_more_filters_open"] = True  # the user opens the expander
+    at.run()
     at.selectbox(key="where_field").set_value("dropout").run()
     at.selectbox(key="where_op").set_value(">=").run()
     at.text_input(key="where_value").set_value("0.3").run()
@@ -321,6 +324,13 @@ def test_runs_filters_by_tag_config_field_and_metric_and_keeps_them_in_the_url(h
     at.slider(key="filter_best").set_value((50.0, 100.0)).run()  # best val acc 75 % vs 35 %
     assert list(at.dataframe[0].value["run"]) == [high]
     assert url_values(at, "best") == ["50-100"]
+    at.session_state["runs_more_filters_open"] = False  # closed again: the range still holds
+    at.run()
+    assert "filter_best" not in [s.key for s in at.slider]
+    assert list(at.dataframe[0].value["run"]) == [high]
+    at.session_state["runs_more_filters_open"] = True
+    at.run()
+    assert at.slider(key="filter_best").value == (50.0, 100.0)
 
 
 

@@ -30,7 +30,7 @@ FEW_IMAGES = 10_000  # BatchNorm's hint: fewer training images than this, or
 FEW_EPOCHS = 3  # at most this many epochs, and validation accuracy
 LAG = 0.20  # more than this far below training accuracy
 LOG_TAIL_BYTES = 64_000
-CURVES_HEIGHT = 380  # figures.curves_figure's height: the placeholder keeps the page still
+HELD_HEIGHT = 600  # about the run's controls, figures and curves: the page below stays still
 
 
 def show_run(engine: Engine, run_id: int, *, tag_options: list[str],
@@ -39,8 +39,7 @@ def show_run(engine: Engine, run_id: int, *, tag_options: list[str],
     then the page's `actions` for it, its name/tags/note form, its config and, once completed,
     its diagnostics. `tag_options`: the tags the form offers; `flash`: the session-state key
     whose message the page toasts on its next run; `charts`: False while the page holds its
-    charts until the browser has drawn the table (preload.py): a placeholder stands there, and
-    the live part asks again every LIVE_S."""
+    charts until the browser has drawn the table (preload.py): `held_run` stands there."""
     run = runs.find_run(engine, run_id)
     if run is None:  # deleted elsewhere (the CLI) since the table was read
         st.info(f"Run #{run_id} no longer exists.")
@@ -48,9 +47,12 @@ def show_run(engine: Engine, run_id: int, *, tag_options: list[str],
     # An active run's status, progress and curves redraw every LIVE_S, reading only its new
     # epochs (through the shared cache): a saved epoch is on screen within about a second.
     active = run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+    if not charts:  # a new browser session: the table first, then the run (preload.py)
+        st.fragment(held_run, run_every=LIVE_S)(run)
+        return
     options = common.chart_controls("run_chart")
-    live = st.fragment(live_run, run_every=LIVE_S if active or not charts else None)
-    live(engine, run.id, run_state(run), options, charts)
+    live = st.fragment(live_run, run_every=LIVE_S if active else None)
+    live(engine, run.id, run_state(run), options)
     actions(run)
     labels_form(engine, run, tag_options, flash)
     box = lazy_expander("Config, device and timing", "run_config_open")
@@ -83,20 +85,33 @@ def show_run(engine: Engine, run_id: int, *, tag_options: list[str],
                     column_config={"accuracy": st.column_config.NumberColumn(format="%.1f %%")})
 
 
-def live_run(engine: Engine, run_id: int, drawn: tuple, options: ChartOptions,
-             charts: bool = True) -> None:
+def held_run(run: Run) -> None:
+    """Where the run goes while the page holds it until the browser has drawn the table (a new
+    browser session, preload.py): its heading and room for the rest, so nothing below the table
+    asks for its code first (the curves' Plotly, the form's and the controls' widgets). The
+    page is drawn again with the run once the browser says so, or, asked every LIVE_S, once
+    preload.WAIT_S have passed without an answer."""
+    if preload.charts_now():
+        st.rerun()
+    st.subheader(run_title(run))
+    st.container(height=HELD_HEIGHT, border=False).caption("Its curves and details come next…")
+
+
+def run_title(run: Run) -> str:
+    return f"Run #{run.id}{' · ' + plain(run.name) if run.name else ''}: {plain(run.label)}"
+
+
+def live_run(engine: Engine, run_id: int, drawn: tuple, options: ChartOptions) -> None:
     """The run's status, progress, curves and log. When its state changes (finished,
     cancelling, requeued, deleted) the whole page is drawn again: the actions below depend
-    on it. While the page holds its charts (`charts` False), the curves wait for the browser's
-    table, or for preload.WAIT_S: then the page is drawn again with them."""
+    on it."""
     run = runs.find_run(engine, run_id)
     if run is None or run_state(run) != drawn:
         st.rerun()  # deleted, finished, cancelling, requeued: the actions change too
     assert run is not None
     epochs, st.session_state["epoch_rows_read"] = EPOCH_CACHE.read(engine, [run.id])
     status = shown_status(run.__dict__)
-    title = f"Run #{run.id}{' · ' + plain(run.name) if run.name else ''}: {plain(run.label)}"
-    st.subheader(title + (f" · {CANCELLING}" if status == CANCELLING else ""))
+    st.subheader(run_title(run) + (f" · {CANCELLING}" if status == CANCELLING else ""))
     if run.tags or run.comment:
         st.caption(" · ".join(part for part in (
             ("tags: " + ", ".join(plain(t) for t in run.tags)) if run.tags else "",
@@ -134,12 +149,6 @@ def live_run(engine: Engine, run_id: int, drawn: tuple, options: ChartOptions,
     if len(epochs):
         if hint := batchnorm_hint(run, epochs):
             st.info(hint, icon=":material/lightbulb:")
-        if not charts:
-            if preload.charts_now():  # the browser never answered: draw them after all
-                st.rerun()
-            st.container(height=CURVES_HEIGHT, border=False).caption("The curves come next…")
-            log_and_tensorboard(run)
-            return
         steps = common.step_frame(engine, [run.id], options)
         st.plotly_chart(curves_figure(epochs, {run.id: run.label}, options=options, steps=steps),
                         key="run_curves", config={"displaylogo": False})

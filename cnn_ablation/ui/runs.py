@@ -48,7 +48,7 @@ runs_state.toast_flash()
 
 url = common.database_key(engine)
 token = polling.change_token(engine)  # one indexed query: is there anything, what changed
-if token.runs == 0:
+if not token.any_runs:
     st.info("No runs yet. Build a variant on the **New run** page and launch it; it shows up "
             "here and trains in the background.")
     st.page_link(common.page_file("new_run"), label="New run", icon=":material/science:")

@@ -7,6 +7,8 @@ the listing's first page.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import streamlit as st
 
 from cnn_ablation.storage.listings import SORTS
@@ -18,6 +20,8 @@ from cnn_ablation.ui.runs_state import CONDITIONS, RANGES, first_page
 CONFIG_FIELDS = ["dropout", "bn", "bn_off", "learning_rate", "batch_size", "epochs", "seed",
                  "dataset", "preset", "limit_train", "val_split", "network", "optimizer"]
 SHOWN_OPS = {"<=": "≤", ">=": "≥", "!=": "≠"}  # how a condition's button reads
+MORE_OPEN = "runs_more_filters_open"  # the expander's own state: open or not
+KEEP: Literal["session"] = "session"  # its widgets' values outlive it being closed
 
 
 def filters_bar(dataset_options: list[str], tag_options: list[str]) -> tuple[RunFilter, str]:
@@ -47,14 +51,35 @@ def more_filters() -> tuple[list[tuple[str, str, str]],
     conditions: list[tuple[str, str, str]] = list(st.session_state.setdefault(CONDITIONS, []))
     ranges = {key: st.session_state.get(key, (0.0, 100.0)) for key, _, _ in RANGES.values()}
     active_more = len(conditions) + sum(r != (0.0, 100.0) for r in ranges.values())
-    with st.expander("Filter by config field or metric" + (f" ({active_more} active)"
-                                                           if active_more else ""),
-                     expanded=bool(active_more)):
+    # Its widgets are drawn only while it is open (their values kept meanwhile: persist_state):
+    # closed, they cost a new session's first table the code of five widget kinds. Its label and
+    # arguments stay the same (they are its identity: a change would close it under the user's
+    # hands); filters that came with a link open it the first time.
+    if active_more and MORE_OPEN not in st.session_state:
+        st.session_state[MORE_OPEN] = True
+    box = st.expander("Filter by config field or metric", key=MORE_OPEN, on_change="rerun")
+    if box.open:
+        _more_widgets(box, conditions)
+    elif active_more:
+        st.caption(f"{active_more} config or metric filter{'s' if active_more > 1 else ''} "
+                   "active: open the filters above to see or change them.")
+    metric_ranges = tuple((metric, low / 100 if low > 0 else None,
+                           high / 100 if high < 100 else None)
+                          for key, metric, _ in RANGES.values()
+                          for low, high in [st.session_state.get(key, (0.0, 100.0))]
+                          if (low, high) != (0.0, 100.0))
+    return conditions, metric_ranges
+
+
+def _more_widgets(box, conditions: list[tuple[str, str, str]]) -> None:
+    with box:
         w1, w2, w3, w4 = st.columns([2, 1.3, 2, 1.2], vertical_alignment="bottom")
         w1.selectbox("Config field", CONFIG_FIELDS, key="where_field", accept_new_options=True,
+                     persist_state=KEEP,
                      help="Any field of a run's config; type one that is not listed")
-        w2.selectbox("Operator", CONDITION_OPS, key="where_op")
-        w3.text_input("Value", key="where_value", placeholder="e.g. 0.3, adam, conv_3")
+        w2.selectbox("Operator", CONDITION_OPS, key="where_op", persist_state=KEEP)
+        w3.text_input("Value", key="where_value", placeholder="e.g. 0.3, adam, conv_3",
+                      persist_state=KEEP)
         w4.button("Add", key="where_add", icon=":material/add:", on_click=add_condition)
         if error := st.session_state.get("where_error"):
             st.error(plain(error))
@@ -72,14 +97,7 @@ def more_filters() -> tuple[list[tuple[str, str, str]],
             st.session_state.setdefault(key, (0.0, 100.0))
             column.slider(label, 0.0, 100.0, step=1.0, key=key, on_change=first_page,
                           help="Only runs whose value lies in this range (the full range: no "
-                               "filter)")
-
-    metric_ranges = tuple((metric, low / 100 if low > 0 else None,
-                           high / 100 if high < 100 else None)
-                          for key, metric, _ in RANGES.values()
-                          for low, high in [st.session_state.get(key, (0.0, 100.0))]
-                          if (low, high) != (0.0, 100.0))
-    return conditions, metric_ranges
+                               "filter)", persist_state=KEEP)
 
 
 def add_condition() -> None:

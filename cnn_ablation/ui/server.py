@@ -36,7 +36,20 @@ METRICS = "/_stcore/metrics"
 UPLOAD = "/_stcore/upload_file/"
 
 
-PRELOAD = table_preload_links().encode()  # once, at start
+# The dashboard's pages' URL paths (main.py's pages, named by their files)
+PAGES = ("new_run", "runs", "compare", "studies")
+# A browser opening /runs first asks /runs/_stcore/health (as if /runs were the app's base
+# path), gets 404, waits and asks /_stcore/health: 0.2 s before the first message. On one of
+# our pages it is told its base instead: the path without the page's name (a proxy's prefix
+# and server.baseUrlPath stay); any other path is left to Streamlit's own search.
+BASE_SCRIPT = ("<script>(() => { const pages = " + repr(list(PAGES)).replace("'", '"') + "; "
+               "const path = location.pathname.replace(/\\/+$/, ''); "
+               "const last = path.slice(path.lastIndexOf('/') + 1); "
+               "if (!pages.includes(last)) return; "
+               "window.__streamlit = Object.assign({}, window.__streamlit, "
+               "{BACKEND_BASE_URL: location.origin + path.slice(0, path.length - last.length)});"
+               " })();</script>")
+PRELOAD = (BASE_SCRIPT + table_preload_links()).encode()  # once, at start
 
 
 class CloseBeforeEntry:

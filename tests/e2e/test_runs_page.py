@@ -264,7 +264,7 @@ def test_a_pasted_link_draws_the_table_before_any_chart_code(site, browser):
         connect_at = min(page.evaluate(STARTED, "host-config"))
         assert cells_at is not None and plotly_at > cells_at, (cells_at, plotly_at)
         assert grid_at < connect_at, (grid_at, connect_at)
-        assert page.get_by_text("The curves come next").count() == 0  # replaced by the curves
+        assert page.get_by_text("come next").count() == 0  # replaced by the run
     finally:
         context.close()
 
