@@ -5,8 +5,10 @@ analysing it again: 0.7 s for the 96 cells of a 480-run study, plus half a secon
 The Studies page keeps results in memory, shared by its sessions, keyed by what they depend on
 (the study, its spec, `polling.runs_fingerprint` of its runs, the metric, the power target);
 behind that memory is this folder, `$ABLATION_HOME/cache/study-results/`, one pickle per key,
-whose name also carries the database's address and a digest of the analysis code
-(cnn_ablation/studies/*.py): results made by other code are never read. Files are written
+whose name also carries a digest of the analysis code (cnn_ablation/studies/*.py): results made
+by other code are never read. The database's address is not in the key (a PostgreSQL server on
+another port, a copied file: the same runs give the same results); the runs' fingerprint is
+(their statuses, ids and the times they started and finished, to the microsecond). Files are written
 whole (a temporary file, then a rename), the newest KEEP are kept, and a file that cannot be
 read is analysed again. The folder belongs to whoever owns the database beside it: pickles run
 code when read, like the checkpoints in the same home.

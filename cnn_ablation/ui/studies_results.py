@@ -38,7 +38,7 @@ def study_results(url: str, study_id: int, spec_json: str, fingerprint: tuple, m
     study takes seconds to analyse, a refresh that finds nothing new takes milliseconds. Behind
     it, the same results on disk (studies.saved_results) for a new server process."""
     engine = _engine(url)
-    return saved((url, study_id, spec_json, fingerprint, metric, power_pp), lambda: results(
+    return saved((study_id, spec_json, fingerprint, metric, power_pp), lambda: results(
         engine, study_grid.load(engine, study_id), metric, power_pp=power_pp))
 
 
