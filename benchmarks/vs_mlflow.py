@@ -7,7 +7,8 @@ client (benchmarks/mlflow_fill.py: params, the four curves as metrics with one s
 test accuracy, times, status), starts both servers on 127.0.0.1 as a user would
 (`cnn-ablation dashboard`'s server without a worker; `mlflow server` with its defaults), and
 measures in Debian's Chromium, each trial a new browser context (an empty cache: a pasted link,
-a new tab), the two sides taking turns and the order swapped every trial:
+a new tab), the two sides taking turns and the order swapped every trial, each once both servers
+have gone quiet (MLflow's metric page goes on working after its lines are drawn):
 
 - **Runs table, new session → rows drawn**: our /runs until the table's rows are drawn (the
   grid's cells, written in the same frame as its canvas) against MLflow's experiment page
@@ -159,6 +160,25 @@ def timed_page(browser, url: str, wait) -> float:
     return seconds
 
 
+def settle(pids: list[int], quiet: float = 0.15, longest: float = 15.0) -> None:
+    """Wait until the servers (`pids` and their children) use less than `quiet` of a core
+    over half a second (at most `longest` s): a page that goes on working after it is drawn
+    (MLflow's metric page fetching histories) must not land in the next side's trial."""
+    import psutil
+
+    processes = []
+    for pid in pids:
+        root = psutil.Process(pid)
+        processes += [root, *root.children(recursive=True)]
+    deadline = time.monotonic() + longest
+    while time.monotonic() < deadline:
+        before = sum(sum(p.cpu_times()[:2]) for p in processes if p.is_running())
+        time.sleep(0.5)
+        if sum(sum(p.cpu_times()[:2]) for p in processes if p.is_running()) - before \
+                < quiet * 0.5:
+            return
+
+
 def our_rows(first_id: int, cells: int = 50):
     def wait(page):
         page.wait_for_function(OUR_ROWS, arg=[str(first_id), cells], timeout=120_000,
@@ -296,6 +316,7 @@ def measure(args) -> tuple[list[tuple[str, str, str, str]], list[str]]:
         }
         if floor is not None:
             trials["floor"] = [("ours", floor_url, floor_rows)]
+        servers = [p.pid for p in (ours, mlflow, floor) if p is not None]
         load_before = os.getloadavg()
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -310,6 +331,7 @@ def measure(args) -> tuple[list[tuple[str, str, str, str]], list[str]]:
                     if part not in parts:
                         continue
                     for name, page_url, wait in (sides if i % 2 == 0 else sides[::-1]):
+                        settle(servers)
                         results.setdefault(f"{part}:{name}", []).append(
                             timed_page(browser, page_url, wait))
                 print(f"  trial {i + 1}/{args.trials}: " + ", ".join(

@@ -114,8 +114,9 @@ def control_buttons(engine: Engine, view: StudyView) -> None:
 def show_study(engine: Engine, study_id: int, adaptive_going: bool, charts: bool = True) -> None:
     """Study `study_id` as it stands (the page runs it as a fragment that refreshes while runs
     are active); with `adaptive_going`, its next round is queued first if this one is done.
-    `charts` False: the page holds its curves until the browser has drawn the tables
-    (preload.py); a placeholder stands there, asking again every second."""
+    `charts` False: the page holds what follows the effects (seeds needed, interactions,
+    curves, report files) until the browser has drawn the tables (preload.py); a placeholder
+    stands there, asking again every second."""
     if adaptive_going:
         study_rounds.advance(engine)  # queue the next round if this one is done
     view = study_grid.load(engine, study_id)
@@ -176,6 +177,12 @@ def show_study(engine: Engine, study_id: int, adaptive_going: bool, charts: bool
         st.markdown(result["words"])
     else:
         st.warning(result["words"])
+    if not charts:  # a new browser session: the rest once the tables are drawn (preload.py)
+        if preload.charts_now():  # the browser never answered: draw it after all
+            st.rerun(scope="app")
+        st.container(height=CURVES_HEIGHT, border=False).caption(
+            "Seeds needed, interactions, curves and the report come next…")
+        return
     st.number_input("Seeds needed to detect a change of (pp)", min_value=0.05,
                     max_value=99.0, value=100 * view.spec.smallest_effect, step=0.5,
                     key=power_key)
@@ -190,16 +197,11 @@ def show_study(engine: Engine, study_id: int, adaptive_going: bool, charts: bool
     completed = result["completed"]
     if len(completed):
         st.subheader("Validation accuracy per cell (mean ± 1 std over seeds)")
-        if not charts:
-            if preload.charts_now():  # the browser never answered: draw them after all
-                st.rerun(scope="app")
-            st.container(height=CURVES_HEIGHT, border=False).caption("The curves come next…")
-        else:
-            drawn = curve_cells(result)
-            shown = completed[completed["cell"].isin(drawn)]
-            curves = estimators.cell_curves(epochs_frame(engine, shown["run_id"].tolist()),
-                                          shown, "val_accuracy")
-            st.plotly_chart(band_figure(curves, height=CURVES_HEIGHT), key="study_curves")
+        drawn = curve_cells(result)
+        shown = completed[completed["cell"].isin(drawn)]
+        curves = estimators.cell_curves(epochs_frame(engine, shown["run_id"].tolist()),
+                                      shown, "val_accuracy")
+        st.plotly_chart(band_figure(curves, height=CURVES_HEIGHT), key="study_curves")
     st.subheader("Report")
     st.caption("Tables in Markdown and LaTeX, a forest plot of the effects (PNG, SVG) and "
                "the verdict" + ("" if result["complete"] else ", marked provisional") + ".")
