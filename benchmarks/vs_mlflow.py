@@ -415,9 +415,9 @@ def table(results: dict[str, list[float]]) -> list[tuple[str, str, str, str]]:
     if "memory:ours" in results:
         ours, theirs = results["memory:ours"], results["memory:mlflow"]
         rows.append((f"server memory, {SESSIONS} sessions on the runs table",
-                     f"{ours[2]:.0f} MB (idle {ours[0]:.0f})",
+                     f"{ours[2]:.0f} MB (before them {ours[0]:.0f})",
                      f"{theirs[2]:.0f} MB largest worker, {theirs[3]:.0f} MB whole tree "
-                     f"(idle {theirs[1]:.0f})",
+                     f"(before them {theirs[1]:.0f})",
                      f"{ours[2] / theirs[2]:.2f} / {ours[2] / theirs[3]:.2f}"))
     if "list:ours" in results:
         text, _ = ratio_text(results["list:ours"], results["list:mlflow"])

@@ -159,7 +159,7 @@ def _exact(value: float, sizes: list[int]) -> Estimate:
 
 def welch_difference(a, b) -> Estimate:
     """mean(b) - mean(a) with Welch's 95 % interval and p (`ttest_ind(equal_var=False)`)."""
-    from scipy import stats  # type: ignore[import-untyped]  # on first use: 0.5 s to import
+    from scipy import stats  # on first use: 0.5 s to import
     a, b = _clean(a), _clean(b)
     n = len(a) + len(b)
     diff = float(b.mean() - a.mean()) if len(a) and len(b) else math.nan
@@ -178,7 +178,7 @@ def welch_contrast(groups: list[tuple[float, object]]) -> Estimate:
     degrees of freedom, scipy's t quantile). Two groups with coefficients -1, +1 are exactly
     `ttest_ind(b, a, equal_var=False)`, which is what is called then. `sd`: the spread of one
     seed's contrast, sqrt(Σ coef²·var), for the power calculation."""
-    from scipy import stats  # type: ignore[import-untyped]  # on first use: 0.5 s to import
+    from scipy import stats  # on first use: 0.5 s to import
     clean = [(float(c), _clean(v)) for c, v in groups]
     n = sum(len(v) for _, v in clean)
     if any(len(v) == 0 for _, v in clean):
