@@ -15,13 +15,15 @@ would find cold:
   (ID the newest completed run; cancelling a completed run changes nothing), `submit` and
   `delete`, each a new `python -m cnn_ablation` process (wall time), and which of TensorFlow,
   pandas and Plotly each one imported (`python -X importtime`);
-- with --browser, the Chromium rows from benchmarks/dashboard_browser.py.
+- with --live N, epoch saved -> point on screen (p95 of N) in Chromium while a run trains, on
+  the same database (SQLite or PostgreSQL, any size);
+- with --browser, the Chromium rows from benchmarks/dashboard_browser.py (10,000 runs, SQLite).
 
 Prints a table with the issue's goals beside the measurements, and the load average before and
 after (the machine is shared: note it beside any figure you quote).
 
     python benchmarks/dashboard_scale.py [--home DIR] [--runs 10000] [--postgres | --database-url
-                                         URL] [--repeats 3] [--browser]
+                                         URL] [--repeats 3] [--live 30] [--browser]
 """
 
 from __future__ import annotations
@@ -167,6 +169,37 @@ def start_postgres(home: Path):  # -> tests.postgres.PostgresServer
     return server
 
 
+def live_row(home: Path, url: str, samples: int) -> tuple[str, str, str, bool]:
+    """Epoch saved -> point on screen while a run trains, on this database: the dashboard
+    served over it (no worker), a run written as a training process writes it
+    (dashboard_browser.LiveRun: a progress beat every second, an epoch at a random moment),
+    watched on the Runs page in Chromium; p95 of `samples`."""
+    from dashboard_browser import CHROMIUM, CHROMIUM_ARGS, LiveRun, epoch_to_point, p95
+    from playwright.sync_api import sync_playwright
+
+    from cnn_ablation.storage.engine import get_engine
+    from tests.support import start_streamlit
+
+    env = {**environment(home, url), "ABLATION_START_WORKER": "0"}
+    server, site = start_streamlit(home, env, "streamlit-live.log", wait_s=120,
+                                   database_url=env.get("ABLATION_DATABASE_URL"))
+    live = None
+    try:
+        live = LiveRun(get_engine(url))
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            times = epoch_to_point(browser, site, live, samples)
+            browser.close()
+    finally:
+        if live is not None:
+            live.end()
+        server.terminate()
+        server.wait(timeout=30)
+    return ("epoch saved -> point on screen, a run training (Chromium)",
+            f"p95 {p95(times):.2f} s, median {statistics.median(times):.2f} s, worst "
+            f"{max(times):.2f} s (n={len(times)})", "<= 1.5 s at p95", p95(times) <= 1.5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME)
@@ -182,6 +215,9 @@ def main() -> None:
                               "runs) instead of --home's SQLite file")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each CLI command, and "
                         "warm renders of each page")
+    parser.add_argument("--live", type=int, default=0, metavar="SAMPLES",
+                        help="also time epoch saved -> point on screen in Chromium while a run "
+                             "trains, on this database (p95 of SAMPLES epochs; 30 is plenty)")
     parser.add_argument("--browser", action="store_true",
                         help="also run benchmarks/dashboard_browser.py (Chromium; SQLite only)")
     args = parser.parse_args()
@@ -260,6 +296,10 @@ def measure(args: argparse.Namespace, url: str) -> None:
         rows.append((what, f"{median_text(result['times'])}; imports {imports}", goal,
                      limit is None or statistics.median(result["times"]) <= limit))
         print(f"  {what}: {rows[-1][1]}", flush=True)
+
+    if args.live:
+        rows.append(live_row(args.home, url, args.live))
+        print(f"  {rows[-1][0]}: {rows[-1][1]}", flush=True)
 
     if args.browser:
         from dashboard_browser import measure as browser_measure

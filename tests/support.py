@@ -76,10 +76,11 @@ def free_port() -> int:
 
 
 def start_streamlit(home: Path, env: dict[str, str], log_name: str = "streamlit.log",
-                    wait_s: float = 120.0, script: str = "cnn_ablation/ui/server.py"):
+                    wait_s: float = 120.0, script: str = "cnn_ablation/ui/server.py",
+                    database_url: str | None = None):
     """`streamlit run cnn_ablation/ui/server.py` (what `make run` serves; or `script`) on a free
-    port of 127.0.0.1 over `home` (with `env`, SQLite:
-    ABLATION_DATABASE_URL is dropped); returns (process, url) once its health check answers.
+    port of 127.0.0.1 over `home` (with `env`, SQLite: ABLATION_DATABASE_URL is dropped, unless
+    `database_url` is given); returns (process, url) once its health check answers.
     RuntimeError with the server's log if it exits or does not answer within `wait_s`. Shared
     by the browser tests and benchmarks/dashboard_browser.py."""
     import subprocess
@@ -88,6 +89,8 @@ def start_streamlit(home: Path, env: dict[str, str], log_name: str = "streamlit.
 
     env = {**env, "ABLATION_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     env.pop("ABLATION_DATABASE_URL", None)
+    if database_url:  # another database than home's SQLite file (a benchmark's PostgreSQL)
+        env["ABLATION_DATABASE_URL"] = database_url
     port = free_port()
     log_path = home / log_name
     with open(log_path, "w") as log:  # the child keeps its own handle
