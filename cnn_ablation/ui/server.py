@@ -13,10 +13,10 @@ session's script:
 
 It also tells a new browser session what the first page's table needs before the page asks:
 every page (index.html, the same file for every page) gets `<link rel="modulepreload">` for the
-data grid's modules and those of the widgets around the tables (preload.TABLE_CHUNKS and what
-they import), so the browser fetches and compiles them while Streamlit's own code starts and
-the script runs, instead of after the table's data has arrived. Plotly's code is not among them:
-it comes after the table (preload.py).
+data grid's modules and its stylesheet (preload.TABLE_CHUNKS and what they import), so the
+browser fetches and compiles them while Streamlit's own code starts and the script runs,
+instead of after the table's data has arrived (Plotly's code comes after the table,
+preload.py), and a line telling Streamlit the app's base path (BASE_SCRIPT).
 
 `streamlit run app.py` still serves the same pages, without this middleware.
 """
