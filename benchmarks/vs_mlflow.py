@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from dashboard_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from scale_db import build  # noqa: E402
 
-from tests.support import free_port, start_streamlit  # noqa: E402
+from tests.support import free_port, start_streamlit, wait_until_healthy  # noqa: E402
 
 MLFLOW_VERSION = "3.17.2"
 DEFAULT_WORK = Path("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()) \
@@ -134,16 +134,11 @@ def start_mlflow(venv: Path, store: Path, work: Path) -> tuple[subprocess.Popen,
          "--port", str(port)], cwd=work, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                return server, url
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise SystemExit((work / "mlflow-server.log").read_text()[-3000:]) from None
-            time.sleep(0.3)
+    try:
+        wait_until_healthy(server, f"{url}/health", work / "mlflow-server.log", 180)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    return server, url
 
 
 # --- one measurement each --------------------------------------------------------------------

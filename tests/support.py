@@ -85,7 +85,6 @@ def start_streamlit(home: Path, env: dict[str, str], log_name: str = "streamlit.
     by the browser tests and benchmarks/dashboard_browser.py."""
     import subprocess
     import sys
-    import urllib.request
 
     env = {**env, "ABLATION_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     env.pop("ABLATION_DATABASE_URL", None)
@@ -100,13 +99,22 @@ def start_streamlit(home: Path, env: dict[str, str], log_name: str = "streamlit.
              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    wait_until_healthy(server, f"{url}/_stcore/health", log_path, wait_s)
+    return server, url
+
+
+def wait_until_healthy(server, health_url: str, log_path: Path, wait_s: float) -> None:
+    """Return once `health_url` answers 200; RuntimeError with the end of the server's log if
+    `server` exits or it does not answer within `wait_s` (the server is killed then)."""
+    import urllib.request
+
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                return server, url
+            if urllib.request.urlopen(health_url, timeout=2).status == 200:
+                return
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
                 server.kill()
-                raise RuntimeError(log_path.read_text()) from None
+                raise RuntimeError(log_path.read_text()[-3000:]) from None
             time.sleep(0.3)
